@@ -1,0 +1,353 @@
+//! Typed configuration, parsed once per request from the worker's variables and secrets.
+//!
+//! Decides: whether the settings are complete and valid, and their typed values and defaults.
+//! Never does: read the environment itself; it is handed a lookup function, so tests and the
+//! worker layer feed it the same way. Problems are collected and reported together, naming each
+//! setting and its fix, never its value.
+
+use super::mxid::RoomId;
+use super::signature::Secrets;
+
+/// Original service's default homeserver (Beeper).
+pub const DEFAULT_MATRIX_BASE_URL: &str = "https://matrix.beeper.com";
+
+#[derive(Clone)]
+pub struct Config {
+    pub room_id: RoomId,
+    pub matrix_base_url: String,
+    pub access_token: Option<String>,
+    pub api_key: Option<String>,
+    /// Pause between two outbound homeserver calls of one room.
+    pub request_delay_ms: u64,
+    pub form_field: Option<String>,
+    pub honeypot_fields: Vec<String>,
+    pub thank_you_url: Option<String>,
+    pub secrets: Secrets,
+    /// Timeout of one homeserver call.
+    pub matrix_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens, keys and the room ID never reach a log line, even by accident.
+        f.debug_struct("Config")
+            .field("matrix_base_url", &self.matrix_base_url)
+            .field("access_token", &self.access_token.is_some())
+            .field("api_key", &self.api_key.is_some())
+            .field("request_delay_ms", &self.request_delay_ms)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One bad or missing setting: its name and what to do about it. Never holds the value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub name: &'static str,
+    pub missing: bool,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn missing(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|p| p.missing)
+            .map(|p| p.name)
+            .collect()
+    }
+    pub fn invalid(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|p| !p.missing)
+            .map(|p| p.name)
+            .collect()
+    }
+    /// One sentence listing every problem, for 503 replies and logs.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|p| format!("{}: {}", p.name, p.fix))
+            .collect();
+        format!("Knock is not configured: {}", parts.join("; "))
+    }
+}
+
+impl Config {
+    /// Parses every setting through `get`, which returns a variable's or secret's value. Empty
+    /// strings count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Problems> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut problems = Vec::new();
+        let mut bad = |name: &'static str, missing: bool, fix: String| {
+            problems.push(Problem { name, missing, fix })
+        };
+
+        let room_id = match get("NEW_ROOM_ID") {
+            None => {
+                bad(
+                    "NEW_ROOM_ID",
+                    true,
+                    "set it to the room's ID (like !abc123:example.org), in wrangler.toml [vars] \
+                     or .dev.vars"
+                        .into(),
+                );
+                None
+            }
+            Some(v) => match RoomId::parse(&v) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    bad("NEW_ROOM_ID", false, format!("it {why}"));
+                    None
+                }
+            },
+        };
+
+        let matrix_base_url = get("MATRIX_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_MATRIX_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(matrix_base_url.starts_with("https://") || matrix_base_url.starts_with("http://")) {
+            bad(
+                "MATRIX_BASE_URL",
+                false,
+                "it must be an http(s) URL, like https://matrix.example.org".into(),
+            );
+        }
+
+        let access_token = get("MATRIX_ACCESS_TOKEN");
+        if access_token.is_none() {
+            bad(
+                "MATRIX_ACCESS_TOKEN",
+                true,
+                "set the bot account's access token: `wrangler secret put MATRIX_ACCESS_TOKEN`, \
+                 or MATRIX_ACCESS_TOKEN=... in .dev.vars"
+                    .into(),
+            );
+        }
+
+        let mut duration = |name: &'static str, default_ms: u64| match get(name) {
+            None => default_ms,
+            Some(v) => parse_duration_ms(&v).unwrap_or_else(|| {
+                bad(
+                    name,
+                    false,
+                    "it must be a duration like 500ms, 45s, 30m, 12h, 7d or plain seconds".into(),
+                );
+                default_ms
+            }),
+        };
+        let request_delay_ms = duration("REQUEST_DELAY", 500);
+        let matrix_timeout_ms = duration("MATRIX_TIMEOUT", 8_000);
+
+        let thank_you_url = get("THANK_YOU_URL");
+        if let Some(u) = &thank_you_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                bad("THANK_YOU_URL", false, "it must be an http(s) URL".into());
+            }
+        }
+
+        let honeypot_fields = get("HONEYPOT_FIELDS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let secrets = Secrets {
+            tally: get("TALLY_SIGNING_SECRET"),
+            typeform: get("TYPEFORM_SIGNING_SECRET"),
+            formspree: get("FORMSPREE_SIGNING_SECRET"),
+            shared: get("WEBHOOK_SECRET"),
+        };
+
+        match (room_id, problems.is_empty()) {
+            (Some(room_id), true) => Ok(Config {
+                room_id,
+                matrix_base_url,
+                access_token,
+                api_key: get("API_KEY"),
+                request_delay_ms,
+                form_field: get("FORM_FIELD"),
+                honeypot_fields,
+                thank_you_url,
+                secrets,
+                matrix_timeout_ms,
+            }),
+            _ => Err(Problems(problems)),
+        }
+    }
+}
+
+/// Parses `500ms`, `45s`, `30m`, `12h`, `7d`, or plain (possibly fractional) seconds such as
+/// `0.5`, into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000.0)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400_000.0)
+    } else {
+        (s, 1_000.0)
+    };
+    let num = num.trim();
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let value: f64 = num.parse().ok()?;
+    let ms = value * unit_ms;
+    // Ten years is far beyond any sensible setting; refuse rather than overflow.
+    (ms.is_finite() && ms <= 315_360_000_000.0).then(|| ms.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, Problems> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const MINIMAL: [(&str, &str); 2] = [
+        ("NEW_ROOM_ID", "!room:localhost"),
+        ("MATRIX_ACCESS_TOKEN", "syt_secret"),
+    ];
+
+    #[test]
+    fn durations_accept_every_documented_form() {
+        assert_eq!(parse_duration_ms("45s"), Some(45_000));
+        assert_eq!(parse_duration_ms("30m"), Some(1_800_000));
+        assert_eq!(parse_duration_ms("12h"), Some(43_200_000));
+        assert_eq!(parse_duration_ms("7d"), Some(604_800_000));
+        assert_eq!(parse_duration_ms("90"), Some(90_000));
+        assert_eq!(parse_duration_ms("0.5"), Some(500));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms(" 3s "), Some(3_000));
+        assert_eq!(parse_duration_ms("0"), Some(0));
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        for bad in [
+            "",
+            "s",
+            "-1",
+            "1w",
+            "abc",
+            "1e9",
+            "1.2.3s",
+            "99999999999d",
+            "NaN",
+        ] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_original_defaults() {
+        let c = parse(&MINIMAL).unwrap();
+        assert_eq!(c.room_id.as_str(), "!room:localhost");
+        assert_eq!(c.matrix_base_url, "https://matrix.beeper.com");
+        assert_eq!(c.request_delay_ms, 500);
+        assert!(c.api_key.is_none());
+        assert!(!c.secrets.any());
+        assert!(c.honeypot_fields.is_empty());
+    }
+
+    #[test]
+    fn missing_settings_are_all_named_together() {
+        let p = parse(&[]).unwrap_err();
+        assert_eq!(p.missing(), vec!["NEW_ROOM_ID", "MATRIX_ACCESS_TOKEN"]);
+        assert!(p.summary().contains("NEW_ROOM_ID"));
+        assert!(p
+            .summary()
+            .contains("wrangler secret put MATRIX_ACCESS_TOKEN"));
+    }
+
+    #[test]
+    fn empty_values_count_as_missing() {
+        let p = parse(&[("NEW_ROOM_ID", "  "), ("MATRIX_ACCESS_TOKEN", "t")]).unwrap_err();
+        assert_eq!(p.missing(), vec!["NEW_ROOM_ID"]);
+    }
+
+    #[test]
+    fn invalid_values_are_named_without_their_value() {
+        let p = parse(&[
+            ("NEW_ROOM_ID", "#alias:localhost"),
+            ("MATRIX_ACCESS_TOKEN", "syt_secret"),
+            ("REQUEST_DELAY", "soon"),
+            ("MATRIX_BASE_URL", "ftp://x"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            p.invalid(),
+            vec!["NEW_ROOM_ID", "MATRIX_BASE_URL", "REQUEST_DELAY"]
+        );
+        assert!(p.missing().is_empty());
+        let summary = p.summary();
+        assert!(
+            !summary.contains("#alias") && !summary.contains("soon"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn every_optional_setting_is_read() {
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("MATRIX_BASE_URL", "http://127.0.0.1:8008/"),
+            ("API_KEY", "k"),
+            ("REQUEST_DELAY", "0"),
+            ("FORM_FIELD", "Matrix ID"),
+            ("HONEYPOT_FIELDS", " website, ,fax "),
+            ("THANK_YOU_URL", "https://example.org/thanks"),
+            ("TALLY_SIGNING_SECRET", "a"),
+            ("TYPEFORM_SIGNING_SECRET", "b"),
+            ("WEBHOOK_SECRET", "c"),
+        ]);
+        let c = parse(&vars).unwrap();
+        assert_eq!(c.matrix_base_url, "http://127.0.0.1:8008");
+        assert_eq!(c.api_key.as_deref(), Some("k"));
+        assert_eq!(c.request_delay_ms, 0);
+        assert_eq!(c.form_field.as_deref(), Some("Matrix ID"));
+        assert_eq!(c.honeypot_fields, vec!["website", "fax"]);
+        assert_eq!(
+            c.thank_you_url.as_deref(),
+            Some("https://example.org/thanks")
+        );
+        assert!(c.secrets.tally.is_some() && c.secrets.typeform.is_some());
+        assert_eq!(c.secrets.shared.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets_or_the_room() {
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("WEBHOOK_SECRET", "hunter2"));
+        let c = parse(&vars).unwrap();
+        let dbg = format!("{:?}", c.secrets);
+        assert!(!dbg.contains("hunter2"));
+        assert!(!format!("{:?}", c.room_id).contains("!room"));
+    }
+}

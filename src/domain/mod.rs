@@ -1,0 +1,8 @@
+//! The pure core: every decision Knock makes, with time passed in and no IO.
+
+pub mod config;
+pub mod form;
+pub mod invites;
+pub mod mxid;
+pub mod rate_limit;
+pub mod signature;

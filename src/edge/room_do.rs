@@ -1,0 +1,438 @@
+//! The room's Durable Object (SQLite-backed), one instance per room: it stores every knock
+//! before any homeserver call, and works the queue off in alarms.
+//!
+//! It only loads rows, calls the core ([`crate::domain::invites`]) and stores what the core
+//! returns; the homeserver calls go through a [`Transport`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result,
+    ScheduledTime, SqlStorage, SqlStorageValue, State,
+};
+
+use super::log::Logger;
+use super::transport::FetchTransport;
+use super::{env_lookup, now_ms, ROOMS_BINDING};
+use crate::domain::config::Config;
+use crate::domain::invites::{self, Admission, Knock, RetryPolicy, Status, Step};
+use crate::domain::mxid::UserId;
+use crate::matrix::{classify, Api, Transport};
+
+/// Homeserver calls one alarm run may make. The free plan allows 50 subrequests per
+/// invocation; the rest of the queue is picked up by the next alarm, at once.
+const CALLS_PER_RUN: usize = 40;
+
+/// What the worker asks the room to store.
+#[derive(Serialize, Deserialize)]
+pub struct KnockIn {
+    pub user_id: String,
+    pub source: String,
+    pub delivery_key: String,
+    /// `None` to process; `Some(status)` to record only (spam).
+    pub record_as: Option<Status>,
+    pub note: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct KnockOut {
+    /// `queued`, `repeat` or `recorded`.
+    pub outcome: String,
+    pub knock_id: i64,
+}
+
+/// Sends a knock to its room's Durable Object and waits until it is stored.
+pub async fn submit(env: &Env, cfg: &Config, knock: &KnockIn) -> Result<KnockOut> {
+    let stub = env
+        .durable_object(ROOMS_BINDING)?
+        .id_from_name(cfg.room_id.as_str())?
+        .get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(serde_json::to_string(knock)?.into()));
+    let req = Request::new_with_init("https://room.internal/knock", &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(format!("room store answered {}", resp.status_code()).into());
+    }
+    resp.json().await
+}
+
+#[durable_object]
+pub struct RoomDo {
+    state: State,
+    env: Env,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: i64,
+    user_id: String,
+    source: String,
+    status: String,
+    profile_checked: i64,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Row {
+    fn into_knock(self) -> Knock {
+        Knock {
+            id: self.id,
+            user_id: self.user_id,
+            source: self.source,
+            status: Status::parse(&self.status).unwrap_or(Status::Failed),
+            profile_checked: self.profile_checked != 0,
+            attempts: self.attempts.max(0) as u32,
+            next_attempt_at: self.next_attempt_at.max(0) as u64,
+            last_error: self.last_error,
+            created_at: self.created_at.max(0) as u64,
+            updated_at: self.updated_at.max(0) as u64,
+        }
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS knocks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id TEXT NOT NULL,
+  source TEXT NOT NULL,
+  status TEXT NOT NULL,
+  profile_checked INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  last_error TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS knocks_by_user ON knocks(user_id, id);
+CREATE INDEX IF NOT EXISTS knocks_due ON knocks(status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+  key TEXT PRIMARY KEY,
+  knock_id INTEGER NOT NULL,
+  received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+";
+
+const KNOCK_COLUMNS: &str = "id, user_id, source, status, profile_checked, attempts, \
+                             next_attempt_at, last_error, created_at, updated_at";
+
+fn int(v: u64) -> SqlStorageValue {
+    SqlStorageValue::Integer(v.min(i64::MAX as u64) as i64)
+}
+
+fn at(ms: u64) -> ScheduledTime {
+    ScheduledTime::new(js_sys::Date::new(&js_sys::Number::from(ms as f64)))
+}
+
+impl DurableObject for RoomDo {
+    fn new(state: State, env: Env) -> Self {
+        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
+            worker::console_error!("room schema: {e}");
+        }
+        RoomDo { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        match (req.method(), req.path().as_str()) {
+            (Method::Post, "/knock") => {
+                let knock: KnockIn = req.json().await?;
+                let out = self.store_knock(knock, now_ms())?;
+                if out.outcome == "queued" {
+                    self.wake_by(now_ms()).await?;
+                }
+                Response::from_json(&out)
+            }
+            _ => Response::error("no such room operation", 400),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let log = Logger::background("room");
+        if let Err(e) = self.process_due(&log).await {
+            log.event("queue_error", &[("error", e.to_string().into())]);
+            // Try again soon rather than lose the wake-up.
+            self.wake_by(now_ms() + 30_000).await?;
+        }
+        Response::ok("done")
+    }
+}
+
+impl RoomDo {
+    fn sql(&self) -> SqlStorage {
+        self.state.storage().sql()
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct V {
+            v: String,
+        }
+        let rows: Vec<V> = self
+            .sql()
+            .exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
+            .to_array()?;
+        Ok(rows.first().and_then(|r| r.v.parse().ok()).unwrap_or(0))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.sql().exec(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            vec![key.into(), value.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a knock, de-duplicated by delivery and by user. Synchronous SQL only, so the
+    /// whole check-and-insert runs without interleaving.
+    fn store_knock(&self, k: KnockIn, now: u64) -> Result<KnockOut> {
+        let sql = self.sql();
+        #[derive(Deserialize)]
+        struct Id {
+            knock_id: i64,
+        }
+        let seen: Vec<Id> = sql
+            .exec(
+                "SELECT knock_id FROM deliveries WHERE key = ?",
+                vec![k.delivery_key.as_str().into()],
+            )?
+            .to_array()?;
+        if let Some(prev) = seen.first() {
+            return Ok(KnockOut {
+                outcome: "repeat".into(),
+                knock_id: prev.knock_id,
+            });
+        }
+        let (outcome, knock_id) = match k.record_as {
+            Some(status) => {
+                let reason = k.note.as_deref().unwrap_or(status.as_str());
+                let row = Knock::recorded(&k.user_id, &k.source, status, reason, now);
+                ("recorded", self.insert_knock(&row)?)
+            }
+            None => {
+                let latest: Vec<Row> = sql
+                    .exec(
+                        &format!(
+                            "SELECT {KNOCK_COLUMNS} FROM knocks WHERE user_id = ? \
+                             ORDER BY id DESC LIMIT 1"
+                        ),
+                        vec![k.user_id.as_str().into()],
+                    )?
+                    .to_array()?;
+                let latest = latest.into_iter().next().map(Row::into_knock);
+                match invites::admit(latest.as_ref()) {
+                    Admission::RepeatOf(id) => ("repeat", id),
+                    Admission::New => {
+                        let row = Knock::new(&k.user_id, &k.source, now);
+                        ("queued", self.insert_knock(&row)?)
+                    }
+                }
+            }
+        };
+        sql.exec(
+            "INSERT INTO deliveries (key, knock_id, received_at) VALUES (?, ?, ?)",
+            vec![k.delivery_key.as_str().into(), knock_id.into(), int(now)],
+        )?;
+        Ok(KnockOut {
+            outcome: outcome.into(),
+            knock_id,
+        })
+    }
+
+    fn insert_knock(&self, k: &Knock) -> Result<i64> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        let rows: Vec<Id> = self
+            .sql()
+            .exec(
+                "INSERT INTO knocks (user_id, source, status, profile_checked, attempts, \
+                 next_attempt_at, last_error, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                vec![
+                    k.user_id.as_str().into(),
+                    k.source.as_str().into(),
+                    k.status.as_str().into(),
+                    (k.profile_checked as i64).into(),
+                    (k.attempts as i64).into(),
+                    int(k.next_attempt_at),
+                    k.last_error.clone().into(),
+                    int(k.created_at),
+                    int(k.updated_at),
+                ],
+            )?
+            .to_array()?;
+        rows.first()
+            .map(|r| r.id)
+            .ok_or_else(|| "insert returned no id".into())
+    }
+
+    fn update_knock(&self, k: &Knock) -> Result<()> {
+        self.sql().exec(
+            "UPDATE knocks SET status = ?, profile_checked = ?, attempts = ?, \
+             next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            vec![
+                k.status.as_str().into(),
+                (k.profile_checked as i64).into(),
+                (k.attempts as i64).into(),
+                int(k.next_attempt_at),
+                k.last_error.clone().into(),
+                int(k.updated_at),
+                k.id.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Makes sure an alarm fires no later than `when`.
+    async fn wake_by(&self, when: u64) -> Result<()> {
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await?;
+        if current.is_none_or(|t| t as u64 > when) {
+            storage.set_alarm(at(when)).await?;
+        }
+        Ok(())
+    }
+
+    fn due_knocks(&self, now: u64, limit: usize) -> Result<Vec<Knock>> {
+        let rows: Vec<Row> = self
+            .sql()
+            .exec(
+                &format!(
+                    "SELECT {KNOCK_COLUMNS} FROM knocks WHERE status = 'queued' \
+                     AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+                ),
+                vec![int(now), (limit as i64).into()],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().map(Row::into_knock).collect())
+    }
+
+    fn next_due_at(&self) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct Next {
+            t: Option<i64>,
+        }
+        let rows: Vec<Next> = self
+            .sql()
+            .exec(
+                "SELECT MIN(next_attempt_at) AS t FROM knocks WHERE status = 'queued'",
+                None,
+            )?
+            .to_array()?;
+        Ok(rows.first().and_then(|r| r.t).map(|t| t.max(0) as u64))
+    }
+
+    /// Works off due knocks until the queue is empty, the room is paused, or the run's call
+    /// budget is spent; then sets the alarm for whatever is due next.
+    async fn process_due(&self, log: &Logger) -> Result<()> {
+        let cfg = match Config::from_lookup(env_lookup(&self.env)) {
+            Ok(c) => c,
+            Err(p) => {
+                log.event("misconfigured", &[("missing", json!(p.missing()))]);
+                return self.wake_by(now_ms() + 60_000).await;
+            }
+        };
+        let token = cfg.access_token.clone().unwrap_or_default();
+        let api = Api::new(&cfg.matrix_base_url, &token);
+        let transport = FetchTransport {
+            timeout_ms: cfg.matrix_timeout_ms,
+        };
+        let policy = RetryPolicy::default();
+        let room_server = cfg.room_id.as_str().split_once(':').map(|(_, s)| s);
+        let mut calls = 0usize;
+
+        'run: while calls < CALLS_PER_RUN {
+            let now = now_ms();
+            let paused_until = self.meta_u64("pause_until")?;
+            if paused_until > now {
+                break;
+            }
+            let batch = self.due_knocks(now, CALLS_PER_RUN - calls)?;
+            if batch.is_empty() {
+                break;
+            }
+            for mut knock in batch {
+                while let Some(step) = invites::next_step(&knock) {
+                    if calls >= CALLS_PER_RUN {
+                        break 'run;
+                    }
+                    let Ok(user) = UserId::parse(&knock.user_id) else {
+                        knock.status = Status::Failed;
+                        knock.last_error = Some("stored user ID no longer parses".into());
+                        self.update_knock(&knock)?;
+                        break;
+                    };
+                    self.pace(cfg.request_delay_ms).await?;
+                    let request = match step {
+                        Step::CheckProfile => api.profile(&user),
+                        Step::Invite => {
+                            api.invite(&cfg.room_id, &user, Some("asked to join via Knock"))
+                        }
+                    };
+                    calls += 1;
+                    let outcome = classify(transport.send(request).await);
+                    let now = now_ms();
+                    let is_local = room_server == Some(user.server_name());
+                    let applied = invites::apply(&knock, step, outcome, now, &policy, is_local);
+                    self.update_knock(&applied.knock)?;
+                    log.event(
+                        applied.event,
+                        &[
+                            ("user_id", knock.user_id.clone().into()),
+                            ("knock_id", knock.id.into()),
+                            ("attempts", applied.knock.attempts.into()),
+                            (
+                                "detail",
+                                applied
+                                    .knock
+                                    .last_error
+                                    .clone()
+                                    .map_or(Value::Null, Value::from),
+                            ),
+                        ],
+                    );
+                    if applied.login_needed {
+                        self.set_meta("login_needed", "1")?;
+                    } else if step == Step::Invite && applied.knock.status == Status::Invited {
+                        self.set_meta("login_needed", "0")?;
+                    }
+                    if let Some(until) = applied.pause_room_until {
+                        self.set_meta("pause_until", &until.to_string())?;
+                        break 'run;
+                    }
+                    knock = applied.knock;
+                }
+            }
+        }
+
+        let paused_until = self.meta_u64("pause_until")?;
+        if let Some(next) = self.next_due_at()? {
+            self.state
+                .storage()
+                .set_alarm(at(next.max(paused_until).max(now_ms())))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Spaces homeserver calls by `REQUEST_DELAY`, across runs too.
+    async fn pace(&self, delay_ms: u64) -> Result<()> {
+        if delay_ms == 0 {
+            return Ok(());
+        }
+        let last = self.meta_u64("last_call_at")?;
+        let wait = (last + delay_ms).saturating_sub(now_ms());
+        if wait > 0 {
+            worker::Delay::from(Duration::from_millis(wait)).await;
+        }
+        self.set_meta("last_call_at", &now_ms().to_string())
+    }
+}

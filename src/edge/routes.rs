@@ -1,0 +1,189 @@
+//! HTTP routes. Each reads the request into typed values, asks the core, and replies.
+
+use serde_json::json;
+use worker::{Env, Method, Request, Response, Result, Url};
+
+use super::http::{self, Body};
+use super::log::Logger;
+use super::room_do::{self, KnockIn};
+use super::{env_lookup, now_ms};
+use crate::domain::config::{Config, Problems};
+use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
+use crate::domain::invites::Status;
+use crate::domain::signature::{self, AuthError, Presented};
+
+pub async fn handle(req: Request, env: &Env, log: &Logger) -> Result<Response> {
+    let path = req.path();
+    match (req.method(), path.as_str()) {
+        (Method::Get, "/") | (Method::Head, "/") => health(env),
+        (Method::Post, "/invite_from_form") => invite_from_form(req, env, log).await,
+        // Never 404 or 410 here: Typeform disables a webhook for good on either.
+        (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
+        _ => http::json_error(404, "No such route."),
+    }
+}
+
+fn health(env: &Env) -> Result<Response> {
+    match Config::from_lookup(env_lookup(env)) {
+        Ok(_) => http::json(200, &json!({ "status": "running" })),
+        Err(p) => http::json(200, &misconfigured(&p)),
+    }
+}
+
+fn misconfigured(p: &Problems) -> serde_json::Value {
+    json!({
+        "status": "misconfigured",
+        "missing": p.missing(),
+        "invalid": p.invalid(),
+        "fix": p.0.iter().map(|x| format!("{}: {}", x.name, x.fix)).collect::<Vec<_>>(),
+    })
+}
+
+/// How the reply is dressed: JSON for webhooks, a small page for people posting an HTML form.
+#[derive(Clone, Copy, PartialEq)]
+enum Audience {
+    Webhook,
+    Person,
+}
+
+fn reply_error(audience: Audience, status: u16, message: &str) -> Result<Response> {
+    match audience {
+        Audience::Webhook => http::json_error(status, message),
+        Audience::Person => http::page(status, "Your request was not sent", message),
+    }
+}
+
+fn reply_accepted(audience: Audience, cfg: &Config) -> Result<Response> {
+    match (audience, &cfg.thank_you_url) {
+        (Audience::Person, Some(url)) => {
+            let url = Url::parse(url).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            Response::redirect_with_status(url, 303)
+        }
+        (Audience::Person, None) => http::page(
+            202,
+            "Thanks for knocking",
+            "Your request was received. If it is approved, an invite will arrive in your Matrix \
+             client shortly.",
+        ),
+        (Audience::Webhook, _) => http::json(202, &json!({ "status": "accepted" })),
+    }
+}
+
+async fn invite_from_form(mut req: Request, env: &Env, log: &Logger) -> Result<Response> {
+    let content_type = req.headers().get("content-type")?;
+    let audience = match content_type.as_deref() {
+        Some(ct) if ct.to_ascii_lowercase().contains("x-www-form-urlencoded") => Audience::Person,
+        _ => Audience::Webhook,
+    };
+    let cfg = match Config::from_lookup(env_lookup(env)) {
+        Ok(c) => c,
+        Err(p) => {
+            log.event("misconfigured", &[("missing", json!(p.missing()))]);
+            return reply_error(audience, 503, &p.summary());
+        }
+    };
+
+    let body = match http::read_limited(&mut req, MAX_BODY_BYTES).await? {
+        Body::Read(b) => b,
+        Body::TooLarge => {
+            log.event("knock_refused", &[("reason", "body too large".into())]);
+            return reply_error(audience, 413, "The request body is larger than 64 KiB.");
+        }
+    };
+
+    let headers = req.headers();
+    let tally = headers.get("tally-signature")?;
+    let typeform = headers.get("typeform-signature")?;
+    let formspree = headers.get("formspree-signature")?;
+    let shared_header = headers.get("x-knock-secret")?;
+    let shared_query = req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.into_owned());
+    let presented = Presented {
+        tally_signature: tally.as_deref(),
+        typeform_signature: typeform.as_deref(),
+        formspree_signature: formspree.as_deref(),
+        shared_secret: shared_header.as_deref().or(shared_query.as_deref()),
+    };
+    let proof = match signature::verify(&cfg.secrets, &presented, &body, now_ms() / 1000) {
+        Ok(p) => p,
+        Err(e) => {
+            log.event("knock_refused", &[("reason", format!("{e:?}").into())]);
+            let msg = match e {
+                AuthError::Missing => "This webhook needs a signature or the shared secret.",
+                AuthError::Stale => "The signature has expired; send a fresh delivery.",
+                _ => "The signature or secret does not match.",
+            };
+            return reply_error(audience, 401, msg);
+        }
+    };
+
+    let submission = match form::body_kind(content_type.as_deref(), &body)
+        .and_then(|kind| form::parse_submission(kind, &body))
+    {
+        Ok(s) => s,
+        Err(e) => return refuse(audience, log, &e),
+    };
+    let source = submission.platform.as_str();
+    let delivery_key = submission.delivery_key(&body);
+
+    if submission.honeypot_filled(&cfg.honeypot_fields) {
+        // Accepted in appearance only: recorded as spam, never invited.
+        let raw = submission
+            .matrix_id_text(cfg.form_field.as_deref())
+            .unwrap_or("")
+            .chars()
+            .take(255)
+            .collect::<String>();
+        let knock = KnockIn {
+            user_id: raw,
+            source: source.into(),
+            delivery_key,
+            record_as: Some(Status::Spam),
+            note: Some("honeypot field filled".into()),
+        };
+        room_do::submit(env, &cfg, &knock).await?;
+        log.event(
+            "knock_verdict",
+            &[("verdict", "spam".into()), ("source", source.into())],
+        );
+        return reply_accepted(audience, &cfg);
+    }
+
+    let user = match submission.matrix_id(cfg.form_field.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return refuse(audience, log, &e),
+    };
+    log.event(
+        "knock_received",
+        &[
+            ("user_id", user.as_str().into()),
+            ("source", source.into()),
+            ("proof", format!("{proof:?}").into()),
+        ],
+    );
+    let knock = KnockIn {
+        user_id: user.as_str().into(),
+        source: source.into(),
+        delivery_key,
+        record_as: None,
+        note: None,
+    };
+    let out = room_do::submit(env, &cfg, &knock).await?;
+    log.event(
+        "knock_verdict",
+        &[
+            ("user_id", user.as_str().into()),
+            ("verdict", out.outcome.into()),
+            ("knock_id", out.knock_id.into()),
+        ],
+    );
+    reply_accepted(audience, &cfg)
+}
+
+fn refuse(audience: Audience, log: &Logger, e: &FormError) -> Result<Response> {
+    log.event("knock_refused", &[("reason", e.message().into())]);
+    reply_error(audience, e.status(), &e.message())
+}

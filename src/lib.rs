@@ -1,0 +1,12 @@
+//! Knock: out-of-band invites to private Matrix rooms, as a Cloudflare Worker.
+//!
+//! - [`domain`]: the pure core. It decides everything, takes `now` as an argument, does no IO and
+//!   never imports `worker`; plain `cargo test` covers it.
+//! - [`matrix`]: client-server API requests and responses as data, behind a [`matrix::Transport`].
+//! - `edge` (wasm32 only): the thin Cloudflare layer: routes, Durable Objects, cron, KV.
+
+pub mod domain;
+pub mod matrix;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

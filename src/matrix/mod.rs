@@ -1,0 +1,479 @@
+//! The Matrix client-server API as data.
+//!
+//! Decides: the method, URL and JSON body of every call Knock makes, and what a homeserver's
+//! reply means (success, retry later, log in again, or a final refusal). Never does: IO. The
+//! wasm build sends an [`HttpRequest`] through `worker::Fetch`; native tests use any
+//! [`Transport`]; end-to-end tests use a real Synapse.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+
+use crate::domain::mxid::{RoomId, UserId};
+
+/// Characters left as they are in a path segment or query value (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub fn encode(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// A request ready to send. `Debug` leaves out the headers, which carry the token.
+#[derive(Clone, PartialEq)]
+pub struct HttpRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<String>,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method.as_str(), self.url)
+    }
+}
+
+impl HttpRequest {
+    /// The JSON body, parsed (for tests and logs).
+    pub fn json(&self) -> Value {
+        self.body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    Timeout,
+    Network(String),
+}
+
+/// Sends one request. Implemented over `worker::Fetch` in the wasm build.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// Builds the requests of one homeserver session.
+#[derive(Clone, Copy)]
+pub struct Api<'a> {
+    pub base_url: &'a str,
+    pub access_token: &'a str,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(base_url: &'a str, access_token: &'a str) -> Self {
+        Api {
+            base_url: base_url.trim_end_matches('/'),
+            access_token,
+        }
+    }
+
+    fn req(&self, method: Method, path: String, body: Option<Value>) -> HttpRequest {
+        let mut headers = vec![("Authorization", format!("Bearer {}", self.access_token))];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json".into()));
+        }
+        HttpRequest {
+            method,
+            url: format!("{}/_matrix/client/v3{}", self.base_url, path),
+            headers,
+            body: body.map(|b| b.to_string()),
+        }
+    }
+
+    fn room(&self, room: &RoomId, rest: &str) -> String {
+        format!("/rooms/{}{}", encode(room.as_str()), rest)
+    }
+
+    pub fn profile(&self, user: &UserId) -> HttpRequest {
+        self.req(
+            Method::Get,
+            format!("/profile/{}", encode(user.as_str())),
+            None,
+        )
+    }
+
+    pub fn invite(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
+        self.membership_change(room, "invite", user, reason)
+    }
+
+    pub fn kick(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
+        self.membership_change(room, "kick", user, reason)
+    }
+
+    pub fn ban(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
+        self.membership_change(room, "ban", user, reason)
+    }
+
+    pub fn unban(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
+        self.membership_change(room, "unban", user, reason)
+    }
+
+    fn membership_change(
+        &self,
+        room: &RoomId,
+        action: &str,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> HttpRequest {
+        let mut body = json!({ "user_id": user.as_str() });
+        if let Some(r) = reason {
+            body["reason"] = Value::from(r);
+        }
+        self.req(
+            Method::Post,
+            self.room(room, &format!("/{action}")),
+            Some(body),
+        )
+    }
+
+    /// `GET /rooms/{id}/members`, optionally filtered to one membership.
+    pub fn members(&self, room: &RoomId, membership: Option<&str>) -> HttpRequest {
+        let q = membership
+            .map(|m| format!("?membership={}", encode(m)))
+            .unwrap_or_default();
+        self.req(Method::Get, self.room(room, &format!("/members{q}")), None)
+    }
+
+    pub fn joined_members(&self, room: &RoomId) -> HttpRequest {
+        self.req(Method::Get, self.room(room, "/joined_members"), None)
+    }
+
+    pub fn room_state(&self, room: &RoomId) -> HttpRequest {
+        self.req(Method::Get, self.room(room, "/state"), None)
+    }
+
+    /// `PUT /rooms/{id}/send/m.room.message/{txn}`: idempotent per transaction id.
+    pub fn send_text(&self, room: &RoomId, txn_id: &str, text: &str) -> HttpRequest {
+        let body = json!({ "msgtype": "m.text", "body": text });
+        let path = self.room(room, &format!("/send/m.room.message/{}", encode(txn_id)));
+        self.req(Method::Put, path, Some(body))
+    }
+
+    pub fn whoami(&self) -> HttpRequest {
+        self.req(Method::Get, "/account/whoami".into(), None)
+    }
+}
+
+/// What a homeserver's reply means for the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// 429: wait this long, then try again.
+    RateLimited {
+        retry_after_ms: u64,
+    },
+    /// 5xx, or 408: the server is struggling; try again later.
+    Server {
+        status: u16,
+    },
+    Timeout,
+    Network,
+    /// 401: the access token is missing or no longer valid.
+    Unauthorized {
+        errcode: String,
+    },
+    /// Any other 4xx: the homeserver refused, and asking again will not change that.
+    Refused {
+        status: u16,
+        errcode: String,
+        error: String,
+    },
+}
+
+impl Failure {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Failure::RateLimited { .. }
+                | Failure::Server { .. }
+                | Failure::Timeout
+                | Failure::Network
+        )
+    }
+
+    /// A short description for records and logs. Never includes a token; may include the
+    /// homeserver's own error text, which names no secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Failure::RateLimited { retry_after_ms } => {
+                format!("rate limited by the homeserver for {retry_after_ms} ms")
+            }
+            Failure::Server { status } => format!("homeserver error {status}"),
+            Failure::Timeout => "homeserver timed out".into(),
+            Failure::Network => "homeserver unreachable".into(),
+            Failure::Unauthorized { errcode } => format!("homeserver login needed ({errcode})"),
+            Failure::Refused {
+                status,
+                errcode,
+                error,
+            } => format!("{status} {errcode}: {error}"),
+        }
+    }
+}
+
+/// Used when a 429 names no delay at all.
+pub const DEFAULT_RATE_LIMIT_WAIT_MS: u64 = 5_000;
+
+/// Classifies a reply. `Ok` carries the parsed JSON body (`{}` when empty or not JSON).
+pub fn classify(result: Result<HttpResponse, TransportError>) -> Result<Value, Failure> {
+    let resp = match result {
+        Ok(r) => r,
+        Err(TransportError::Timeout) => return Err(Failure::Timeout),
+        Err(TransportError::Network(_)) => return Err(Failure::Network),
+    };
+    let body: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+    let errcode = || {
+        body.get("errcode")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    match resp.status {
+        200..=299 => {
+            // A truncated or garbled success body is not a success we can rely on.
+            if body.is_null() && !resp.body.trim().is_empty() {
+                Err(Failure::Server {
+                    status: resp.status,
+                })
+            } else if body.is_null() {
+                Ok(Value::Object(Default::default()))
+            } else {
+                Ok(body)
+            }
+        }
+        429 => Err(Failure::RateLimited {
+            retry_after_ms: retry_after_ms(resp.retry_after.as_deref(), &body),
+        }),
+        401 => Err(Failure::Unauthorized { errcode: errcode() }),
+        408 | 500..=599 => Err(Failure::Server {
+            status: resp.status,
+        }),
+        status => Err(Failure::Refused {
+            status,
+            errcode: errcode(),
+            error: body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect(),
+        }),
+    }
+}
+
+/// The `Retry-After` header (spec v1.10+) in seconds, else the body's `retry_after_ms`.
+fn retry_after_ms(header: Option<&str>, body: &Value) -> u64 {
+    header
+        .and_then(|h| h.trim().parse::<u64>().ok())
+        .map(|s| s.saturating_mul(1000))
+        .or_else(|| body.get("retry_after_ms").and_then(Value::as_u64))
+        .unwrap_or(DEFAULT_RATE_LIMIT_WAIT_MS)
+        .clamp(1, 3_600_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> RoomId {
+        RoomId::parse("!secret:localhost").unwrap()
+    }
+    fn user() -> UserId {
+        UserId::parse("@alice:localhost").unwrap()
+    }
+    fn api() -> Api<'static> {
+        Api::new("http://127.0.0.1:8008/", "syt_token")
+    }
+    fn resp(status: u16, body: &str) -> Result<HttpResponse, TransportError> {
+        Ok(HttpResponse {
+            status,
+            retry_after: None,
+            body: body.into(),
+        })
+    }
+
+    #[test]
+    fn an_invite_is_a_post_with_the_user_in_the_body() {
+        let r = api().invite(&room(), &user(), Some("via form"));
+        assert_eq!(r.method, Method::Post);
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:8008/_matrix/client/v3/rooms/%21secret%3Alocalhost/invite"
+        );
+        assert_eq!(
+            r.json(),
+            json!({"user_id": "@alice:localhost", "reason": "via form"})
+        );
+        assert!(r
+            .headers
+            .contains(&("Authorization", "Bearer syt_token".into())));
+    }
+
+    #[test]
+    fn kick_ban_and_unban_share_the_membership_shape() {
+        for (r, action) in [
+            (api().kick(&room(), &user(), None), "kick"),
+            (api().ban(&room(), &user(), None), "ban"),
+            (api().unban(&room(), &user(), None), "unban"),
+        ] {
+            assert!(r.url.ends_with(&format!("/{action}")));
+            assert_eq!(r.json(), json!({"user_id": "@alice:localhost"}));
+        }
+    }
+
+    #[test]
+    fn the_profile_lookup_encodes_the_user_id() {
+        let r = api().profile(&UserId::parse("@a/b+c:localhost").unwrap());
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:8008/_matrix/client/v3/profile/%40a%2Fb%2Bc%3Alocalhost"
+        );
+        assert_eq!(r.body, None);
+    }
+
+    #[test]
+    fn messages_are_puts_keyed_by_transaction() {
+        let r = api().send_text(&room(), "welcome-1", "hi");
+        assert_eq!(r.method, Method::Put);
+        assert!(r.url.ends_with("/send/m.room.message/welcome-1"));
+        assert_eq!(r.json(), json!({"msgtype": "m.text", "body": "hi"}));
+    }
+
+    #[test]
+    fn member_listings_can_filter_by_membership() {
+        assert!(api()
+            .members(&room(), Some("knock"))
+            .url
+            .ends_with("/members?membership=knock"));
+        assert!(api().members(&room(), None).url.ends_with("/members"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let r = api().whoami();
+        assert!(!format!("{r:?}").contains("syt_token"));
+    }
+
+    #[test]
+    fn success_bodies_are_parsed() {
+        assert_eq!(classify(resp(200, "{}")), Ok(json!({})));
+        assert_eq!(classify(resp(200, "")), Ok(json!({})));
+        assert_eq!(
+            classify(resp(200, r#"{"displayname":"A"}"#)),
+            Ok(json!({"displayname":"A"}))
+        );
+    }
+
+    #[test]
+    fn a_truncated_success_body_is_a_transient_failure() {
+        let r = classify(resp(200, r#"{"chunk":[{"ty"#));
+        assert_eq!(r, Err(Failure::Server { status: 200 }));
+        assert!(r.unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn rate_limits_prefer_the_header_then_the_body() {
+        let with_header = Ok(HttpResponse {
+            status: 429,
+            retry_after: Some("10".into()),
+            body: r#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":9816}"#.into(),
+        });
+        assert_eq!(
+            classify(with_header),
+            Err(Failure::RateLimited {
+                retry_after_ms: 10_000
+            })
+        );
+        assert_eq!(
+            classify(resp(
+                429,
+                r#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":9816}"#
+            )),
+            Err(Failure::RateLimited {
+                retry_after_ms: 9816
+            })
+        );
+        assert_eq!(
+            classify(resp(429, "")),
+            Err(Failure::RateLimited {
+                retry_after_ms: DEFAULT_RATE_LIMIT_WAIT_MS
+            })
+        );
+    }
+
+    #[test]
+    fn server_errors_and_timeouts_are_transient() {
+        for r in [
+            resp(500, ""),
+            resp(502, "<html>"),
+            resp(408, ""),
+            Err(TransportError::Timeout),
+            Err(TransportError::Network("reset".into())),
+        ] {
+            assert!(classify(r).unwrap_err().is_transient());
+        }
+    }
+
+    #[test]
+    fn a_bad_token_asks_for_login() {
+        let r = classify(resp(
+            401,
+            r#"{"errcode":"M_UNKNOWN_TOKEN","soft_logout":false}"#,
+        ));
+        assert_eq!(
+            r,
+            Err(Failure::Unauthorized {
+                errcode: "M_UNKNOWN_TOKEN".into()
+            })
+        );
+        assert!(!r.unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn other_client_errors_are_final_refusals() {
+        let r = classify(resp(
+            403,
+            r#"{"errcode":"M_FORBIDDEN","error":"@a:x is already in the room."}"#,
+        ));
+        assert_eq!(
+            r,
+            Err(Failure::Refused {
+                status: 403,
+                errcode: "M_FORBIDDEN".into(),
+                error: "@a:x is already in the room.".into()
+            })
+        );
+    }
+}

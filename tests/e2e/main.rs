@@ -1,0 +1,6 @@
+//! End-to-end tests: the real worker in `wrangler dev --local` against a real Synapse, both on
+//! 127.0.0.1 and both started here. Run them with `scripts/test`, which installs and builds
+//! everything first.
+
+mod form_flow;
+mod support;
