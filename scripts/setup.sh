@@ -22,7 +22,7 @@ if [ "$want" = all ] || [ "$want" = build ]; then
     rustup target add wasm32-unknown-unknown
   fi
 
-  if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$WORKER_BUILD_VERSION" ]; then
+  if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$WORKER_BUILD_VERSION" ]; then
     step "installing worker-build $WORKER_BUILD_VERSION (one-time, a few minutes)"
     cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked
   fi
@@ -42,7 +42,7 @@ if [ "$want" = all ] || [ "$want" = build ]; then
 fi
 
 if [ "$want" = all ] || [ "$want" = synapse ]; then
-  if [ ! -x "$SYNAPSE_VENV/bin/python" ] || ! "$SYNAPSE_VENV/bin/python" -c 'import synapse, jwt' 2>/dev/null; then
+  if [ ! -x "$SYNAPSE_VENV/bin/python" ] || ! "$SYNAPSE_VENV/bin/python" -c 'import synapse, authlib' 2>/dev/null; then
     step "installing Synapse from PyPI into target/synapse-venv (one-time, ~30 s)"
     python3 -m venv "$SYNAPSE_VENV"
     "$SYNAPSE_VENV/bin/pip" install --quiet --disable-pip-version-check 'matrix-synapse[jwt]'
