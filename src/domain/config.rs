@@ -5,6 +5,7 @@
 //! worker layer feed it the same way. Problems are collected and reported together, naming each
 //! setting and its fix, never its value.
 
+use super::moderation::BlockAction;
 use super::mxid::RoomId;
 use super::signature::Secrets;
 
@@ -25,6 +26,8 @@ pub struct Config {
     pub secrets: Secrets,
     /// Timeout of one homeserver call.
     pub matrix_timeout_ms: u64,
+    /// What blocking someone does to them in the room.
+    pub block_action: BlockAction,
 }
 
 impl std::fmt::Debug for Config {
@@ -155,6 +158,14 @@ impl Config {
             }
         }
 
+        let block_action = match get("BLOCK_ACTION") {
+            None => BlockAction::Kick,
+            Some(v) => BlockAction::parse(&v).unwrap_or_else(|| {
+                bad("BLOCK_ACTION", false, "it must be kick or ban".into());
+                BlockAction::Kick
+            }),
+        };
+
         let honeypot_fields = get("HONEYPOT_FIELDS")
             .map(|v| {
                 v.split(',')
@@ -184,6 +195,7 @@ impl Config {
                 thank_you_url,
                 secrets,
                 matrix_timeout_ms,
+                block_action,
             }),
             _ => Err(Problems(problems)),
         }
@@ -274,6 +286,16 @@ mod tests {
         assert!(c.api_key.is_none());
         assert!(!c.secrets.any());
         assert!(c.honeypot_fields.is_empty());
+        assert_eq!(c.block_action, BlockAction::Kick);
+    }
+
+    #[test]
+    fn block_action_is_kick_or_ban() {
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("BLOCK_ACTION", "Ban"));
+        assert_eq!(parse(&vars).unwrap().block_action, BlockAction::Ban);
+        vars.push(("BLOCK_ACTION", "shun"));
+        assert_eq!(parse(&vars).unwrap_err().invalid(), vec!["BLOCK_ACTION"]);
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum Status {
     Spam,
     /// The homeserver refused for good, or retries ran out. `last_error` says why.
     Failed,
+    /// On the block-list: recorded with the rule that matched, never invited.
+    Blocked,
+    /// Withdrawn by a moderator or by Knock (blocked since, or expired).
+    Rescinded,
 }
 
 impl Status {
@@ -39,6 +43,8 @@ impl Status {
             Status::NoSuchUser => "no_such_user",
             Status::Spam => "spam",
             Status::Failed => "failed",
+            Status::Blocked => "blocked",
+            Status::Rescinded => "rescinded",
         }
     }
 
@@ -50,6 +56,8 @@ impl Status {
             "no_such_user" => Status::NoSuchUser,
             "spam" => Status::Spam,
             "failed" => Status::Failed,
+            "blocked" => Status::Blocked,
+            "rescinded" => Status::Rescinded,
             _ => return None,
         })
     }
@@ -462,7 +470,13 @@ mod tests {
             ..k.clone()
         };
         assert_eq!(admit(Some(&invited)), Admission::RepeatOf(7));
-        for done in [Status::NoSuchUser, Status::Failed, Status::Spam] {
+        for done in [
+            Status::NoSuchUser,
+            Status::Failed,
+            Status::Spam,
+            Status::Blocked,
+            Status::Rescinded,
+        ] {
             let old = Knock {
                 status: done,
                 ..k.clone()
@@ -481,6 +495,8 @@ mod tests {
             Status::NoSuchUser,
             Status::Spam,
             Status::Failed,
+            Status::Blocked,
+            Status::Rescinded,
         ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }

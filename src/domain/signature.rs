@@ -448,3 +448,55 @@ mod tests {
         assert!(!constant_time_eq(b"", b"a"));
     }
 }
+
+/// The admin API's bearer check. It fails closed: with no `API_KEY` set, nothing is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAuth {
+    Allowed,
+    /// Wrong or missing `Authorization: Bearer` header.
+    Denied,
+    /// `API_KEY` is not configured.
+    Disabled,
+}
+
+pub fn check_bearer(api_key: Option<&str>, authorization: Option<&str>) -> AdminAuth {
+    let Some(key) = api_key.filter(|k| !k.is_empty()) else {
+        return AdminAuth::Disabled;
+    };
+    let given = authorization
+        .map(str::trim)
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(key.as_bytes(), g.as_bytes()) => AdminAuth::Allowed,
+        _ => AdminAuth::Denied,
+    }
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_api_fails_closed_without_a_key() {
+        assert_eq!(check_bearer(None, Some("Bearer x")), AdminAuth::Disabled);
+        assert_eq!(check_bearer(Some(""), Some("Bearer ")), AdminAuth::Disabled);
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_allowed() {
+        let k = Some("s3cret");
+        assert_eq!(check_bearer(k, Some("Bearer s3cret")), AdminAuth::Allowed);
+        assert_eq!(
+            check_bearer(k, Some("  Bearer s3cret ")),
+            AdminAuth::Allowed
+        );
+        assert_eq!(check_bearer(k, Some("Bearer s3cre")), AdminAuth::Denied);
+        assert_eq!(check_bearer(k, Some("Basic s3cret")), AdminAuth::Denied);
+        assert_eq!(check_bearer(k, Some("s3cret")), AdminAuth::Denied);
+        assert_eq!(check_bearer(k, None), AdminAuth::Denied);
+    }
+}

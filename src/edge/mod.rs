@@ -1,16 +1,21 @@
 //! The Cloudflare layer: reads `Env` and requests into typed values, calls the core, and carries
 //! out the effects it returns. No decision is made here that the core could make.
 
+mod admin;
+mod blocklist;
 mod http;
+mod list_do;
 mod log;
 mod room_do;
 mod routes;
+mod stub;
 mod transport;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
 /// Binding names, as in `wrangler.toml`.
 pub const ROOMS_BINDING: &str = "ROOMS";
+pub const LISTS_BINDING: &str = "LISTS";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {

@@ -9,17 +9,19 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use worker::{
-    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result,
-    ScheduledTime, SqlStorage, SqlStorageValue, State,
+    durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, SqlStorage,
+    SqlStorageValue, State,
 };
 
 use super::log::Logger;
+use super::stub;
 use super::transport::FetchTransport;
 use super::{env_lookup, now_ms, ROOMS_BINDING};
 use crate::domain::config::Config;
 use crate::domain::invites::{self, Admission, Knock, RetryPolicy, Status, Step};
+use crate::domain::moderation::{self, Enforcement};
 use crate::domain::mxid::UserId;
-use crate::matrix::{classify, Api, Transport};
+use crate::matrix::{classify, Api, Failure, Transport};
 
 /// Homeserver calls one alarm run may make. The free plan allows 50 subrequests per
 /// invocation; the rest of the queue is picked up by the next alarm, at once.
@@ -43,21 +45,34 @@ pub struct KnockOut {
     pub knock_id: i64,
 }
 
-/// Sends a knock to its room's Durable Object and waits until it is stored.
-pub async fn submit(env: &Env, cfg: &Config, knock: &KnockIn) -> Result<KnockOut> {
-    let stub = env
-        .durable_object(ROOMS_BINDING)?
-        .id_from_name(cfg.room_id.as_str())?
-        .get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(serde_json::to_string(knock)?.into()));
-    let req = Request::new_with_init("https://room.internal/knock", &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    if resp.status_code() != 200 {
-        return Err(format!("room store answered {}", resp.status_code()).into());
-    }
-    resp.json().await
+/// What the worker asks of a room.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RoomOp {
+    Knock(KnockIn),
+    /// Someone was just blocked: cancel their knocks and act on their membership.
+    Enforce {
+        user_id: String,
+        reason: String,
+    },
+    /// Someone was unblocked: lift any ban Knock placed.
+    Lift {
+        user_id: String,
+    },
+}
+
+/// Sends an operation to the room's Durable Object and waits for its answer.
+pub async fn call<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    cfg: &Config,
+    op: &RoomOp,
+) -> Result<T> {
+    let path = match op {
+        RoomOp::Knock(_) => "/knock",
+        RoomOp::Enforce { .. } => "/enforce",
+        RoomOp::Lift { .. } => "/lift",
+    };
+    stub::call(env, ROOMS_BINDING, cfg.room_id.as_str(), path, op).await
 }
 
 #[durable_object]
@@ -118,6 +133,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
   received_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bans (
+  user_id TEXT PRIMARY KEY,
+  reason TEXT NOT NULL,
+  placed_at INTEGER NOT NULL
+);
 ";
 
 const KNOCK_COLUMNS: &str = "id, user_id, source, status, profile_checked, attempts, \
@@ -140,16 +160,18 @@ impl DurableObject for RoomDo {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        match (req.method(), req.path().as_str()) {
-            (Method::Post, "/knock") => {
-                let knock: KnockIn = req.json().await?;
+        match req.json::<RoomOp>().await? {
+            RoomOp::Knock(knock) => {
                 let out = self.store_knock(knock, now_ms())?;
                 if out.outcome == "queued" {
                     self.wake_by(now_ms()).await?;
                 }
                 Response::from_json(&out)
             }
-            _ => Response::error("no such room operation", 400),
+            RoomOp::Enforce { user_id, reason } => {
+                Response::from_json(&self.enforce(&user_id, &reason).await?)
+            }
+            RoomOp::Lift { user_id } => Response::from_json(&self.lift(&user_id).await?),
         }
     }
 
@@ -164,9 +186,134 @@ impl DurableObject for RoomDo {
     }
 }
 
+/// The homeserver session of one Durable Object event: config, API and transport together.
+struct Session {
+    cfg: Config,
+    token: String,
+    transport: FetchTransport,
+}
+
+impl Session {
+    fn new(env: &Env) -> std::result::Result<Session, crate::domain::config::Problems> {
+        let cfg = Config::from_lookup(env_lookup(env))?;
+        Ok(Session {
+            token: cfg.access_token.clone().unwrap_or_default(),
+            transport: FetchTransport {
+                timeout_ms: cfg.matrix_timeout_ms,
+            },
+            cfg,
+        })
+    }
+
+    fn api(&self) -> Api<'_> {
+        Api::new(&self.cfg.matrix_base_url, &self.token)
+    }
+
+    async fn send(&self, req: crate::matrix::HttpRequest) -> std::result::Result<Value, Failure> {
+        classify(self.transport.send(req).await)
+    }
+
+    /// Someone's current membership, or `None` if they never had one.
+    async fn membership(&self, user: &UserId) -> std::result::Result<Option<String>, Failure> {
+        match self
+            .send(self.api().member_state(&self.cfg.room_id, user))
+            .await
+        {
+            Ok(v) => Ok(v["membership"].as_str().map(str::to_owned)),
+            Err(Failure::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl RoomDo {
     fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
+    }
+
+    /// Cancels a newly blocked user's knocks, then kicks or bans them as `BLOCK_ACTION` says.
+    async fn enforce(&self, user_id: &str, reason: &str) -> Result<Value> {
+        let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
+        let now = now_ms();
+        // Queued knocks must never turn into invites now; this runs before any await.
+        self.sql().exec(
+            "UPDATE knocks SET status = 'blocked', last_error = ?, updated_at = ? \
+             WHERE user_id = ? AND status = 'queued'",
+            vec![reason.into(), int(now), user.as_str().into()],
+        )?;
+        let session = match Session::new(&self.env) {
+            Ok(s) => s,
+            Err(p) => return Ok(json!({ "action": "failed", "detail": p.summary() })),
+        };
+        let membership = match session.membership(&user).await {
+            Ok(m) => m,
+            Err(f) => return Ok(json!({ "action": "failed", "detail": f.describe() })),
+        };
+        let plan = moderation::enforcement(membership.as_deref(), session.cfg.block_action);
+        if let Some(call) = plan.call() {
+            let req = session
+                .api()
+                .moderate(&session.cfg.room_id, call, &user, Some(reason));
+            if let Err(f) = session.send(req).await {
+                return Ok(json!({
+                    "membership_was": membership,
+                    "action": "failed",
+                    "detail": f.describe(),
+                }));
+            }
+        }
+        if plan == Enforcement::Ban {
+            self.sql().exec(
+                "INSERT OR REPLACE INTO bans (user_id, reason, placed_at) VALUES (?, ?, ?)",
+                vec![user.as_str().into(), reason.into(), int(now_ms())],
+            )?;
+        }
+        if plan != Enforcement::None {
+            self.sql().exec(
+                "UPDATE knocks SET status = 'rescinded', last_error = ?, updated_at = ? \
+                 WHERE user_id = ? AND status IN ('invited', 'joined')",
+                vec![reason.into(), int(now_ms()), user.as_str().into()],
+            )?;
+        }
+        Ok(json!({ "membership_was": membership, "action": plan.describe() }))
+    }
+
+    /// Lifts the ban Knock placed on this user, if it placed one.
+    async fn lift(&self, user_id: &str) -> Result<Value> {
+        let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
+        #[derive(Deserialize)]
+        struct Ban {
+            #[allow(dead_code)]
+            user_id: String,
+        }
+        let ours: Vec<Ban> = self
+            .sql()
+            .exec(
+                "SELECT user_id FROM bans WHERE user_id = ?",
+                vec![user.as_str().into()],
+            )?
+            .to_array()?;
+        if ours.is_empty() {
+            return Ok(json!({ "unbanned": false }));
+        }
+        let session = match Session::new(&self.env) {
+            Ok(s) => s,
+            Err(p) => return Ok(json!({ "unbanned": false, "detail": p.summary() })),
+        };
+        let req = session
+            .api()
+            .unban(&session.cfg.room_id, &user, Some("Unblocked in Knock"));
+        match session.send(req).await {
+            // Not banned any more (someone lifted it by hand): the record goes too.
+            Ok(_) | Err(Failure::Refused { .. }) => {
+                self.sql().exec(
+                    "DELETE FROM bans WHERE user_id = ?",
+                    vec![user.as_str().into()],
+                )?;
+                Ok(json!({ "unbanned": true }))
+            }
+            Err(f) => Ok(json!({ "unbanned": false, "detail": f.describe() })),
+        }
     }
 
     fn meta_u64(&self, key: &str) -> Result<u64> {
@@ -333,18 +480,15 @@ impl RoomDo {
     /// Works off due knocks until the queue is empty, the room is paused, or the run's call
     /// budget is spent; then sets the alarm for whatever is due next.
     async fn process_due(&self, log: &Logger) -> Result<()> {
-        let cfg = match Config::from_lookup(env_lookup(&self.env)) {
-            Ok(c) => c,
+        let session = match Session::new(&self.env) {
+            Ok(s) => s,
             Err(p) => {
                 log.event("misconfigured", &[("missing", json!(p.missing()))]);
                 return self.wake_by(now_ms() + 60_000).await;
             }
         };
-        let token = cfg.access_token.clone().unwrap_or_default();
-        let api = Api::new(&cfg.matrix_base_url, &token);
-        let transport = FetchTransport {
-            timeout_ms: cfg.matrix_timeout_ms,
-        };
+        let cfg = &session.cfg;
+        let api = session.api();
         let policy = RetryPolicy::default();
         let room_server = cfg.room_id.as_str().split_once(':').map(|(_, s)| s);
         let mut calls = 0usize;
@@ -378,7 +522,7 @@ impl RoomDo {
                         }
                     };
                     calls += 1;
-                    let outcome = classify(transport.send(request).await);
+                    let outcome = session.send(request).await;
                     let now = now_ms();
                     let is_local = room_server == Some(user.server_name());
                     let applied = invites::apply(&knock, step, outcome, now, &policy, is_local);

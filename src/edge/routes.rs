@@ -5,7 +5,8 @@ use worker::{Env, Method, Request, Response, Result, Url};
 
 use super::http::{self, Body};
 use super::log::Logger;
-use super::room_do::{self, KnockIn};
+use super::room_do::{self, KnockIn, KnockOut, RoomOp};
+use super::{admin, blocklist};
 use super::{env_lookup, now_ms};
 use crate::domain::config::{Config, Problems};
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
@@ -19,6 +20,7 @@ pub async fn handle(req: Request, env: &Env, log: &Logger) -> Result<Response> {
         (Method::Post, "/invite_from_form") => invite_from_form(req, env, log).await,
         // Never 404 or 410 here: Typeform disables a webhook for good on either.
         (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
+        (_, p) if admin::ROUTES.contains(&p) => admin::handle(req, env, log).await,
         _ => http::json_error(404, "No such route."),
     }
 }
@@ -144,7 +146,7 @@ async fn invite_from_form(mut req: Request, env: &Env, log: &Logger) -> Result<R
             record_as: Some(Status::Spam),
             note: Some("honeypot field filled".into()),
         };
-        room_do::submit(env, &cfg, &knock).await?;
+        let _: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
         log.event(
             "knock_verdict",
             &[("verdict", "spam".into()), ("source", source.into())],
@@ -164,14 +166,28 @@ async fn invite_from_form(mut req: Request, env: &Env, log: &Logger) -> Result<R
             ("proof", format!("{proof:?}").into()),
         ],
     );
+    // The block-list comes before anything else that costs a subrequest. A blocked knock is
+    // recorded with its verdict and answered exactly like any other (a shadow block).
+    let index = blocklist::current(env).await?;
+    let verdict = index.check_user(&user).map(|v| v.explain());
+    if let Some(why) = &verdict {
+        log.event(
+            "knock_verdict",
+            &[
+                ("user_id", user.as_str().into()),
+                ("verdict", "blocked".into()),
+                ("rule", why.clone().into()),
+            ],
+        );
+    }
     let knock = KnockIn {
         user_id: user.as_str().into(),
         source: source.into(),
         delivery_key,
-        record_as: None,
-        note: None,
+        record_as: verdict.as_ref().map(|_| Status::Blocked),
+        note: verdict,
     };
-    let out = room_do::submit(env, &cfg, &knock).await?;
+    let out: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
     log.event(
         "knock_verdict",
         &[

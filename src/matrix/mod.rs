@@ -165,6 +165,27 @@ impl<'a> Api<'a> {
         self.req(Method::Get, self.room(room, &format!("/members{q}")), None)
     }
 
+    /// `GET /rooms/{id}/state/m.room.member/{user}`: someone's current membership event
+    /// content, or 404 if they never had one.
+    pub fn member_state(&self, room: &RoomId, user: &UserId) -> HttpRequest {
+        let path = self.room(
+            room,
+            &format!("/state/m.room.member/{}", encode(user.as_str())),
+        );
+        self.req(Method::Get, path, None)
+    }
+
+    /// Kick, ban or unban by name (`"kick"`, `"ban"`, `"unban"`).
+    pub fn moderate(
+        &self,
+        room: &RoomId,
+        action: &str,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> HttpRequest {
+        self.membership_change(room, action, user, reason)
+    }
+
     pub fn joined_members(&self, room: &RoomId) -> HttpRequest {
         self.req(Method::Get, self.room(room, "/joined_members"), None)
     }
@@ -369,6 +390,18 @@ mod tests {
         assert_eq!(r.method, Method::Put);
         assert!(r.url.ends_with("/send/m.room.message/welcome-1"));
         assert_eq!(r.json(), json!({"msgtype": "m.text", "body": "hi"}));
+    }
+
+    #[test]
+    fn a_single_membership_is_read_from_room_state() {
+        let r = api().member_state(&room(), &user());
+        assert!(r
+            .url
+            .ends_with("/rooms/%21secret%3Alocalhost/state/m.room.member/%40alice%3Alocalhost"));
+        assert_eq!(
+            api().moderate(&room(), "ban", &user(), Some("r")),
+            api().ban(&room(), &user(), Some("r"))
+        );
     }
 
     #[test]

@@ -2,5 +2,6 @@
 //! 127.0.0.1 and both started here. Run them with `scripts/test`, which installs and builds
 //! everything first.
 
+mod blocklist;
 mod form_flow;
 mod support;

@@ -517,7 +517,23 @@ impl Worker {
         w
     }
 
+    /// Starts wrangler; one start at a time (wrangler picks some internal ports itself, and two
+    /// starting at once can collide), with one retry if a port was taken meanwhile.
     fn launch(&mut self) {
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        for attempt in 0..3 {
+            match self.try_launch() {
+                Ok(()) => return,
+                Err(log) if attempt < 2 && log.contains("Address already in use") => {
+                    self.port = free_port();
+                }
+                Err(log) => panic!("wrangler dev did not start:\n{log}"),
+            }
+        }
+    }
+
+    fn try_launch(&mut self) -> Result<(), String> {
         let root = repo_root();
         assert!(
             root.join("build/index.js").exists(),
@@ -530,6 +546,8 @@ impl Worker {
             .arg(self.port.to_string())
             .arg("--persist-to")
             .arg(&self.persist)
+            .arg("--inspector-port")
+            .arg(free_port().to_string())
             .arg("--config")
             .arg(&self.config)
             .args([
@@ -549,7 +567,7 @@ impl Worker {
             .parent()
             .expect("config dir")
             .join(format!("wrangler-{}.log", self.port));
-        let process = Guarded::spawn("INT", &mut cmd, &log);
+        let mut process = Guarded::spawn("INT", &mut cmd, &log);
         self.url = format!("http://127.0.0.1:{}", self.port);
         let started = Instant::now();
         loop {
@@ -558,12 +576,17 @@ impl Worker {
                     break;
                 }
             }
-            if started.elapsed() > Duration::from_secs(90) {
-                panic!("wrangler dev did not start:\n{}", process.log_tail());
+            let tail = process.log_tail();
+            if tail.contains("Address already in use")
+                || started.elapsed() > Duration::from_secs(90)
+            {
+                process.stop();
+                return Err(tail);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         self.process = Some(process);
+        Ok(())
     }
 
     /// Stops wrangler and starts it again on the same state directory and port.

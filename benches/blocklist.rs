@@ -1,0 +1,341 @@
+//! Block-list lookups: the index against a naive linear scan that computes the edit distance to
+//! every entry, over 100,000 generated entries, plus the time to build the index.
+//!
+//! `cargo bench --bench blocklist` runs criterion, then prints one summary line with medians of
+//! its own (2,000 timed index lookups, 21 timed scans, 3 builds). `KNOCK_BENCH_JSON=<path>` also
+//! writes those figures as JSON; `KNOCK_BENCH_QUICK=1` or `-- --test` uses 5,000 entries, and
+//! `KNOCK_BENCH_ENTRIES=<n>` any other number.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, SamplingMode};
+use knock::domain::blocklist::{BlockIndex, Entry, LinearScan};
+use knock::domain::mxid::UserId;
+
+const FIRST: &[&str] = &[
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
+    "oscar", "peggy", "trent", "victor", "walter", "anna", "maria", "lukas", "jonas", "sofia",
+    "emma", "noah", "liam", "olivia", "mateo", "chloe", "yuki", "hiro", "wei", "priya", "arjun",
+    "fatima", "omar", "lena", "nina", "pavel", "olga", "dmitri", "sven", "ingrid", "kofi", "amara",
+];
+const LAST: &[&str] = &[
+    "smith", "jones", "garcia", "miller", "davis", "martin", "lopez", "wilson", "anderson",
+    "taylor", "thomas", "moore", "jackson", "white", "harris", "clark", "lewis", "walker", "young",
+    "king", "wright", "scott", "green", "baker", "adams", "nelson", "hill", "campbell", "mitchell",
+    "schmidt", "muller", "novak", "kowalski", "tanaka", "suzuki", "chen", "wang", "kumar", "singh",
+];
+const WORDS: &[&str] = &[
+    "crypto", "gamer", "dragon", "shadow", "ninja", "pixel", "cyber", "troll", "spam", "bot",
+    "wolf", "storm", "night", "fire", "ghost", "dark", "king", "queen", "hunter", "rider", "star",
+    "moon", "sun", "rock", "metal", "code", "hack", "byte", "neo", "zero", "alpha", "omega",
+    "panda", "tiger", "eagle", "falcon", "viper", "cobra", "raven", "blaze",
+];
+const SERVERS: &[&str] = &[
+    "matrix.org",
+    "example.com",
+    "kde.org",
+    "mozilla.org",
+    "tchncs.de",
+    "envs.net",
+    "nitro.chat",
+    "converser.eu",
+    "matrix.im",
+    "fosdem.org",
+    "gnome.org",
+    "synapse.example.net",
+    "hs.lan",
+    "chat.university.edu",
+    "m.company.io",
+    "localhost",
+    "beeper.com",
+    "element.io",
+    "t2bot.io",
+    "halogen.city",
+    "feneas.org",
+    "pikaviestin.fi",
+    "matrix.cat",
+    "ru-matrix.org",
+    "tedomum.net",
+];
+const SEPARATORS: &[&str] = &["", "", "", "_", ".", "-", "="];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+    fn digits(&mut self, max: usize) -> String {
+        let n = self.below(max + 1);
+        (0..n)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
+    }
+}
+
+const ONSETS: &[&str] = &[
+    "b", "br", "ch", "d", "f", "g", "gr", "h", "j", "k", "kr", "l", "m", "n", "p", "r", "s", "sh",
+    "st", "t", "tr", "v", "w", "z",
+];
+const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou", "y"];
+
+fn invented(rng: &mut Rng) -> String {
+    let syllables = 2 + rng.below(3);
+    (0..syllables)
+        .map(|_| format!("{}{}", rng.pick(ONSETS), rng.pick(VOWELS)))
+        .collect()
+}
+
+fn localpart(rng: &mut Rng) -> String {
+    let sep = rng.pick(SEPARATORS);
+    match rng.below(12) {
+        7 | 8 => invented(rng),
+        9 => format!("{}{sep}{}", invented(rng), rng.pick(LAST)),
+        10 => format!("{}{sep}{}{}", rng.pick(FIRST), invented(rng), rng.digits(2)),
+        11 => format!("{}{}", invented(rng), rng.digits(4)),
+        0 => format!("{}{sep}{}", rng.pick(FIRST), rng.pick(LAST)),
+        1 => format!(
+            "{}{sep}{}{}",
+            rng.pick(FIRST),
+            rng.pick(LAST),
+            rng.digits(4)
+        ),
+        2 => format!(
+            "{}{sep}{}{}",
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            rng.digits(3)
+        ),
+        3 => format!("{}{}", rng.pick(FIRST), rng.digits(4)),
+        4 => format!("{}{sep}{}", rng.pick(WORDS), rng.pick(FIRST)),
+        5 => format!("x{}x{}", rng.pick(WORDS), rng.digits(2)),
+        _ => format!(
+            "{}{}{sep}{}",
+            rng.pick(FIRST),
+            rng.pick(LAST),
+            rng.pick(WORDS)
+        ),
+    }
+}
+
+fn generate(n: usize, rng: &mut Rng) -> Vec<Entry> {
+    let mut entries = Vec::with_capacity(n);
+    while entries.len() < n {
+        let roll = rng.below(1000);
+        let text = if roll < 10 {
+            format!("@{}*:*", rng.pick(WORDS))
+        } else if roll < 15 {
+            format!("*:{}{}.example", rng.pick(WORDS), rng.digits(3))
+        } else if roll < 20 {
+            format!("@{}?{}:*", rng.pick(FIRST), rng.digits(2))
+        } else {
+            format!("@{}:{}", localpart(rng), rng.pick(SERVERS))
+        };
+        let entry = if roll >= 995 {
+            let name = format!(
+                "{} {}",
+                capitalise(rng.pick(FIRST)),
+                capitalise(rng.pick(LAST))
+            );
+            Entry::display_name(&name, None, 0)
+        } else {
+            Entry::parse(&text, Some("ban evasion".into()), 1_700_000_000_000)
+        };
+        if let Ok(e) = entry {
+            entries.push(e);
+        }
+    }
+    entries
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn disguise(local: &str, rng: &mut Rng) -> String {
+    let mut out = String::new();
+    for c in local.chars() {
+        let leet = match c {
+            'o' => '0',
+            'i' | 'l' => '1',
+            'e' => '3',
+            'a' => '4',
+            _ => c,
+        };
+        out.push(if rng.below(3) == 0 { leet } else { c });
+        if rng.below(6) == 0 {
+            out.push('.');
+        }
+    }
+    out + &rng.digits(3)
+}
+
+fn typo(local: &str, rng: &mut Rng) -> String {
+    let mut chars: Vec<char> = local.chars().collect();
+    if chars.len() > 2 {
+        let at = rng.below(chars.len());
+        match rng.below(3) {
+            0 => {
+                chars.remove(at);
+            }
+            1 => chars.insert(at, 'x'),
+            _ => chars[at] = 'q',
+        }
+    }
+    chars.into_iter().collect()
+}
+
+/// A third variants of blocked IDs, a third typos of them, a third fresh names (mostly misses).
+fn queries(entries: &[Entry], n: usize, rng: &mut Rng) -> Vec<UserId> {
+    let ids: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.pattern.starts_with('@') && !e.pattern.contains(['*', '?']))
+        .map(|e| e.pattern.as_str())
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let blocked = ids[rng.below(ids.len())];
+        let local = &blocked[1..blocked.find(':').unwrap_or(1)];
+        let candidate = match out.len() % 3 {
+            0 => disguise(local, rng),
+            1 => typo(local, rng),
+            _ => localpart(rng),
+        };
+        if let Ok(id) = UserId::parse(&format!("@{candidate}:{}", rng.pick(SERVERS))) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let quick =
+        std::env::var_os("KNOCK_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--test");
+    let n = std::env::var("KNOCK_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 5_000 } else { 100_000 });
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let entries = generate(n, &mut rng);
+    let lookups = queries(&entries, 2_000, &mut rng);
+    let index = BlockIndex::build(entries.clone());
+    let scan = LinearScan::new(&entries);
+
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let mut group = criterion.benchmark_group("blocklist");
+    let mut next = 0;
+    group.bench_function("index_check_user", |b| {
+        b.iter(|| {
+            next = (next + 1) % lookups.len();
+            black_box(index.check_user(&lookups[next]).is_some())
+        })
+    });
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    group.bench_function("linear_scan_check_user", |b| {
+        b.iter(|| {
+            next = (next + 1) % lookups.len();
+            black_box(scan.check_user(&lookups[next]).is_some())
+        })
+    });
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("build_index", |b| {
+        b.iter_batched(|| entries.clone(), BlockIndex::build, BatchSize::LargeInput)
+    });
+    group.finish();
+    criterion.final_summary();
+
+    let index_times: Vec<Duration> = lookups
+        .iter()
+        .map(|id| {
+            let t = Instant::now();
+            black_box(index.check_user(id).is_some());
+            t.elapsed()
+        })
+        .collect();
+    let hits = lookups
+        .iter()
+        .filter(|id| index.check_user(id).is_some())
+        .count();
+    let (hit_times, miss_times): (Vec<_>, Vec<_>) = index_times
+        .iter()
+        .zip(&lookups)
+        .partition(|(_, id)| index.check_user(id).is_some());
+    let part = |v: Vec<(&Duration, &UserId)>| {
+        let d: Vec<Duration> = v.into_iter().map(|(d, _)| *d).collect();
+        if d.is_empty() {
+            0.0
+        } else {
+            median(d).as_nanos() as f64 / 1e3
+        }
+    };
+    let (hit_us, miss_us) = (part(hit_times), part(miss_times));
+    let scan_times: Vec<Duration> = lookups
+        .iter()
+        .step_by(lookups.len() / 21)
+        .take(21)
+        .map(|id| {
+            let t = Instant::now();
+            let slow = black_box(scan.check_user(id));
+            let elapsed = t.elapsed();
+            assert_eq!(
+                slow,
+                index.check_user(id),
+                "index and scan disagree on {id}"
+            );
+            elapsed
+        })
+        .collect();
+    let build_times: Vec<Duration> = (0..3)
+        .map(|_| {
+            let copy = entries.clone();
+            let t = Instant::now();
+            black_box(BlockIndex::build(copy));
+            t.elapsed()
+        })
+        .collect();
+    let index_ns = median(index_times).as_nanos() as f64;
+    let scan_ns = median(scan_times).as_nanos() as f64;
+    let build_ms = median(build_times).as_secs_f64() * 1e3;
+    let ratio = scan_ns / index_ns.max(1.0);
+    let stats = index.stats();
+    println!(
+        "blocklist: index median {:.2} µs, scan median {:.0} µs, ratio {ratio:.0}, build {build_ms:.0} ms \
+         ({n} entries, {} globs, {} family + {} near-miss postings; {hits}/{} lookups blocked, \
+         median {hit_us:.2} µs when blocked, {miss_us:.2} µs when not)",
+        index_ns / 1e3,
+        scan_ns / 1e3,
+        stats.globs,
+        stats.family_postings,
+        stats.near_miss_postings,
+        lookups.len(),
+    );
+    if let Some(path) = std::env::var_os("KNOCK_BENCH_JSON") {
+        let json = format!(
+            "{{\"index_median_ns\":{index_ns:.0},\"scan_median_ns\":{scan_ns:.0},\"ratio\":{ratio:.1},\"build_ms\":{build_ms:.1},\"entries\":{n}}}\n"
+        );
+        if let Err(e) = std::fs::write(&path, json) {
+            eprintln!("blocklist: cannot write {}: {e}", path.to_string_lossy());
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The block list: who may not be invited, including people trying to dodge an earlier ban.
+//!
+//! Decides: whether a user ID or a display name matches a blocked entry, by which rule, and says
+//! so in a sentence. Entries are exact Matrix IDs, globs over full IDs (`@spam*:*`,
+//! `*:evil.example`), or display names (against impersonation).
+//!
+//! Rules, tried in this order (the first that fires wins; within a rule, the earliest entry):
+//! 1. **exact**: the same user ID;
+//! 2. **glob**: a glob entry matches the full ID;
+//! 3. **family**: the localpart reads like a blocked ID's localpart once case, leet, separators,
+//!    repeated letters and counters at either end are folded away (see [`normalize`]); the server
+//!    is ignored, so a variant on another homeserver is caught;
+//! 4. **distance**: the family keys are a few edits apart (optimal string alignment): none for
+//!    keys of up to 5 characters, 1 for 6 to 9, 2 for 10 to 32 (see [`allowed_distance`]). So
+//!    blocking `troll` does not block `trolley`, nor `alice` block `alicia`, while `trollking`
+//!    catches `trollkin`. The closest near miss wins, then the earliest.
+//!
+//! Display names are folded with the Unicode TS #39 confusables skeleton (Cyrillic `а`, fullwidth
+//! letters, `1` for `l`, ...) and then matched by family and near misses in the same way.
+//!
+//! Never does: IO, clock reads (`added_at` is passed in), or a linear scan per lookup:
+//! [`BlockIndex`] answers from hash tables and a deletion neighbourhood; [`LinearScan`] is the
+//! slow, obviously correct reference used by tests and benchmarks.
+
+mod glob;
+mod index;
+mod list;
+pub mod normalize;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::mxid::{MxidError, UserId};
+
+pub use glob::{glob_match, MAX_GLOB_BYTES};
+pub use index::{BlockIndex, IndexStats};
+pub use list::{AddOutcome, BlockList, ImportReport, LineError, MAX_DOCUMENT_BYTES, MAX_ENTRIES};
+pub use normalize::{
+    allowed_distance, display_readings, family_key, family_readings, fold_free_text, osa_distance,
+    MAX_FUZZY_KEY_CHARS,
+};
+pub use reference::LinearScan;
+
+/// Longest display-name pattern, in bytes.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 255;
+/// Longest reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 500;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    UserId,
+    Glob,
+    DisplayName,
+}
+
+/// One blocked pattern. Built through [`Entry::parse`], [`Entry::display_name`] or [`Entry::new`],
+/// the pattern is normalised: a user ID in canonical lower case, a glob lower-cased with its `@`,
+/// a display name trimmed (it is folded only when matched, so it reads as typed).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub pattern: String,
+    pub kind: EntryKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub added_at: u64,
+}
+
+/// Why a pattern (or a line of an import) cannot be an entry. Each has a sentence fit to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryError {
+    Empty,
+    TooLong,
+    NotAUserId(MxidError),
+    GlobInvalid,
+    GlobTooBroad,
+    DisplayNameUnmatchable,
+    ReasonTooLong,
+    ReasonInvalid,
+    Malformed,
+    ListFull,
+}
+
+impl EntryError {
+    pub fn message(self) -> &'static str {
+        match self {
+            EntryError::Empty => "The pattern is empty.",
+            EntryError::TooLong => "The pattern is longer than 255 bytes.",
+            EntryError::NotAUserId(e) => e.message(),
+            EntryError::GlobInvalid => {
+                "A glob may only use printable ASCII without spaces or '#', with * and ? as wildcards."
+            }
+            EntryError::GlobTooBroad => {
+                "That glob would block nearly everyone: it needs some literal text besides @ : and ."
+            }
+            EntryError::DisplayNameUnmatchable => {
+                "That display name has no letters or digits to match on."
+            }
+            EntryError::ReasonTooLong => "The reason is longer than 500 bytes.",
+            EntryError::ReasonInvalid => "The reason may not contain line breaks or control characters.",
+            EntryError::Malformed => "This is not a block-list entry.",
+            EntryError::ListFull => "The block list is full.",
+        }
+    }
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for EntryError {}
+
+impl Entry {
+    /// An entry from text a person typed: a glob if it has `*` (or has `?` and is no user ID),
+    /// otherwise a user ID. Display names need [`Entry::display_name`].
+    pub fn parse(text: &str, reason: Option<String>, added_at: u64) -> Result<Entry, EntryError> {
+        let kind = if text.contains('*') {
+            EntryKind::Glob
+        } else {
+            match UserId::parse(text) {
+                Ok(_) => EntryKind::UserId,
+                Err(_) if text.contains('?') => EntryKind::Glob,
+                Err(e) => return Err(EntryError::NotAUserId(e)),
+            }
+        };
+        Entry::new(text, kind, reason, added_at)
+    }
+
+    pub fn display_name(
+        text: &str,
+        reason: Option<String>,
+        added_at: u64,
+    ) -> Result<Entry, EntryError> {
+        Entry::new(text, EntryKind::DisplayName, reason, added_at)
+    }
+
+    /// An entry of a given kind, validated and normalised for that kind.
+    pub fn new(
+        text: &str,
+        kind: EntryKind,
+        reason: Option<String>,
+        added_at: u64,
+    ) -> Result<Entry, EntryError> {
+        let pattern = normalize_pattern(text, kind)?;
+        let reason = match reason.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(r) if r.len() > MAX_REASON_BYTES => return Err(EntryError::ReasonTooLong),
+            Some(r) if r.chars().any(char::is_control) => return Err(EntryError::ReasonInvalid),
+            Some(r) => Some(r.to_owned()),
+        };
+        Ok(Entry {
+            pattern,
+            kind,
+            reason,
+            added_at,
+        })
+    }
+
+    /// What makes two entries the same: their kind and normalised pattern (a display name folded).
+    pub fn identity(&self) -> (EntryKind, String) {
+        let key = match self.kind {
+            EntryKind::UserId | EntryKind::Glob => self.pattern.to_ascii_lowercase(),
+            EntryKind::DisplayName => fold_free_text(&self.pattern),
+        };
+        (self.kind, key)
+    }
+}
+
+fn normalize_pattern(text: &str, kind: EntryKind) -> Result<String, EntryError> {
+    match kind {
+        EntryKind::UserId => UserId::parse(text)
+            .map(|id| id.as_str().to_ascii_lowercase())
+            .map_err(EntryError::NotAUserId),
+        EntryKind::Glob => glob::normalize_glob(text),
+        EntryKind::DisplayName => {
+            let text = text.trim();
+            if text.is_empty() {
+                Err(EntryError::Empty)
+            } else if text.len() > MAX_DISPLAY_NAME_BYTES {
+                Err(EntryError::TooLong)
+            } else if text.chars().any(char::is_control)
+                || family_key(&fold_free_text(text)).is_empty()
+            {
+                Err(EntryError::DisplayNameUnmatchable)
+            } else {
+                Ok(text.to_owned())
+            }
+        }
+    }
+}
+
+/// The rule by which a verdict fired.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchRule {
+    Exact,
+    Glob,
+    Family,
+    /// A near miss, this many edits away.
+    Distance(u8),
+    /// Same folded display name (distance 0); near misses of display names are `Distance`.
+    DisplayName,
+}
+
+/// A match, with what is needed to explain it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict<'a> {
+    pub entry: &'a Entry,
+    /// The entry's position in the list.
+    pub index: usize,
+    pub rule: MatchRule,
+    /// What was checked: the user ID or display name, as given.
+    pub candidate: String,
+    /// The normalised form of the candidate that matched (lower-cased ID, family key or reading).
+    pub candidate_key: String,
+    /// The normalised form of the entry it matched.
+    pub entry_key: String,
+}
+
+impl Verdict<'_> {
+    /// One sentence for moderators, e.g.
+    /// `@tr0llk1ng:localhost matches blocked @trollking:localhost (family: both read as troiking)`.
+    pub fn explain(&self) -> String {
+        let what = match self.entry.kind {
+            EntryKind::DisplayName => format!("display name \"{}\"", self.candidate),
+            _ => self.candidate.clone(),
+        };
+        let blocked = match self.entry.kind {
+            EntryKind::DisplayName => format!("blocked display name \"{}\"", self.entry.pattern),
+            EntryKind::Glob => format!("blocked pattern {}", self.entry.pattern),
+            EntryKind::UserId => format!("blocked {}", self.entry.pattern),
+        };
+        let how = match self.rule {
+            MatchRule::Exact => "exact ID".to_owned(),
+            MatchRule::Glob => "glob".to_owned(),
+            MatchRule::Family => format!("family: both read as {}", self.entry_key),
+            MatchRule::DisplayName => format!("look-alike: both fold to {}", self.entry_key),
+            MatchRule::Distance(d) => format!(
+                "near miss: {} is {d} edit{} from {}",
+                self.candidate_key,
+                if d == 1 { "" } else { "s" },
+                self.entry_key
+            ),
+        };
+        let mut out = format!("{what} matches {blocked} ({how})");
+        if let Some(reason) = &self.entry.reason {
+            out.push_str("; reason: ");
+            out.push_str(reason);
+        }
+        out
+    }
+}

@@ -1,0 +1,1123 @@
+use proptest::prelude::*;
+
+use super::normalize::{deletion_hashes, hash_key, probe_depth};
+use super::*;
+
+fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+fn fixture() -> Vec<Entry> {
+    let mut list = BlockList::new();
+    let report = list.import_text(
+        "# the fixture\n\
+         @trollking:localhost  # ban evasion\n\
+         @troll:example.org\n\
+         @alice:example.org\n\
+         @moderator:example.org\n\
+         @christopher_robin:example.org\n\
+         @spam*:*  # spam wave\n\
+         *:evil.example\n\
+         @*:*.evil.example\n\
+         @bot-??:example.org\n\
+         display: Alice Admin  # impersonation\n\
+         display: Matrix Support\n",
+        1_700_000_000_000,
+    );
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.added, 11);
+    list.entries
+}
+
+/// `(technique, candidate user ID, blocking pattern and rule, or None for "not blocked")`.
+const ID_CASES: &[(&str, &str, Option<(&str, MatchRule)>)] = {
+    use MatchRule::*;
+    &[
+        (
+            "exact id",
+            "@troll:example.org",
+            Some(("@troll:example.org", Exact)),
+        ),
+        (
+            "upper-case localpart",
+            "@TROLL:example.org",
+            Some(("@troll:example.org", Exact)),
+        ),
+        (
+            "upper-case server",
+            "@troll:EXAMPLE.org",
+            Some(("@troll:example.org", Exact)),
+        ),
+        (
+            "matrix.to link",
+            "https://matrix.to/#/@troll:example.org",
+            Some(("@troll:example.org", Exact)),
+        ),
+        (
+            "missing sigil",
+            "trollking:localhost",
+            Some(("@trollking:localhost", Exact)),
+        ),
+        (
+            "other server",
+            "@troll:other.net",
+            Some(("@troll:example.org", Family)),
+        ),
+        (
+            "other server with a port",
+            "@trollking:localhost:8448",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "leet digits",
+            "@tr0llk1ng:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "leet digits on another server",
+            "@tr0llk1ng:matrix.org",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "dotted separators",
+            "@t.r.o.l.l.k.i.n.g:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "underscore separator",
+            "@troll_king:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "dash separator",
+            "@troll-king:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "equals separator",
+            "@troll=king:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "slash separator",
+            "@troll/king:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "plus separator",
+            "@troll+king:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "numeric suffix",
+            "@trollking99:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "year suffix",
+            "@trollking2024:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "numeric prefix",
+            "@2troll:example.org",
+            Some(("@troll:example.org", Family)),
+        ),
+        (
+            "numeric prefix and suffix",
+            "@99troll99:example.org",
+            Some(("@troll:example.org", Family)),
+        ),
+        (
+            "repeated letters",
+            "@trooollllking:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "single l for double l",
+            "@trolking:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "ones for ls",
+            "@tro11king:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "i for l",
+            "@troiiking:localhost",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "leading leet t",
+            "@7roll:example.org",
+            Some(("@troll:example.org", Family)),
+        ),
+        (
+            "trailing one for l",
+            "@trol1:example.org",
+            Some(("@troll:example.org", Family)),
+        ),
+        (
+            "leet at the edge behind a counter",
+            "@7r0llk1ng99:elsewhere.net",
+            Some(("@trollking:localhost", Family)),
+        ),
+        (
+            "separators and leet together",
+            "@7.r.0.1.1:example.org",
+            Some(("@troll:example.org", Family)),
+        ),
+        (
+            "leet a",
+            "@4lice:example.org",
+            Some(("@alice:example.org", Family)),
+        ),
+        (
+            "leet l in alice",
+            "@a1ice:elsewhere.org",
+            Some(("@alice:example.org", Family)),
+        ),
+        (
+            "birth year",
+            "@alice1987:example.org",
+            Some(("@alice:example.org", Family)),
+        ),
+        (
+            "leet e and trailing counter",
+            "@alic3_01:example.org",
+            Some(("@alice:example.org", Family)),
+        ),
+        (
+            "dropped letter",
+            "@trollkin:localhost",
+            Some(("@trollking:localhost", Distance(1))),
+        ),
+        (
+            "dropped inner letter",
+            "@trollkng:localhost",
+            Some(("@trollking:localhost", Distance(1))),
+        ),
+        (
+            "transposed letters",
+            "@trollkign:localhost",
+            Some(("@trollking:localhost", Distance(1))),
+        ),
+        (
+            "substituted letter",
+            "@trollkimg:localhost",
+            Some(("@trollking:localhost", Distance(1))),
+        ),
+        (
+            "extra letter",
+            "@trollkings:localhost",
+            Some(("@trollking:localhost", Distance(1))),
+        ),
+        (
+            "typo and leet",
+            "@tr0llkinq:localhost",
+            Some(("@trollking:localhost", Distance(1))),
+        ),
+        (
+            "plural of a medium name",
+            "@moderators:example.org",
+            Some(("@moderator:example.org", Distance(1))),
+        ),
+        (
+            "missing letter of a medium name",
+            "@modrator:example.org",
+            Some(("@moderator:example.org", Distance(1))),
+        ),
+        (
+            "two edits on a long name",
+            "@christofer_robin:example.org",
+            Some(("@christopher_robin:example.org", Distance(2))),
+        ),
+        (
+            "transposition on a long name",
+            "@christohper.robin:other.org",
+            Some(("@christopher_robin:example.org", Distance(1))),
+        ),
+        (
+            "glob prefix",
+            "@spammer:anywhere.org",
+            Some(("@spam*:*", Glob)),
+        ),
+        (
+            "glob prefix in upper case",
+            "@SPAM42:x.org",
+            Some(("@spam*:*", Glob)),
+        ),
+        (
+            "glob on the server",
+            "@nice:evil.example",
+            Some(("*:evil.example", Glob)),
+        ),
+        (
+            "glob on a subdomain",
+            "@nice:mx.evil.example",
+            Some(("@*:*.evil.example", Glob)),
+        ),
+        (
+            "glob question marks",
+            "@bot-42:example.org",
+            Some(("@bot-??:example.org", Glob)),
+        ),
+        (
+            "glob beats family",
+            "@spamtroll:example.org",
+            Some(("@spam*:*", Glob)),
+        ),
+        ("trolley is another word", "@trolley:localhost", None),
+        ("alicia is another person", "@alicia:example.org", None),
+        (
+            "alice as part of a longer name",
+            "@alicewonder:example.org",
+            None,
+        ),
+        (
+            "trolls: one letter more on a short name",
+            "@trolls:example.org",
+            None,
+        ),
+        (
+            "stroll: one letter more on a short name",
+            "@stroll:example.org",
+            None,
+        ),
+        ("patrol", "@patrol:example.org", None),
+        ("unrelated short name", "@bob:example.org", None),
+        (
+            "unrelated long name",
+            "@margaret_thatcher:example.org",
+            None,
+        ),
+        ("two edits on a medium name", "@madrator:example.org", None),
+        (
+            "three edits on a long name",
+            "@kristofer_robin:example.org",
+            None,
+        ),
+        (
+            "server suffix without the dot",
+            "@nice:notevil.example",
+            None,
+        ),
+        (
+            "glob question marks count characters",
+            "@bot-420:example.org",
+            None,
+        ),
+        (
+            "glob prefix must be at the start",
+            "@nospam:example.org",
+            None,
+        ),
+    ]
+};
+
+/// `(technique, candidate display name, blocking display name and rule, or None)`.
+const NAME_CASES: &[(&str, &str, Option<(&str, MatchRule)>)] = {
+    use MatchRule::*;
+    &[
+        ("same display name", "Alice Admin", Some(("Alice Admin", DisplayName))),
+        ("case and spacing", "alice   ADMIN", Some(("Alice Admin", DisplayName))),
+        ("cyrillic capital a", "\u{410}lice \u{410}dmin", Some(("Alice Admin", DisplayName))),
+        ("cyrillic small o", "Matrix Supp\u{43e}rt", Some(("Matrix Support", DisplayName))),
+        ("greek omicron", "Matrix Supp\u{3bf}rt", Some(("Matrix Support", DisplayName))),
+        ("fullwidth letters", "\u{ff21}\u{ff4c}\u{ff49}\u{ff43}\u{ff45} \u{ff21}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}", Some(("Alice Admin", DisplayName))),
+        ("circled letters", "\u{24d0}\u{24db}\u{24d8}\u{24d2}\u{24d4} \u{24d0}\u{24d3}\u{24dc}\u{24d8}\u{24dd}", Some(("Alice Admin", DisplayName))),
+        ("mathematical bold letters", "\u{1d400}\u{1d425}\u{1d422}\u{1d41c}\u{1d41e} \u{1d400}\u{1d41d}\u{1d426}\u{1d422}\u{1d427}", Some(("Alice Admin", DisplayName))),
+        ("digit one for l", "A1ice Admin", Some(("Alice Admin", DisplayName))),
+        ("capital I for l", "AIice Admin", Some(("Alice Admin", DisplayName))),
+        ("rn for m", "Alice Adrnin", Some(("Alice Admin", DisplayName))),
+        ("zero-width space", "Alice\u{200b} Admin", Some(("Alice Admin", DisplayName))),
+        ("diacritics", "Al\u{ed}c\u{e9} Admin", Some(("Alice Admin", DisplayName))),
+        ("combining marks", "Alice\u{301} Admin\u{308}", Some(("Alice Admin", DisplayName))),
+        ("emoji decoration", "Alice Admin \u{2705}", Some(("Alice Admin", DisplayName))),
+        ("punctuation", "Alice-Admin!", Some(("Alice Admin", DisplayName))),
+        ("numeric suffix", "Alice Admin 2", Some(("Alice Admin", DisplayName))),
+        ("zero for o", "Matrix Supp0rt", Some(("Matrix Support", DisplayName))),
+        ("typo", "Matrix Suport Team", None),
+        ("dropped letter", "Alice Admn", Some(("Alice Admin", Distance(2)))),
+        ("swapped letters", "Alcie Admin", Some(("Alice Admin", Distance(1)))),
+        ("different person", "Bob Builder", None),
+        ("first word only", "Alice", None),
+        ("shared first word", "Alice Cooper", None),
+    ]
+};
+
+#[test]
+fn the_table_of_evasions_and_false_positives_holds() {
+    let entries = fixture();
+    let index = BlockIndex::build(entries.clone());
+    let scan = LinearScan::new(&entries);
+    assert!(ID_CASES.len() + NAME_CASES.len() >= 60);
+    let mut failures = Vec::new();
+    for &(technique, candidate, expected) in ID_CASES {
+        let id = user(candidate);
+        let got = index.check_user(&id);
+        let got_key = got.as_ref().map(|v| (v.entry.pattern.as_str(), v.rule));
+        if got_key != expected {
+            failures.push(format!(
+                "{technique}: {candidate} gave {got_key:?}, want {expected:?}"
+            ));
+        }
+        let reference = scan.check_user(&id);
+        assert_eq!(got, reference, "{technique}: index and reference disagree");
+        if let Some(v) = got {
+            assert!(v.explain().contains(&v.entry.pattern), "{}", v.explain());
+        }
+    }
+    for &(technique, candidate, expected) in NAME_CASES {
+        let got = index.check_display_name(candidate);
+        let got_key = got.as_ref().map(|v| (v.entry.pattern.as_str(), v.rule));
+        if got_key != expected {
+            failures.push(format!(
+                "{technique}: {candidate:?} gave {got_key:?}, want {expected:?}"
+            ));
+        }
+        assert_eq!(got, scan.check_display_name(candidate), "{technique}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn blocking_trollking_catches_its_variants_but_not_trolley() {
+    let list = vec![Entry::parse("@trollking:localhost", None, 0).unwrap()];
+    let index = BlockIndex::build(list);
+    for evader in [
+        "@tr0llk1ng:localhost",
+        "@t.r.o.l.l.k.i.n.g:localhost",
+        "@trollking99:localhost",
+    ] {
+        let v = index.check_user(&user(evader)).unwrap();
+        assert_eq!(v.entry.pattern, "@trollking:localhost");
+        assert_eq!(v.rule, MatchRule::Family);
+    }
+    assert!(index.check_user(&user("@trolley:localhost")).is_none());
+}
+
+#[test]
+fn verdicts_explain_themselves() {
+    let entries = fixture();
+    let index = BlockIndex::build(entries);
+    let say = |id: &str| index.check_user(&user(id)).unwrap().explain();
+    assert_eq!(
+        say("@tr0llk1ng:localhost"),
+        "@tr0llk1ng:localhost matches blocked @trollking:localhost (family: both read as troiking); reason: ban evasion"
+    );
+    assert_eq!(
+        say("@troll:example.org"),
+        "@troll:example.org matches blocked @troll:example.org (exact ID)"
+    );
+    assert_eq!(
+        say("@spam1:x.org"),
+        "@spam1:x.org matches blocked pattern @spam*:* (glob); reason: spam wave"
+    );
+    assert_eq!(
+        say("@trollkin:localhost"),
+        "@trollkin:localhost matches blocked @trollking:localhost (near miss: troikin is 1 edit from troiking); reason: ban evasion"
+    );
+    let name = index
+        .check_display_name("\u{410}lice Admin")
+        .unwrap()
+        .explain();
+    assert_eq!(
+        name,
+        "display name \"\u{410}lice Admin\" matches blocked display name \"Alice Admin\" (look-alike: both fold to aiceadrnin); reason: impersonation"
+    );
+}
+
+#[test]
+fn the_earliest_entry_wins_within_a_rule() {
+    let entries = vec![
+        Entry::parse("@troll:a.org", None, 0).unwrap(),
+        Entry::parse("@tr0ll:b.org", None, 0).unwrap(),
+    ];
+    let index = BlockIndex::build(entries);
+    assert_eq!(index.check_user(&user("@troll9:c.org")).unwrap().index, 0);
+    assert_eq!(
+        index.check_user(&user("@tr0ll:b.org")).unwrap().rule,
+        MatchRule::Exact
+    );
+}
+
+#[test]
+fn the_closest_near_miss_wins() {
+    let entries = vec![
+        Entry::parse("@abcdefghijkl:a.org", None, 0).unwrap(),
+        Entry::parse("@abcdefghijkx:a.org", None, 0).unwrap(),
+    ];
+    let index = BlockIndex::build(entries);
+    let v = index.check_user(&user("@abcdefghijkxy:a.org")).unwrap();
+    assert_eq!((v.index, v.rule), (1, MatchRule::Distance(1)));
+}
+
+#[test]
+fn family_keys_follow_the_documented_steps() {
+    assert_eq!(family_key("trollking"), "troiking");
+    assert_eq!(family_key("TrollKing"), "troiking");
+    assert_eq!(family_key("tr0llk1ng"), "troiking");
+    assert_eq!(family_key("t.r_o-l=l/k+i n g"), "troiking");
+    assert_eq!(family_key("trollking99"), "troiking");
+    assert_eq!(family_key("2troll"), family_key("troll"));
+    assert_eq!(family_key("trooolll"), "troi");
+    assert_eq!(family_key("$p@m|!"), "spami");
+    assert_eq!(family_key("2024"), "zoza");
+    assert_eq!(family_key("._="), "");
+}
+
+#[test]
+fn leet_digits_are_folded() {
+    assert_eq!(family_key("x0123456789x"), family_key("xoizeasgtbgx"));
+    for (leet, plain) in [
+        ("h4x0r", "haxor"),
+        ("ev1l", "evil"),
+        ("sp4mmer", "spammer"),
+        ("b1gb0ss", "bigboss"),
+    ] {
+        assert_eq!(family_key(leet), family_key(plain), "{leet}");
+    }
+}
+
+#[test]
+fn one_l_i_bar_and_bang_collide() {
+    let keys: Vec<String> = ["x1x", "xlx", "xix", "x|x", "x!x", "xLx", "xIx"]
+        .iter()
+        .map(|s| family_key(s))
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+}
+
+#[test]
+fn a_digit_touching_the_letters_is_also_read_as_a_letter() {
+    assert_eq!(family_readings("7roll"), ["roi", "troi"]);
+    assert_eq!(
+        family_readings("12troll5"),
+        ["troi", "trois", "ztroi", "ztrois", "iztroi", "iztrois"]
+    );
+    assert_eq!(family_readings("troll"), ["troi"]);
+}
+
+#[test]
+fn free_text_folds_look_alikes_case_and_separators() {
+    assert_eq!(fold_free_text("Alice Admin"), "aliceadrnin");
+    assert_eq!(fold_free_text("\u{410}lice \u{410}dmin"), "aliceadrnin");
+    assert_eq!(fold_free_text("\u{ff21}lice"), "alice");
+    assert_eq!(fold_free_text("A l i c e!"), "alice");
+    assert_eq!(fold_free_text("ALICE"), fold_free_text("alice"));
+    assert_eq!(fold_free_text("   "), "");
+}
+
+#[test]
+fn distance_thresholds_grow_with_the_key() {
+    let got: Vec<usize> = (0..=34).map(allowed_distance).collect();
+    let mut want = vec![0; 6];
+    want.extend([1; 4]);
+    want.extend([2; 23]);
+    want.extend([0; 2]);
+    assert_eq!(got, want);
+    assert_eq!(
+        (0..14).map(probe_depth).collect::<Vec<_>>(),
+        [
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(0),
+            Some(1),
+            Some(1),
+            Some(1),
+            Some(1),
+            Some(2),
+            Some(2),
+            Some(2),
+            Some(2)
+        ]
+    );
+}
+
+#[test]
+fn optimal_string_alignment_counts_a_transposition_as_one_edit() {
+    let d = |a: &str, b: &str| {
+        osa_distance(
+            &a.chars().collect::<Vec<_>>(),
+            &b.chars().collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(d("", ""), 0);
+    assert_eq!(d("abc", ""), 3);
+    assert_eq!(d("", "ab"), 2);
+    assert_eq!(d("kitten", "sitting"), 3);
+    assert_eq!(d("troiking", "troikign"), 1);
+    assert_eq!(d("ca", "abc"), 3);
+    assert_eq!(d("abcdef", "badcfe"), 3);
+}
+
+#[test]
+fn deletions_hash_the_same_whichever_position_produced_them() {
+    let hashes = |s: &str, depth: usize| {
+        let chars: Vec<char> = s.chars().collect();
+        let mut out = Vec::new();
+        deletion_hashes(&chars, depth, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    let direct = |words: &[&str]| {
+        let mut out: Vec<u32> = words.iter().map(|w| hash_key(w)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    assert_eq!(hashes("abba", 0), direct(&["abba"]));
+    assert_eq!(hashes("abba", 1), direct(&["abba", "bba", "aba", "abb"]));
+    assert_eq!(
+        hashes("abc", 2),
+        direct(&["abc", "bc", "ac", "ab", "c", "b", "a"])
+    );
+    assert_eq!(hashes("", 2), direct(&[""]));
+}
+
+#[test]
+fn globs_match_with_stars_and_question_marks() {
+    let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+    assert!(m("@spam*:*", "@spam:x"));
+    assert!(m("@spam*:*", "@spammer:x.org"));
+    assert!(!m("@spam*:*", "@spa:x"));
+    assert!(m("*:evil.example", "@a:evil.example"));
+    assert!(!m("*:evil.example", "@a:evil.example.org"));
+    assert!(m("@bot-??:x", "@bot-12:x"));
+    assert!(!m("@bot-??:x", "@bot-1:x"));
+    assert!(m("*", ""));
+    assert!(!m("?", ""));
+    assert!(m("a*b*c", "aXXbYYc"));
+    assert!(!m("a*b*c", "aXXbYY"));
+}
+
+#[test]
+fn a_pathological_glob_finishes_quickly() {
+    let text = format!("@{}:x", "a".repeat(250));
+    let pattern = format!("{}b", "*a".repeat(60));
+    assert!(!glob_match(pattern.as_bytes(), text.as_bytes()));
+}
+
+#[test]
+fn entries_infer_their_kind() {
+    let e = Entry::parse("  @Troll:Example.org ", Some(" spam ".into()), 5).unwrap();
+    assert_eq!(
+        e,
+        Entry {
+            pattern: "@troll:example.org".into(),
+            kind: EntryKind::UserId,
+            reason: Some("spam".into()),
+            added_at: 5
+        }
+    );
+    assert_eq!(
+        Entry::parse("SPAM*:*", None, 0).unwrap().pattern,
+        "@spam*:*"
+    );
+    assert_eq!(
+        Entry::parse("*:evil.example", None, 0).unwrap().kind,
+        EntryKind::Glob
+    );
+    assert_eq!(
+        Entry::parse("@bot??:x", None, 0).unwrap().kind,
+        EntryKind::Glob
+    );
+    assert_eq!(Entry::parse("@a***b:x", None, 0).unwrap().pattern, "@a*b:x");
+    assert_eq!(
+        Entry::parse("https://matrix.to/#/@a:b.org?via=c", None, 0)
+            .unwrap()
+            .kind,
+        EntryKind::UserId
+    );
+}
+
+#[test]
+fn bad_entries_are_refused_with_a_reason() {
+    assert_eq!(
+        Entry::parse("Alice Admin", None, 0),
+        Err(EntryError::NotAUserId(MxidError::MissingColon))
+    );
+    assert_eq!(Entry::parse("*", None, 0), Err(EntryError::GlobTooBroad));
+    assert_eq!(Entry::parse("@*:*", None, 0), Err(EntryError::GlobTooBroad));
+    assert_eq!(
+        Entry::parse("@a b*:x", None, 0),
+        Err(EntryError::GlobInvalid)
+    );
+    assert_eq!(
+        Entry::parse("@\u{e9}*:x", None, 0),
+        Err(EntryError::GlobInvalid)
+    );
+    assert_eq!(Entry::display_name("  ", None, 0), Err(EntryError::Empty));
+    assert_eq!(
+        Entry::display_name("\u{2705}\u{2705}", None, 0),
+        Err(EntryError::DisplayNameUnmatchable)
+    );
+    assert_eq!(
+        Entry::parse("@a:b", Some("x\ny".into()), 0),
+        Err(EntryError::ReasonInvalid)
+    );
+    assert_eq!(
+        Entry::parse("@a:b", Some("x".repeat(501)), 0),
+        Err(EntryError::ReasonTooLong)
+    );
+    assert!(!EntryError::GlobTooBroad.message().is_empty());
+}
+
+#[test]
+fn invalid_stored_entries_never_match() {
+    let entries = vec![
+        Entry {
+            pattern: "not an id".into(),
+            kind: EntryKind::UserId,
+            reason: None,
+            added_at: 0,
+        },
+        Entry {
+            pattern: "*".into(),
+            kind: EntryKind::Glob,
+            reason: None,
+            added_at: 0,
+        },
+        Entry::parse("@bob:x.org", None, 0).unwrap(),
+    ];
+    let index = BlockIndex::build(entries);
+    assert_eq!(index.len(), 3);
+    assert!(index.check_user(&user("@someone:x.org")).is_none());
+    assert_eq!(index.check_user(&user("@bob:y.org")).unwrap().index, 2);
+}
+
+#[test]
+fn adding_refuses_duplicates_and_bumps_the_version() {
+    let mut list = BlockList::new();
+    assert_eq!(
+        list.add(Entry::parse("@a:x.org", None, 1).unwrap()),
+        AddOutcome::Added
+    );
+    assert_eq!(
+        list.add(Entry::parse("@A:X.ORG", None, 2).unwrap()),
+        AddOutcome::Duplicate { index: 0 }
+    );
+    assert_eq!(
+        list.add(Entry::display_name("Alice Admin", None, 3).unwrap()),
+        AddOutcome::Added
+    );
+    assert_eq!(
+        list.add(Entry::display_name("\u{410}LICE admin", None, 3).unwrap()),
+        AddOutcome::Duplicate { index: 1 }
+    );
+    assert_eq!(
+        list.add(Entry::parse("@a*:x.org", None, 4).unwrap()),
+        AddOutcome::Added
+    );
+    assert_eq!(list.version, 3);
+    assert_eq!(list.entries.len(), 3);
+}
+
+#[test]
+fn removing_matches_the_normalised_pattern() {
+    let mut list = BlockList::new();
+    list.import_text("@troll:x.org\n@spam*:*\ndisplay: Alice Admin\n", 0);
+    let v = list.version;
+    assert!(list.remove("@TROLL:x.org"));
+    assert!(list.remove("SPAM*:*"));
+    assert!(list.remove("display: alice admin"));
+    assert!(!list.remove("@troll:x.org"));
+    assert!(list.entries.is_empty());
+    assert_eq!(list.version, v + 3);
+}
+
+#[test]
+fn text_import_reports_each_bad_line_and_keeps_the_rest() {
+    let mut list = BlockList::new();
+    let report = list.import_text(
+        "# blocked_users.txt\n\
+         \n\
+         @troll:example.org\n\
+         not an id\n\
+         @troll:example.org   # again\n\
+         @spam*:*  # spam\n\
+         *\n\
+         display: Alice Admin # impersonation\n",
+        42,
+    );
+    assert_eq!(report.added, 3);
+    assert_eq!(report.duplicates, 1);
+    let lines: Vec<(usize, EntryError)> = report.errors.iter().map(|e| (e.line, e.error)).collect();
+    assert_eq!(
+        lines,
+        [
+            (4, EntryError::NotAUserId(MxidError::MissingColon)),
+            (7, EntryError::GlobTooBroad)
+        ]
+    );
+    assert_eq!(report.errors[0].text, "not an id");
+    assert_eq!(list.entries[1].reason.as_deref(), Some("spam"));
+    assert_eq!(list.entries[2].kind, EntryKind::DisplayName);
+    assert_eq!(list.entries[2].added_at, 42);
+    assert_eq!(list.version, 1);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("\"line\":4"), "{json}");
+}
+
+#[test]
+fn text_export_reads_back_the_same_entries() {
+    let mut list = BlockList::new();
+    list.import_text(
+        "@troll:example.org # he # knows why\n@spam*:*\ndisplay: Alice Admin  # impersonation\n",
+        7,
+    );
+    let text = list.export_text();
+    assert!(text.starts_with("# Knock block list, version 1"));
+    let mut back = BlockList::new();
+    let report = back.import_text(&text, 7);
+    assert!(report.errors.is_empty());
+    assert_eq!(back.entries, list.entries);
+    assert_eq!(list.entries[0].reason.as_deref(), Some("he # knows why"));
+}
+
+#[test]
+fn the_json_document_round_trips_and_stays_compact() {
+    let mut list = BlockList::new();
+    list.import_text(
+        "@troll:example.org # spam\ndisplay: Alice Admin\n@spam*:*\n",
+        1_700_000_000_000,
+    );
+    let json = list.to_json().unwrap();
+    assert_eq!(
+        json,
+        r#"{"version":1,"entries":[{"pattern":"@troll:example.org","kind":"user_id","reason":"spam","added_at":1700000000000},{"pattern":"Alice Admin","kind":"display_name","added_at":1700000000000},{"pattern":"@spam*:*","kind":"glob","added_at":1700000000000}]}"#
+    );
+    assert_eq!(BlockList::from_json(&json).unwrap(), list);
+}
+
+#[test]
+fn json_import_takes_documents_and_bare_arrays_and_reports_bad_entries() {
+    let mut list = BlockList::new();
+    let report = list
+        .import_json(
+            r#"[ "@a:x.org", "@b:x.org # why", {"pattern":"@C:X.org","kind":"user_id"},
+                 {"pattern":"nope","kind":"user_id"}, {"kind":"glob"}, 17 ]"#,
+            9,
+        )
+        .unwrap();
+    assert_eq!(report.added, 3);
+    let lines: Vec<(usize, EntryError)> = report.errors.iter().map(|e| (e.line, e.error)).collect();
+    assert_eq!(
+        lines,
+        [
+            (4, EntryError::NotAUserId(MxidError::MissingColon)),
+            (5, EntryError::Malformed),
+            (6, EntryError::Malformed)
+        ]
+    );
+    assert_eq!(list.entries[1].reason.as_deref(), Some("why"));
+    assert_eq!(list.entries[2].pattern, "@c:x.org");
+    assert_eq!(list.entries[2].added_at, 9);
+
+    let mut copy = BlockList::new();
+    let report = copy.import_json(&list.to_json().unwrap(), 0).unwrap();
+    assert_eq!((report.added, copy.entries), (3, list.entries.clone()));
+    assert!(list.import_json("{not json", 0).is_err());
+}
+
+fn generated_ids(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("@user_{i:06}_name:server{}.example.org\n", i % 97))
+        .collect()
+}
+
+#[test]
+fn a_full_list_of_100k_entries_fits_in_one_kv_value_and_refuses_more() {
+    let mut list = BlockList::new();
+    let report = list.import_text(&generated_ids(MAX_ENTRIES + 2), 1_700_000_000_000);
+    assert_eq!(report.added, MAX_ENTRIES);
+    assert_eq!(report.errors.len(), 2);
+    assert!(report
+        .errors
+        .iter()
+        .all(|e| e.error == EntryError::ListFull));
+    assert_eq!(
+        list.add(Entry::parse("@one:more.org", None, 0).unwrap()),
+        AddOutcome::Full
+    );
+    let json = list.to_json().unwrap();
+    assert!(json.len() < 25 * 1024 * 1024, "{} bytes", json.len());
+}
+
+#[test]
+fn huge_entries_fill_the_byte_budget_before_the_count() {
+    let mut list = BlockList::new();
+    let reason = "r".repeat(MAX_REASON_BYTES);
+    let lines: String = (0..17_000)
+        .map(|i| format!("@{}{i:06}:x.org # {reason}\n", "a".repeat(200)))
+        .collect();
+    let report = list.import_text(&lines, 0);
+    assert!(report.added < 17_000);
+    assert!(report
+        .errors
+        .iter()
+        .all(|e| e.error == EntryError::ListFull));
+    assert!(list.to_json().unwrap().len() <= MAX_DOCUMENT_BYTES);
+}
+
+#[test]
+fn a_large_index_agrees_with_the_reference_on_near_misses() {
+    let mut list = BlockList::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let syllables = [
+        "tro", "ll", "ki", "ng", "al", "ice", "mo", "der", "at", "or", "sp", "am", "x",
+    ];
+    let mut name = |len: u64| -> String {
+        (0..2 + len)
+            .map(|_| syllables[(next() % syllables.len() as u64) as usize])
+            .collect()
+    };
+    let text: String = (0..2000)
+        .map(|i| format!("@{}:s{}.org\n", name(i % 5), i % 7))
+        .collect();
+    list.import_text(&text, 0);
+    let index = list.index();
+    let scan = LinearScan::new(&list.entries);
+    let (mut hits, mut near) = (0, 0);
+    for i in 0..600u64 {
+        let id = user(&format!("@{}:other.org", name(i % 5)));
+        let got = index.check_user(&id);
+        hits += usize::from(got.is_some());
+        near += usize::from(
+            got.as_ref()
+                .is_some_and(|v| matches!(v.rule, MatchRule::Distance(_))),
+        );
+        assert_eq!(got, scan.check_user(&id), "{id}");
+    }
+    assert!(hits > 50 && near > 10, "{hits} hits, {near} near misses");
+    assert!(index.stats().near_miss_postings > 0);
+}
+
+const LEET: &[(char, char)] = &[
+    ('a', '4'),
+    ('b', '8'),
+    ('e', '3'),
+    ('g', '9'),
+    ('i', '1'),
+    ('l', '1'),
+    ('o', '0'),
+    ('s', '5'),
+    ('t', '7'),
+    ('z', '2'),
+];
+const SEPARATORS: &[char] = &['.', '_', '-', '=', '/', '+'];
+
+/// A documented evasion of `base`: leet substitution, letter repetition, separators, a numeric
+/// prefix and suffix, random case. A leet digit may touch a counter only if it is the one digit
+/// next to the letters (two leet digits glued to a counter are unreadable, see `normalize`).
+fn evade(base: &str, picks: &[u8], prefix: &str, suffix: &str) -> String {
+    let mut pick = picks.iter().copied().cycle();
+    let n = base.chars().count();
+    let mut chars: Vec<char> = base
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let guarded = (i == 1 && !prefix.is_empty()) || (i + 2 == n && !suffix.is_empty());
+            match LEET.iter().find(|(l, _)| *l == c) {
+                Some(&(_, d)) if !guarded && pick.next().unwrap_or(0) % 3 == 0 => d,
+                _ => c,
+            }
+        })
+        .collect();
+    let at = pick.next().unwrap_or(0) as usize % chars.len();
+    let times = pick.next().unwrap_or(0) as usize % 4;
+    for _ in 0..times {
+        chars.insert(at, chars[at]);
+    }
+    let mut out = String::from(prefix);
+    for c in chars {
+        let p = pick.next().unwrap_or(0);
+        if p % 4 == 0 {
+            out.push(SEPARATORS[p as usize % SEPARATORS.len()]);
+        }
+        if pick.next().unwrap_or(0) % 2 == 0 {
+            out.push(c.to_ascii_uppercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push_str(suffix);
+    out
+}
+
+fn id_entry() -> impl Strategy<Value = Entry> {
+    let local = prop_oneof![
+        "[trolkia0-9._]{1,10}",
+        "[a-f]{8,14}",
+        "[a-z]{2,6}[0-9]{0,3}",
+    ];
+    let server = prop_oneof![Just("a.org"), Just("b.org"), Just("evil.example")];
+    prop_oneof![
+        6 => (local, server).prop_map(|(l, s)| format!("@{l}:{s}")),
+        1 => ("[trolka]{1,4}", prop_oneof![Just("*:*"), Just("?:a.org"), Just("*:b.org")])
+            .prop_map(|(l, s)| format!("@{l}{s}")),
+        1 => ("[a-z]{2,4}", prop_oneof![Just("*:"), Just("*")]).prop_map(|(l, s)| format!("{s}{l}.org")),
+        1 => "[trolk]{2,4}".prop_map(|l| format!("*{l}*")),
+    ]
+    .prop_filter_map("valid entry", |p| Entry::parse(&p, None, 0).ok())
+}
+
+fn name_entry() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("A"),
+            Just("l"),
+            Just("i"),
+            Just("c"),
+            Just("e"),
+            Just(" "),
+            Just("\u{430}"),
+            Just("1"),
+            Just("\u{ff21}"),
+            Just("m"),
+            Just("rn"),
+            Just("d"),
+            Just("n"),
+            Just("0"),
+            Just("o"),
+        ],
+        1..14,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn candidate_id() -> impl Strategy<Value = UserId> {
+    (
+        prop_oneof![
+            "[trolkia0-9._]{1,10}",
+            "[a-f]{7,15}",
+            "[a-z]{2,6}[0-9]{0,3}"
+        ],
+        prop_oneof![
+            Just("a.org"),
+            Just("b.org"),
+            Just("evil.example"),
+            Just("c.net")
+        ],
+    )
+        .prop_map(|(l, s)| user(&format!("@{l}:{s}")))
+}
+
+fn mutate(local: &str, edits: &[(u8, u8, char)]) -> String {
+    let mut chars: Vec<char> = local.chars().collect();
+    for &(op, at, c) in edits {
+        if chars.is_empty() {
+            chars.push(c);
+            continue;
+        }
+        let at = at as usize % chars.len();
+        match op % 4 {
+            0 => chars.insert(at, c),
+            1 => {
+                chars.remove(at);
+            }
+            2 => chars[at] = c,
+            _ if at + 1 < chars.len() => chars.swap(at, at + 1),
+            _ => {}
+        }
+    }
+    let s: String = chars.into_iter().collect();
+    if s.is_empty() {
+        "x".into()
+    } else {
+        s
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_documented_variant_of_a_blocked_name_is_caught(
+        base in "[a-z]{3,12}",
+        picks in proptest::collection::vec(any::<u8>(), 8..40),
+        prefix in "[0-9]{0,4}",
+        suffix in "[0-9]{0,4}",
+        server in prop_oneof![Just("localhost"), Just("other.example"), Just("b.org:8448")],
+    ) {
+        let index = BlockIndex::build(vec![Entry::parse(&format!("@{base}:localhost"), None, 0).unwrap()]);
+        let variant = format!("@{}:{server}", evade(&base, &picks, &prefix, &suffix));
+        let verdict = index.check_user(&user(&variant));
+        prop_assert!(
+            verdict.as_ref().is_some_and(|v| matches!(v.rule, MatchRule::Exact | MatchRule::Family)),
+            "{} not caught: {:?} vs {:?}",
+            variant,
+            family_readings(&variant[1..variant.find(':').unwrap()]),
+            family_key(&base)
+        );
+    }
+
+    #[test]
+    fn family_keys_are_idempotent(s in "\\PC{0,20}", t in "[a-zA-Z0-9._=/+$@|! -]{0,20}") {
+        prop_assert_eq!(family_key(&family_key(&s)), family_key(&s));
+        prop_assert_eq!(family_key(&family_key(&t)), family_key(&t));
+        for r in family_readings(&t) {
+            prop_assert_eq!(family_key(&r), r.clone(), "reading {}", r);
+        }
+    }
+
+    #[test]
+    fn folded_free_text_is_idempotent(s in "\\PC{0,24}") {
+        let once = fold_free_text(&s);
+        prop_assert_eq!(fold_free_text(&once), once.clone());
+        let key = family_key(&once);
+        prop_assert_eq!(family_key(&fold_free_text(&key)), key);
+    }
+
+    #[test]
+    fn the_index_agrees_with_the_linear_reference(
+        ids in proptest::collection::vec(id_entry(), 0..40),
+        names in proptest::collection::vec(name_entry(), 0..6),
+        candidates in proptest::collection::vec(candidate_id(), 1..16),
+        near in proptest::collection::vec(
+            (any::<usize>(), proptest::collection::vec((any::<u8>(), any::<u8>(), prop_oneof![Just('a'), Just('x'), Just('1'), Just('o')]), 0..4)),
+            0..16,
+        ),
+        display in proptest::collection::vec(name_entry(), 1..8),
+    ) {
+        let mut entries = ids;
+        entries.extend(names.iter().filter_map(|n| Entry::display_name(n, None, 0).ok()));
+        let index = BlockIndex::build(entries.clone());
+        let scan = LinearScan::new(&entries);
+        let locals: Vec<String> = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::UserId)
+            .map(|e| e.pattern[1..e.pattern.find(':').unwrap_or(1)].to_owned())
+            .collect();
+        let mut users = candidates;
+        for (pick, edits) in &near {
+            if let Some(local) = locals.get(pick % locals.len().max(1)) {
+                let mutated: String = mutate(local, edits)
+                    .chars()
+                    .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    .collect();
+                if let Ok(id) = UserId::parse(&format!("@{mutated}:c.net")) {
+                    users.push(id);
+                }
+            }
+        }
+        for u in &users {
+            prop_assert_eq!(index.check_user(u), scan.check_user(u), "user {}", u);
+        }
+        for n in display.iter().chain(names.iter()) {
+            prop_assert_eq!(index.check_display_name(n), scan.check_display_name(n), "name {:?}", n);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The admin API (bearer `API_KEY`): block, unblock, and the block-list itself.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response, Result};
+
+use super::http::{self, Body};
+use super::list_do::{ListOp, DEFAULT_LIST};
+use super::log::Logger;
+use super::room_do::{self, RoomOp};
+use super::{env_lookup, now_ms, stub, LISTS_BINDING};
+use crate::domain::blocklist::{BlockList, Entry, EntryKind};
+use crate::domain::config::Config;
+use crate::domain::form::MAX_BODY_BYTES;
+use crate::domain::moderation;
+use crate::domain::signature::{check_bearer, AdminAuth};
+
+/// Paths the admin API answers.
+pub const ROUTES: [&str; 3] = ["/block_user", "/unblock_user", "/blocklist"];
+
+/// A bulk import may be as large as the list's KV value.
+const MAX_IMPORT_BYTES: usize = 24 * 1024 * 1024;
+
+pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Response> {
+    let lookup = env_lookup(env);
+    let authorization = req.headers().get("authorization")?;
+    match check_bearer(lookup("API_KEY").as_deref(), authorization.as_deref()) {
+        AdminAuth::Allowed => {}
+        AdminAuth::Disabled => return http::json_error(503, "admin API disabled: set API_KEY"),
+        AdminAuth::Denied => {
+            log.event("admin_denied", &[("path", req.path().into())]);
+            return http::json_error(401, "A valid `Authorization: Bearer <API_KEY>` is needed.");
+        }
+    }
+    let cfg = match Config::from_lookup(lookup) {
+        Ok(c) => c,
+        Err(p) => return http::json_error(503, &p.summary()),
+    };
+    let path = req.path();
+    match (req.method(), path.as_str()) {
+        (Method::Post, "/block_user") => block_user(&mut req, env, &cfg, log).await,
+        (Method::Post, "/unblock_user") => unblock_user(&mut req, env, &cfg, log).await,
+        (Method::Get, "/blocklist") => export(&req, env).await,
+        (Method::Post, "/blocklist") => import(&mut req, env, log).await,
+        _ => http::json_error(405, "Method not allowed on this admin route."),
+    }
+}
+
+#[derive(Deserialize)]
+struct BlockRequest {
+    user_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+    /// `true` to block a display name (impersonation) instead of a Matrix ID.
+    #[serde(default)]
+    display_name: bool,
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+) -> std::result::Result<T, String> {
+    let body = match http::read_limited(req, MAX_BODY_BYTES).await {
+        Ok(Body::Read(b)) => b,
+        Ok(Body::TooLarge) => return Err("The request body is larger than 64 KiB.".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("The body is not the JSON this route takes: {e}"))
+}
+
+async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) -> Result<Response> {
+    let body: BlockRequest = match read_json(req).await {
+        Ok(b) => b,
+        Err(msg) => return http::json_error(400, &msg),
+    };
+    let now = now_ms();
+    let parsed = if body.display_name {
+        Entry::display_name(&body.user_id, body.reason.clone(), now)
+    } else {
+        Entry::parse(&body.user_id, body.reason.clone(), now)
+    };
+    let entry = match parsed {
+        Ok(e) => e,
+        Err(e) => return http::json_error(400, e.message()),
+    };
+    let added: Value = stub::call(
+        env,
+        LISTS_BINDING,
+        DEFAULT_LIST,
+        "/",
+        &ListOp::Add {
+            entry: entry.clone(),
+        },
+    )
+    .await?;
+    let status = match added["outcome"]["outcome"].as_str() {
+        Some("added") => "blocked",
+        Some("duplicate") => "already_blocked",
+        _ => return http::json_error(507, "The block-list is full."),
+    };
+    let mut reply =
+        json!({ "status": status, "entry": added["entry"], "version": added["version"] });
+    if entry.kind == EntryKind::UserId {
+        let explanation = format!("matches blocked {} (exact)", entry.pattern);
+        let op = RoomOp::Enforce {
+            user_id: entry.pattern.clone(),
+            reason: moderation::reason(&explanation),
+        };
+        let acted: Value = room_do::call(env, cfg, &op).await?;
+        reply["membership_was"] = acted["membership_was"].clone();
+        reply["action"] = acted["action"].clone();
+        if let Some(d) = acted.get("detail") {
+            reply["detail"] = d.clone();
+        }
+    }
+    log.event(
+        "blocked",
+        &[
+            ("pattern", entry.pattern.clone().into()),
+            ("action", reply["action"].clone()),
+        ],
+    );
+    http::json(200, &reply)
+}
+
+#[derive(Deserialize)]
+struct UnblockRequest {
+    user_id: String,
+}
+
+async fn unblock_user(
+    req: &mut Request,
+    env: &Env,
+    cfg: &Config,
+    log: &Logger,
+) -> Result<Response> {
+    let body: UnblockRequest = match read_json(req).await {
+        Ok(b) => b,
+        Err(msg) => return http::json_error(400, &msg),
+    };
+    let removed: Value = stub::call(
+        env,
+        LISTS_BINDING,
+        DEFAULT_LIST,
+        "/",
+        &ListOp::Remove {
+            pattern: body.user_id.clone(),
+        },
+    )
+    .await?;
+    let was_blocked = removed["removed"].as_bool().unwrap_or(false);
+    let mut reply = json!({
+        "status": if was_blocked { "unblocked" } else { "not_blocked" },
+        "removed": removed["entries"],
+    });
+    if let Ok(user) = crate::domain::mxid::UserId::parse(&body.user_id) {
+        let lifted: Value = room_do::call(
+            env,
+            cfg,
+            &RoomOp::Lift {
+                user_id: user.as_str().into(),
+            },
+        )
+        .await?;
+        reply["unbanned"] = lifted["unbanned"].clone();
+    }
+    log.event("unblocked", &[("pattern", body.user_id.into())]);
+    http::json(200, &reply)
+}
+
+async fn export(req: &Request, env: &Env) -> Result<Response> {
+    let list: BlockList = stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
+    let text = req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "format" && (v == "txt" || v == "text"));
+    if text {
+        let mut resp = Response::ok(list.export_text())?;
+        resp.headers_mut()
+            .set("content-type", "text/plain; charset=utf-8")?;
+        Ok(resp)
+    } else {
+        http::json(200, &serde_json::to_value(&list)?)
+    }
+}
+
+async fn import(req: &mut Request, env: &Env, log: &Logger) -> Result<Response> {
+    let content_type = req.headers().get("content-type")?.unwrap_or_default();
+    let body = match http::read_limited(req, MAX_IMPORT_BYTES).await? {
+        Body::Read(b) => b,
+        Body::TooLarge => return http::json_error(413, "The import is larger than 24 MiB."),
+    };
+    let Ok(text) = String::from_utf8(body) else {
+        return http::json_error(400, "The import is not valid UTF-8 text.");
+    };
+    let format = if content_type.to_ascii_lowercase().contains("json") {
+        "json"
+    } else {
+        "txt"
+    };
+    let out: Value = stub::call(
+        env,
+        LISTS_BINDING,
+        DEFAULT_LIST,
+        "/",
+        &ListOp::Import {
+            format: format.into(),
+            text,
+        },
+    )
+    .await?;
+    if let Some(err) = out.get("error").and_then(Value::as_str) {
+        return http::json_error(400, err);
+    }
+    log.event("blocklist_imported", &[("report", out["report"].clone())]);
+    let mut reply = out["report"].clone();
+    reply["version"] = out["version"].clone();
+    http::json(200, &reply)
+}

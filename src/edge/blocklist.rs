@@ -1,0 +1,59 @@
+//! The block-list as the hot path sees it: read from KV, compiled once per isolate per version.
+//!
+//! Each check reads one small KV value, the version. Only when it moved does the isolate read the
+//! whole list and rebuild the index. KV shows a write at once in the location that made it (the
+//! admin request's), and within about 60 s elsewhere.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use worker::{kv::KvStore, Env, Result};
+
+use crate::domain::blocklist::{BlockIndex, BlockList};
+
+/// KV binding name, as in `wrangler.toml`.
+pub const BLOCKLIST_KV: &str = "BLOCKLIST";
+const VERSION_KEY: &str = "blocklist:version";
+const DOC_KEY: &str = "blocklist:doc";
+
+thread_local! {
+    static CACHE: RefCell<Option<(u64, Rc<BlockIndex>)>> = const { RefCell::new(None) };
+}
+
+/// The current index: from this isolate's cache when the stored version has not moved.
+pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
+    let kv = env.kv(BLOCKLIST_KV)?;
+    let version = kv
+        .get(VERSION_KEY)
+        .text()
+        .await?
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let hit = CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(v, _)| *v >= version)
+            .map(|(_, idx)| idx.clone())
+    });
+    if let Some(index) = hit {
+        return Ok(index);
+    }
+    let list = match kv.get(DOC_KEY).text().await? {
+        Some(doc) => BlockList::from_json(&doc)?,
+        None => BlockList::default(),
+    };
+    let loaded = list.version.max(version);
+    let index = Rc::new(BlockIndex::build(list.entries));
+    CACHE.with(|c| *c.borrow_mut() = Some((loaded, index.clone())));
+    Ok(index)
+}
+
+/// Writes the list, then its version, so a reader that sees a version finds a list at least
+/// that new.
+pub async fn publish(kv: &KvStore, list: &BlockList) -> Result<()> {
+    kv.put(DOC_KEY, list.to_json()?)?.execute().await?;
+    kv.put(VERSION_KEY, list.version.to_string())?
+        .execute()
+        .await?;
+    Ok(())
+}

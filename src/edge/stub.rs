@@ -1,0 +1,28 @@
+//! Calls from the worker to a Durable Object: JSON in, JSON out, one round trip.
+
+use serde::{de::DeserializeOwned, Serialize};
+use worker::{Env, Method, Request, RequestInit, Result};
+
+/// POSTs `body` to `path` on the object named `name` of `binding` and parses its JSON reply.
+pub async fn call<T: DeserializeOwned>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<T> {
+    let stub = env
+        .durable_object(binding)?
+        .id_from_name(name)?
+        .get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(serde_json::to_string(body)?.into()));
+    let req = Request::new_with_init(&format!("https://object.internal{path}"), &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!("{binding}{path} answered {}: {text}", resp.status_code()).into());
+    }
+    resp.json().await
+}

@@ -1,0 +1,308 @@
+//! The fuzzy block-list and the moderation API, against the real worker and Synapse.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+use crate::support::{synapse, Reply, User, Worker};
+
+const API_KEY: &str = "admin-e2e-key";
+
+/// A worker of its own, so the entries blocked here touch no other test's users.
+fn worker() -> &'static Worker {
+    static W: OnceLock<Worker> = OnceLock::new();
+    W.get_or_init(|| {
+        let mut vars = Worker::base_vars(synapse());
+        vars.push(("API_KEY".into(), API_KEY.into()));
+        Worker::start(&vars)
+    })
+}
+
+fn admin(w: &Worker, method: &str, path: &str, body: Option<Value>) -> Reply {
+    let auth = format!("Bearer {API_KEY}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    match body {
+        Some(b) => w.post(path, &headers, b.to_string().as_bytes()),
+        None if method == "GET" => w.get(path, &headers),
+        None => w.post(path, &headers, b""),
+    }
+}
+
+fn knock(w: &Worker, user_id: &str) -> Reply {
+    let r = w.post(
+        "/invite_from_form",
+        &[("Content-Type", "application/json")],
+        json!({ "matrix_id": user_id }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json(), json!({"status": "accepted"}));
+    r
+}
+
+fn room() -> &'static str {
+    &synapse().room_id
+}
+
+/// A fresh knock through `w` is invited; as the queue runs in order, earlier knocks are done.
+fn settle(w: &Worker) {
+    let s = synapse();
+    let sentinel = s.new_user("settle");
+    knock(w, &sentinel.user_id);
+    s.wait_for_membership(room(), &sentinel.user_id, "invite");
+}
+
+/// Invites `user` straight from the bot, as if they got in some other way, and joins.
+fn join_directly(user: &User) {
+    let s = synapse();
+    let r = s.client(
+        "POST",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/invite",
+            crate::support::enc(room())
+        ),
+        &s.bot.token,
+        Some(json!({"user_id": user.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.join(user, room());
+    s.wait_for_membership(room(), &user.user_id, "join");
+}
+
+#[test]
+fn variants_of_a_blocked_troll_are_accepted_but_never_invited() {
+    let s = synapse();
+    let w = worker();
+    let r = admin(
+        w,
+        "POST",
+        "/block_user",
+        Some(json!({"user_id": "@trollking:localhost", "reason": "raids"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "blocked");
+    let variants: Vec<User> = ["tr0llk1ng", "t.r.o.l.l.k.i.n.g", "trollking99"]
+        .iter()
+        .map(|n| s.register(n, false))
+        .collect();
+    let trolley = s.register("trolley", false);
+    for v in &variants {
+        knock(w, &v.user_id);
+    }
+    knock(w, &trolley.user_id);
+    s.wait_for_membership(room(), &trolley.user_id, "invite");
+    settle(w);
+    for v in &variants {
+        assert_eq!(
+            s.membership(room(), &v.user_id),
+            None,
+            "{} must not be invited",
+            v.user_id
+        );
+    }
+}
+
+#[test]
+fn blocking_a_joined_member_kicks_them() {
+    let s = synapse();
+    let member = s.new_user("member");
+    join_directly(&member);
+    let r = admin(
+        worker(),
+        "POST",
+        "/block_user",
+        Some(json!({"user_id": member.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["membership_was"], "join", "{v}");
+    assert_eq!(v["action"], "kicked", "{v}");
+    assert_eq!(
+        s.membership(room(), &member.user_id).as_deref(),
+        Some("leave")
+    );
+    // Blocking again is reported as such and changes nothing.
+    let again = admin(
+        worker(),
+        "POST",
+        "/block_user",
+        Some(json!({"user_id": member.user_id})),
+    );
+    assert_eq!(again.json()["status"], "already_blocked");
+}
+
+#[test]
+fn blocking_an_invited_user_rescinds_the_invite() {
+    let s = synapse();
+    let w = worker();
+    let invitee = s.new_user("invitee");
+    knock(w, &invitee.user_id);
+    s.wait_for_membership(room(), &invitee.user_id, "invite");
+    let r = admin(
+        w,
+        "POST",
+        "/block_user",
+        Some(json!({"user_id": invitee.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["action"], "invite_rescinded", "{}", r.body);
+    assert_eq!(
+        s.membership(room(), &invitee.user_id).as_deref(),
+        Some("leave")
+    );
+    // A new knock from them is now shadow-blocked.
+    knock(w, &invitee.user_id);
+    settle(w);
+    assert_eq!(
+        s.membership(room(), &invitee.user_id).as_deref(),
+        Some("leave")
+    );
+}
+
+#[test]
+fn ban_mode_bans_and_unblocking_lifts_the_ban() {
+    let s = synapse();
+    let mut vars = Worker::base_vars(s);
+    vars.push(("API_KEY".into(), API_KEY.into()));
+    vars.push(("BLOCK_ACTION".into(), "ban".into()));
+    let w = Worker::start(&vars);
+    let member = s.new_user("banned");
+    join_directly(&member);
+    let r = admin(
+        &w,
+        "POST",
+        "/block_user",
+        Some(json!({"user_id": member.user_id, "reason": "spam"})),
+    );
+    assert_eq!(r.json()["action"], "banned", "{}", r.body);
+    assert_eq!(
+        s.membership(room(), &member.user_id).as_deref(),
+        Some("ban")
+    );
+    let r = admin(
+        &w,
+        "POST",
+        "/unblock_user",
+        Some(json!({"user_id": member.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["status"], "unblocked", "{v}");
+    assert_eq!(v["unbanned"], true, "{v}");
+    assert_eq!(
+        s.membership(room(), &member.user_id).as_deref(),
+        Some("leave")
+    );
+}
+
+#[test]
+fn the_admin_api_needs_the_right_key_and_fails_closed_without_one() {
+    let w = worker();
+    for auth in ["Bearer wrong", "admin-e2e-key", ""] {
+        let r = w.get("/blocklist", &[("Authorization", auth)]);
+        assert_eq!(r.status, 401, "{auth:?}: {}", r.body);
+    }
+    let r = w.get("/blocklist", &[]);
+    assert_eq!(r.status, 401);
+    // A worker with no API_KEY set refuses every admin route.
+    let open = Worker::start(&Worker::base_vars(synapse()));
+    let r = open.post(
+        "/block_user",
+        &[
+            ("Authorization", "Bearer anything"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"user_id":"@x:localhost"}"#,
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "admin API disabled: set API_KEY");
+}
+
+#[test]
+fn the_blocklist_imports_and_exports_as_json_and_text() {
+    let w = worker();
+    let auth = format!("Bearer {API_KEY}");
+    let text = "# imported\n@importedzzq:example.org  # from the old bot\n*:evil.example\nnot an id at all\n";
+    let r = w.post(
+        "/blocklist",
+        &[("Authorization", &auth), ("Content-Type", "text/plain")],
+        text.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = r.json();
+    assert_eq!(report["added"], 2, "{report}");
+    assert_eq!(
+        report["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(report["errors"][0]["line"], 4, "{report}");
+
+    let list = admin(w, "GET", "/blocklist", None).json();
+    let patterns: Vec<&str> = list["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["pattern"].as_str())
+        .collect();
+    assert!(
+        patterns.contains(&"@importedzzq:example.org"),
+        "{patterns:?}"
+    );
+    assert!(patterns.contains(&"*:evil.example"), "{patterns:?}");
+    let imported = list["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["pattern"] == "@importedzzq:example.org")
+        .expect("imported entry");
+    assert_eq!(imported["reason"], "from the old bot");
+    assert!(imported["added_at"].as_u64().unwrap_or(0) > 1_600_000_000_000);
+
+    let txt = w.get("/blocklist?format=txt", &[("Authorization", &auth)]);
+    assert!(txt.headers["content-type"].starts_with("text/plain"));
+    assert!(
+        txt.body
+            .lines()
+            .any(|l| l.starts_with("@importedzzq:example.org")),
+        "{}",
+        txt.body
+    );
+
+    let json_import = json!(["@jsonimported:example.org", {"pattern": "@spam*:*", "kind": "glob"}]);
+    let r = admin(w, "POST", "/blocklist", Some(json_import));
+    assert_eq!(r.json()["added"], 2, "{}", r.body);
+
+    let r = admin(
+        w,
+        "POST",
+        "/unblock_user",
+        Some(json!({"user_id": "@importedzzq:example.org"})),
+    );
+    assert_eq!(r.json()["status"], "unblocked", "{}", r.body);
+    let txt = w.get("/blocklist?format=txt", &[("Authorization", &auth)]);
+    assert!(
+        !txt.body.contains("@importedzzq:example.org"),
+        "{}",
+        txt.body
+    );
+}
+
+#[test]
+fn a_glob_blocks_a_whole_server_shape() {
+    let s = synapse();
+    let w = worker();
+    let r = admin(
+        w,
+        "POST",
+        "/block_user",
+        Some(json!({"user_id": "@spambot*:*"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bot = s.new_user("spambot");
+    knock(w, &bot.user_id);
+    settle(w);
+    assert_eq!(s.membership(room(), &bot.user_id), None);
+}
