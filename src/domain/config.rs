@@ -7,6 +7,7 @@
 
 use super::moderation::BlockAction;
 use super::mxid::RoomId;
+use super::rate_limit::{Quota, WaveConfig};
 use super::signature::Secrets;
 
 /// Original service's default homeserver (Beeper).
@@ -28,7 +29,25 @@ pub struct Config {
     pub matrix_timeout_ms: u64,
     /// What blocking someone does to them in the room.
     pub block_action: BlockAction,
+    /// Knocks one client address may send per window.
+    pub ip_quota: Quota,
+    /// Knocks for one Matrix ID per window (a small fixed limit).
+    pub mxid_quota: Quota,
+    /// When a room-wide flood of knocks stops auto-inviting.
+    pub wave: WaveConfig,
 }
+
+/// The small fixed limit per Matrix ID: 5 knocks per 10 minutes, then lock-outs from 1 minute
+/// doubling to 1 hour.
+pub const MXID_QUOTA: Quota = Quota {
+    max: 5,
+    window_ms: 10 * 60_000,
+    base_lockout_ms: 60_000,
+    max_lockout_ms: 3_600_000,
+};
+
+/// The longest lock-out a misbehaving address gets.
+pub const MAX_LOCKOUT_MS: u64 = 3_600_000;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,6 +185,39 @@ impl Config {
             }),
         };
 
+        let mut count = |name: &'static str, default: u32| match get(name) {
+            None => default,
+            Some(v) => v.parse::<u32>().unwrap_or_else(|_| {
+                bad(name, false, "it must be a whole number".into());
+                default
+            }),
+        };
+        let max_requests = count("MAX_REQUESTS_PER_WINDOW", 10);
+        let wave_max = count("WAVE_MAX_KNOCKS", 20);
+        let mut duration = |name: &'static str, default_ms: u64| match get(name) {
+            None => default_ms,
+            Some(v) => match parse_duration_ms(&v) {
+                Some(ms) if ms > 0 => ms,
+                _ => {
+                    bad(
+                        name,
+                        false,
+                        "it must be a positive duration like 45s, 30m or 12h".into(),
+                    );
+                    default_ms
+                }
+            },
+        };
+        let window_ms = duration("RATE_LIMIT_WINDOW", 60_000);
+        let wave_window_ms = duration("WAVE_WINDOW", 5 * 60_000);
+        let ip_quota = Quota {
+            max: max_requests,
+            window_ms,
+            base_lockout_ms: window_ms,
+            max_lockout_ms: MAX_LOCKOUT_MS.max(window_ms),
+        };
+        let wave = WaveConfig::new(wave_max, wave_window_ms);
+
         let honeypot_fields = get("HONEYPOT_FIELDS")
             .map(|v| {
                 v.split(',')
@@ -196,6 +248,9 @@ impl Config {
                 secrets,
                 matrix_timeout_ms,
                 block_action,
+                ip_quota,
+                mxid_quota: MXID_QUOTA,
+                wave,
             }),
             _ => Err(Problems(problems)),
         }
@@ -287,6 +342,29 @@ mod tests {
         assert!(!c.secrets.any());
         assert!(c.honeypot_fields.is_empty());
         assert_eq!(c.block_action, BlockAction::Kick);
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_and_can_be_set() {
+        let c = parse(&MINIMAL).unwrap();
+        assert_eq!(c.ip_quota.max, 10);
+        assert_eq!(c.ip_quota.window_ms, 60_000);
+        assert_eq!(c.wave.max_knocks, 20);
+        assert_eq!(c.wave.window_ms, 300_000);
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("MAX_REQUESTS_PER_WINDOW", "5"),
+            ("RATE_LIMIT_WINDOW", "4s"),
+            ("WAVE_MAX_KNOCKS", "3"),
+            ("WAVE_WINDOW", "1m"),
+        ]);
+        let c = parse(&vars).unwrap();
+        assert_eq!((c.ip_quota.max, c.ip_quota.window_ms), (5, 4_000));
+        assert_eq!((c.wave.max_knocks, c.wave.window_ms), (3, 60_000));
+        vars.push(("RATE_LIMIT_WINDOW", "0"));
+        vars.push(("WAVE_MAX_KNOCKS", "many"));
+        let p = parse(&vars).unwrap_err();
+        assert_eq!(p.invalid(), vec!["WAVE_MAX_KNOCKS", "RATE_LIMIT_WINDOW"]);
     }
 
     #[test]

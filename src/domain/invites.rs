@@ -32,6 +32,10 @@ pub enum Status {
     Blocked,
     /// Withdrawn by a moderator or by Knock (blocked since, or expired).
     Rescinded,
+    /// Arrived during a join wave: waits for a moderator to approve or reject it.
+    Held,
+    /// A moderator rejected it.
+    Rejected,
 }
 
 impl Status {
@@ -45,6 +49,8 @@ impl Status {
             Status::Failed => "failed",
             Status::Blocked => "blocked",
             Status::Rescinded => "rescinded",
+            Status::Held => "held",
+            Status::Rejected => "rejected",
         }
     }
 
@@ -58,13 +64,18 @@ impl Status {
             "failed" => Status::Failed,
             "blocked" => Status::Blocked,
             "rescinded" => Status::Rescinded,
+            "held" => Status::Held,
+            "rejected" => Status::Rejected,
             _ => return None,
         })
     }
 
     /// A knock in one of these states makes a new knock by the same user a repeat.
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Queued | Status::Invited | Status::Joined)
+        matches!(
+            self,
+            Status::Queued | Status::Invited | Status::Joined | Status::Held
+        )
     }
 }
 
@@ -124,6 +135,48 @@ pub fn admit(latest: Option<&Knock>) -> Admission {
     match latest {
         Some(k) if k.status.is_active() => Admission::RepeatOf(k.id),
         _ => Admission::New,
+    }
+}
+
+/// What storing a knock came to, decided from the room's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// A platform's retry of a delivery already stored.
+    RepeatDelivery(i64),
+    /// Over the per-Matrix-ID limit: answer 429.
+    Limited { retry_after_ms: u64 },
+    /// Stored for the record only (spam, blocked), or held in a join wave.
+    Record(Status),
+    /// The same person already has an active knock.
+    RepeatOf(i64),
+    /// A new knock, queued for the homeserver.
+    Queue,
+}
+
+/// Orders the checks of a new delivery: de-duplication first (a retry is never counted),
+/// then the per-ID limit (the same for everyone, so it reveals no verdict), then the join
+/// wave, then the verdict it came with, then the per-user de-duplication.
+pub fn intake(
+    previous_delivery: Option<i64>,
+    limit: crate::domain::rate_limit::Verdict,
+    wave: crate::domain::rate_limit::WaveVerdict,
+    record_as: Option<Status>,
+    latest: Option<&Knock>,
+) -> Intake {
+    use crate::domain::rate_limit::{Verdict, WaveVerdict};
+    if let Some(id) = previous_delivery {
+        return Intake::RepeatDelivery(id);
+    }
+    if let Verdict::Deny { retry_after_ms } = limit {
+        return Intake::Limited { retry_after_ms };
+    }
+    if let Some(status) = record_as {
+        return Intake::Record(status);
+    }
+    match admit(latest) {
+        Admission::RepeatOf(id) => Intake::RepeatOf(id),
+        Admission::New if wave == WaveVerdict::Hold => Intake::Record(Status::Held),
+        Admission::New => Intake::Queue,
     }
 }
 
@@ -487,6 +540,43 @@ mod tests {
     }
 
     #[test]
+    fn intake_checks_in_a_fixed_order() {
+        use crate::domain::rate_limit::{Verdict, WaveVerdict};
+        let allow = Verdict::Allow { remaining: 3 };
+        let deny = Verdict::Deny {
+            retry_after_ms: 5_000,
+        };
+        let normal = WaveVerdict::Normal;
+        let hold = WaveVerdict::Hold;
+        // A retried delivery wins over everything, even a limit.
+        assert_eq!(
+            intake(Some(3), deny, hold, None, None),
+            Intake::RepeatDelivery(3)
+        );
+        // The limit applies whatever the verdict, so it reveals none.
+        assert_eq!(
+            intake(None, deny, normal, Some(Status::Blocked), None),
+            Intake::Limited {
+                retry_after_ms: 5_000
+            }
+        );
+        assert_eq!(
+            intake(None, allow, hold, Some(Status::Spam), None),
+            Intake::Record(Status::Spam)
+        );
+        assert_eq!(
+            intake(None, allow, hold, None, None),
+            Intake::Record(Status::Held)
+        );
+        assert_eq!(intake(None, allow, normal, None, None), Intake::Queue);
+        let active = queued();
+        assert_eq!(
+            intake(None, allow, hold, None, Some(&active)),
+            Intake::RepeatOf(7)
+        );
+    }
+
+    #[test]
     fn statuses_round_trip_through_their_names() {
         for s in [
             Status::Queued,
@@ -497,6 +587,8 @@ mod tests {
             Status::Failed,
             Status::Blocked,
             Status::Rescinded,
+            Status::Held,
+            Status::Rejected,
         ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }

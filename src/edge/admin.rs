@@ -16,7 +16,14 @@ use crate::domain::moderation;
 use crate::domain::signature::{check_bearer, AdminAuth};
 
 /// Paths the admin API answers.
-pub const ROUTES: [&str; 3] = ["/block_user", "/unblock_user", "/blocklist"];
+pub const ROUTES: [&str; 6] = [
+    "/block_user",
+    "/unblock_user",
+    "/blocklist",
+    "/held_knocks",
+    "/approve_knock",
+    "/reject_knock",
+];
 
 /// A bulk import may be as large as the list's KV value.
 const MAX_IMPORT_BYTES: usize = 24 * 1024 * 1024;
@@ -42,6 +49,12 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
         (Method::Post, "/unblock_user") => unblock_user(&mut req, env, &cfg, log).await,
         (Method::Get, "/blocklist") => export(&req, env).await,
         (Method::Post, "/blocklist") => import(&mut req, env, log).await,
+        (Method::Get, "/held_knocks") => {
+            let held: Value = room_do::call(env, &cfg, &RoomOp::Held).await?;
+            http::json(200, &held)
+        }
+        (Method::Post, "/approve_knock") => decide_held(&mut req, env, &cfg, log, true).await,
+        (Method::Post, "/reject_knock") => decide_held(&mut req, env, &cfg, log, false).await,
         _ => http::json_error(405, "Method not allowed on this admin route."),
     }
 }
@@ -121,6 +134,40 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
         ],
     );
     http::json(200, &reply)
+}
+
+async fn decide_held(
+    req: &mut Request,
+    env: &Env,
+    cfg: &Config,
+    log: &Logger,
+    approve: bool,
+) -> Result<Response> {
+    let body: UnblockRequest = match read_json(req).await {
+        Ok(b) => b,
+        Err(msg) => return http::json_error(400, &msg),
+    };
+    let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
+        Ok(u) => u,
+        Err(e) => return http::json_error(400, e.message()),
+    };
+    let op = RoomOp::DecideHeld {
+        user_id: user.as_str().into(),
+        approve,
+    };
+    let out: Value = room_do::call(env, cfg, &op).await?;
+    if out["changed"].as_u64().unwrap_or(0) == 0 {
+        return http::json_error(409, "That user has no knock held for a moderator.");
+    }
+    let status = if approve { "approved" } else { "rejected" };
+    log.event(
+        "held_knock_decided",
+        &[
+            ("user_id", user.as_str().into()),
+            ("decision", status.into()),
+        ],
+    );
+    http::json(200, &json!({ "status": status, "user_id": user.as_str() }))
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ mod blocklist;
 mod http;
 mod list_do;
 mod log;
+mod rate_limit_do;
 mod room_do;
 mod routes;
 mod stub;
@@ -16,11 +17,12 @@ use worker::{event, Context, Env, Request, Response, Result};
 /// Binding names, as in `wrangler.toml`.
 pub const ROOMS_BINDING: &str = "ROOMS";
 pub const LISTS_BINDING: &str = "LISTS";
+pub const LIMITS_BINDING: &str = "LIMITS";
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let log = log::Logger::for_request(&req);
-    match routes::handle(req, &env, &log).await {
+    match routes::handle(req, &env, &ctx, &log).await {
         Ok(resp) => Ok(resp),
         Err(e) => {
             // Internal detail goes to the log, never to the caller.

@@ -18,9 +18,10 @@ use super::stub;
 use super::transport::FetchTransport;
 use super::{env_lookup, now_ms, ROOMS_BINDING};
 use crate::domain::config::Config;
-use crate::domain::invites::{self, Admission, Knock, RetryPolicy, Status, Step};
+use crate::domain::invites::{self, Intake, Knock, RetryPolicy, Status, Step};
 use crate::domain::moderation::{self, Enforcement};
 use crate::domain::mxid::UserId;
+use crate::domain::rate_limit::{self, LimiterState, WaveState};
 use crate::matrix::{classify, Api, Failure, Transport};
 
 /// Homeserver calls one alarm run may make. The free plan allows 50 subrequests per
@@ -40,9 +41,22 @@ pub struct KnockIn {
 
 #[derive(Serialize, Deserialize)]
 pub struct KnockOut {
-    /// `queued`, `repeat` or `recorded`.
+    /// `queued`, `repeat`, `recorded` or `limited`.
     pub outcome: String,
     pub knock_id: i64,
+    /// With `limited`: how long the client must wait.
+    #[serde(default)]
+    pub retry_after_ms: u64,
+}
+
+impl KnockOut {
+    fn new(outcome: &str, knock_id: i64) -> KnockOut {
+        KnockOut {
+            outcome: outcome.into(),
+            knock_id,
+            retry_after_ms: 0,
+        }
+    }
 }
 
 /// What the worker asks of a room.
@@ -59,6 +73,13 @@ pub enum RoomOp {
     Lift {
         user_id: String,
     },
+    /// Knocks held in a join wave.
+    Held,
+    /// A moderator approves or rejects a user's held knocks.
+    DecideHeld {
+        user_id: String,
+        approve: bool,
+    },
 }
 
 /// Sends an operation to the room's Durable Object and waits for its answer.
@@ -71,6 +92,8 @@ pub async fn call<T: serde::de::DeserializeOwned>(
         RoomOp::Knock(_) => "/knock",
         RoomOp::Enforce { .. } => "/enforce",
         RoomOp::Lift { .. } => "/lift",
+        RoomOp::Held => "/held",
+        RoomOp::DecideHeld { .. } => "/decide_held",
     };
     stub::call(env, ROOMS_BINDING, cfg.room_id.as_str(), path, op).await
 }
@@ -172,6 +195,10 @@ impl DurableObject for RoomDo {
                 Response::from_json(&self.enforce(&user_id, &reason).await?)
             }
             RoomOp::Lift { user_id } => Response::from_json(&self.lift(&user_id).await?),
+            RoomOp::Held => Response::from_json(&json!({ "held": self.held()? })),
+            RoomOp::DecideHeld { user_id, approve } => {
+                Response::from_json(&self.decide_held(&user_id, approve).await?)
+            }
         }
     }
 
@@ -336,9 +363,10 @@ impl RoomDo {
         Ok(())
     }
 
-    /// Stores a knock, de-duplicated by delivery and by user. Synchronous SQL only, so the
-    /// whole check-and-insert runs without interleaving.
+    /// Stores a knock: de-duplicated by delivery, limited per Matrix ID, held in a join wave,
+    /// de-duplicated by user. Synchronous SQL only, so it all runs without interleaving.
     fn store_knock(&self, k: KnockIn, now: u64) -> Result<KnockOut> {
+        let cfg = Config::from_lookup(env_lookup(&self.env)).map_err(|p| p.summary())?;
         let sql = self.sql();
         #[derive(Deserialize)]
         struct Id {
@@ -350,46 +378,118 @@ impl RoomDo {
                 vec![k.delivery_key.as_str().into()],
             )?
             .to_array()?;
-        if let Some(prev) = seen.first() {
-            return Ok(KnockOut {
-                outcome: "repeat".into(),
-                knock_id: prev.knock_id,
-            });
+        let previous_delivery = seen.first().map(|r| r.knock_id);
+        let (limit, limiter) = if previous_delivery.is_some() {
+            (rate_limit::Verdict::Allow { remaining: 0 }, None)
+        } else {
+            let key = format!("mxid:{}", k.user_id);
+            let state: LimiterState = self.meta_json(&key)?.unwrap_or_default();
+            let (verdict, next) = rate_limit::decide(&state, now, &cfg.mxid_quota);
+            (verdict, Some((key, next)))
+        };
+        let wave_state: WaveState = self.meta_json("wave")?.unwrap_or_default();
+        let (wave, next_wave) = rate_limit::record_knock(&wave_state, now, &cfg.wave);
+        let latest: Vec<Row> = sql
+            .exec(
+                &format!(
+                    "SELECT {KNOCK_COLUMNS} FROM knocks WHERE user_id = ? ORDER BY id DESC LIMIT 1"
+                ),
+                vec![k.user_id.as_str().into()],
+            )?
+            .to_array()?;
+        let latest = latest.into_iter().next().map(Row::into_knock);
+        let decision =
+            invites::intake(previous_delivery, limit, wave, k.record_as, latest.as_ref());
+
+        if let Some((key, next)) = limiter {
+            self.set_meta_json(&key, &next)?;
         }
-        let (outcome, knock_id) = match k.record_as {
-            Some(status) => {
-                let reason = k.note.as_deref().unwrap_or(status.as_str());
+        if previous_delivery.is_none() {
+            self.set_meta_json("wave", &next_wave)?;
+        }
+        let (outcome, knock_id, retry_after_ms) = match decision {
+            Intake::RepeatDelivery(id) => return Ok(KnockOut::new("repeat", id)),
+            Intake::Limited { retry_after_ms } => ("limited", 0, retry_after_ms),
+            Intake::RepeatOf(id) => ("repeat", id, 0),
+            Intake::Record(status) => {
+                let reason = k.note.as_deref().unwrap_or(match status {
+                    Status::Held => "held for a moderator: join wave",
+                    other => other.as_str(),
+                });
                 let row = Knock::recorded(&k.user_id, &k.source, status, reason, now);
-                ("recorded", self.insert_knock(&row)?)
+                ("recorded", self.insert_knock(&row)?, 0)
             }
-            None => {
-                let latest: Vec<Row> = sql
-                    .exec(
-                        &format!(
-                            "SELECT {KNOCK_COLUMNS} FROM knocks WHERE user_id = ? \
-                             ORDER BY id DESC LIMIT 1"
-                        ),
-                        vec![k.user_id.as_str().into()],
-                    )?
-                    .to_array()?;
-                let latest = latest.into_iter().next().map(Row::into_knock);
-                match invites::admit(latest.as_ref()) {
-                    Admission::RepeatOf(id) => ("repeat", id),
-                    Admission::New => {
-                        let row = Knock::new(&k.user_id, &k.source, now);
-                        ("queued", self.insert_knock(&row)?)
-                    }
-                }
+            Intake::Queue => {
+                let row = Knock::new(&k.user_id, &k.source, now);
+                ("queued", self.insert_knock(&row)?, 0)
             }
         };
-        sql.exec(
-            "INSERT INTO deliveries (key, knock_id, received_at) VALUES (?, ?, ?)",
-            vec![k.delivery_key.as_str().into(), knock_id.into(), int(now)],
-        )?;
+        if outcome != "limited" {
+            sql.exec(
+                "INSERT INTO deliveries (key, knock_id, received_at) VALUES (?, ?, ?)",
+                vec![k.delivery_key.as_str().into(), knock_id.into(), int(now)],
+            )?;
+        }
         Ok(KnockOut {
             outcome: outcome.into(),
             knock_id,
+            retry_after_ms,
         })
+    }
+
+    fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        #[derive(Deserialize)]
+        struct V {
+            v: String,
+        }
+        let rows: Vec<V> = self
+            .sql()
+            .exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
+            .to_array()?;
+        Ok(rows.first().and_then(|r| serde_json::from_str(&r.v).ok()))
+    }
+
+    fn set_meta_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.set_meta(key, &serde_json::to_string(value)?)
+    }
+
+    /// Knocks waiting for a moderator, oldest first.
+    fn held(&self) -> Result<Vec<Knock>> {
+        let rows: Vec<Row> = self
+            .sql()
+            .exec(
+                &format!("SELECT {KNOCK_COLUMNS} FROM knocks WHERE status = 'held' ORDER BY id"),
+                None,
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().map(Row::into_knock).collect())
+    }
+
+    /// A moderator's decision on held knocks of one user: approve queues them for an invite,
+    /// reject closes them.
+    async fn decide_held(&self, user_id: &str, approve: bool) -> Result<Value> {
+        let now = now_ms();
+        let (status, note) = if approve {
+            ("queued", "approved by a moderator")
+        } else {
+            ("rejected", "rejected by a moderator")
+        };
+        let cursor = self.sql().exec(
+            "UPDATE knocks SET status = ?, last_error = ?, next_attempt_at = ?, updated_at = ? \
+             WHERE user_id = ? AND status = 'held'",
+            vec![
+                status.into(),
+                note.into(),
+                int(now),
+                int(now),
+                user_id.into(),
+            ],
+        )?;
+        let changed = cursor.rows_written();
+        if approve && changed > 0 {
+            self.wake_by(now).await?;
+        }
+        Ok(json!({ "changed": changed }))
     }
 
     fn insert_knock(&self, k: &Knock) -> Result<i64> {

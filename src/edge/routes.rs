@@ -1,23 +1,24 @@
 //! HTTP routes. Each reads the request into typed values, asks the core, and replies.
 
 use serde_json::json;
-use worker::{Env, Method, Request, Response, Result, Url};
+use worker::{Context, Env, Method, Request, Response, Result, Url};
 
 use super::http::{self, Body};
 use super::log::Logger;
 use super::room_do::{self, KnockIn, KnockOut, RoomOp};
-use super::{admin, blocklist};
+use super::{admin, blocklist, rate_limit_do};
 use super::{env_lookup, now_ms};
 use crate::domain::config::{Config, Problems};
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
 use crate::domain::invites::Status;
+use crate::domain::rate_limit::retry_after_secs;
 use crate::domain::signature::{self, AuthError, Presented};
 
-pub async fn handle(req: Request, env: &Env, log: &Logger) -> Result<Response> {
+pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Result<Response> {
     let path = req.path();
     match (req.method(), path.as_str()) {
         (Method::Get, "/") | (Method::Head, "/") => health(env),
-        (Method::Post, "/invite_from_form") => invite_from_form(req, env, log).await,
+        (Method::Post, "/invite_from_form") => invite_from_form(req, env, ctx, log).await,
         // Never 404 or 410 here: Typeform disables a webhook for good on either.
         (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
         (_, p) if admin::ROUTES.contains(&p) => admin::handle(req, env, log).await,
@@ -71,7 +72,24 @@ fn reply_accepted(audience: Audience, cfg: &Config) -> Result<Response> {
     }
 }
 
-async fn invite_from_form(mut req: Request, env: &Env, log: &Logger) -> Result<Response> {
+/// 429 with `Retry-After` in whole seconds (never 0) and a body that says when to come back.
+fn too_many(audience: Audience, retry_after_ms: u64) -> Result<Response> {
+    let secs = retry_after_secs(retry_after_ms);
+    let message = format!("Too many requests. Try again in {secs} seconds.");
+    let mut resp = match audience {
+        Audience::Webhook => http::json(429, &json!({ "error": message, "retry_after": secs }))?,
+        Audience::Person => http::page(429, "Please wait a moment", &message)?,
+    };
+    resp.headers_mut().set("retry-after", &secs.to_string())?;
+    Ok(resp)
+}
+
+async fn invite_from_form(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    log: &Logger,
+) -> Result<Response> {
     let content_type = req.headers().get("content-type")?;
     let audience = match content_type.as_deref() {
         Some(ct) if ct.to_ascii_lowercase().contains("x-www-form-urlencoded") => Audience::Person,
@@ -121,6 +139,24 @@ async fn invite_from_form(mut req: Request, env: &Env, log: &Logger) -> Result<R
             return reply_error(audience, 401, msg);
         }
     };
+
+    // One round trip to the address's limiter, before anything that depends on the knock's
+    // verdict, so spam and blocked knocks are limited exactly like any other. An isolate that
+    // already refused this address answers alone until the wait is over.
+    let address = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
+    let key = format!("ip:{address}");
+    if let Some(wait) = rate_limit_do::known_denial(&key, now_ms()) {
+        rate_limit_do::report_violation(env, ctx, &key, cfg.ip_quota);
+        return too_many(audience, wait);
+    }
+    let answer = rate_limit_do::check(env, &key, cfg.ip_quota).await?;
+    if !answer.allow {
+        log.event("knock_limited", &[("by", "address".into())]);
+        return too_many(audience, answer.retry_after_ms);
+    }
 
     let submission = match form::body_kind(content_type.as_deref(), &body)
         .and_then(|kind| form::parse_submission(kind, &body))
@@ -188,6 +224,10 @@ async fn invite_from_form(mut req: Request, env: &Env, log: &Logger) -> Result<R
         note: verdict,
     };
     let out: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
+    if out.outcome == "limited" {
+        log.event("knock_limited", &[("by", "matrix_id".into())]);
+        return too_many(audience, out.retry_after_ms);
+    }
     log.event(
         "knock_verdict",
         &[

@@ -4,4 +4,5 @@
 
 mod blocklist;
 mod form_flow;
+mod rate_limits;
 mod support;

@@ -488,6 +488,8 @@ impl Worker {
             ("MATRIX_BASE_URL", s.url.as_str()),
             ("MATRIX_ACCESS_TOKEN", s.bot.token.as_str()),
             ("REQUEST_DELAY", "0"),
+            ("MAX_REQUESTS_PER_WINDOW", "100000"),
+            ("WAVE_MAX_KNOCKS", "100000"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

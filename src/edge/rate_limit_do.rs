@@ -1,0 +1,125 @@
+//! The rate limiter's Durable Object: one instance per limited key (today, a client address).
+//!
+//! It loads the key's state, calls [`rate_limit::decide`] and stores the result; an alarm
+//! deletes the state once the key has been idle long enough that it no longer matters.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use super::{now_ms, stub, LIMITS_BINDING};
+use crate::domain::rate_limit::{self, LimiterState, Quota, Verdict};
+
+#[derive(Serialize, Deserialize)]
+pub struct Check {
+    pub quota: Quota,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+pub struct Answer {
+    pub allow: bool,
+    pub retry_after_ms: u64,
+}
+
+thread_local! {
+    /// Denials this isolate already knows about: key → the instant the client may come back.
+    /// While one holds, the knock is refused without a round trip.
+    static DENIED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+/// Most keys remembered per isolate; past this the memory is simply cleared.
+const MAX_REMEMBERED: usize = 10_000;
+
+thread_local! {
+    /// Keys with a violation report on its way to their limiter.
+    static REPORTING: RefCell<std::collections::HashSet<String>> = RefCell::new(Default::default());
+}
+
+/// Tells the key's limiter, in the background, that the client knocked again while refused, so
+/// its lock-out still doubles although this isolate answered alone. One report at a time per key.
+pub fn report_violation(env: &Env, ctx: &worker::Context, key: &str, quota: Quota) {
+    let fresh = REPORTING.with(|r| r.borrow_mut().insert(key.to_owned()));
+    if !fresh {
+        return;
+    }
+    let env = env.clone();
+    let key = key.to_owned();
+    ctx.wait_until(async move {
+        let _ = check(&env, &key, quota).await;
+        REPORTING.with(|r| r.borrow_mut().remove(&key));
+    });
+}
+
+/// A denial this isolate already knows about, if it still holds.
+pub fn known_denial(key: &str, now: u64) -> Option<u64> {
+    DENIED.with(|d| {
+        d.borrow()
+            .get(key)
+            .filter(|until| **until > now)
+            .map(|until| until - now)
+    })
+}
+
+/// Asks the key's limiter. One round trip.
+pub async fn check(env: &Env, key: &str, quota: Quota) -> Result<Answer> {
+    let answer: Answer = stub::call(env, LIMITS_BINDING, key, "/check", &Check { quota }).await?;
+    let now = now_ms();
+    DENIED.with(|d| {
+        let mut d = d.borrow_mut();
+        if answer.allow {
+            d.remove(key);
+        } else {
+            if d.len() >= MAX_REMEMBERED {
+                d.clear();
+            }
+            d.insert(key.to_owned(), now + answer.retry_after_ms);
+        }
+    });
+    Ok(answer)
+}
+
+#[durable_object]
+pub struct LimiterDo {
+    state: State,
+    #[allow(dead_code)]
+    env: Env,
+}
+
+impl DurableObject for LimiterDo {
+    fn new(state: State, env: Env) -> Self {
+        LimiterDo { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let Check { quota } = req.json().await?;
+        let storage = self.state.storage();
+        // Storage calls hold the object's input gate, so this read-decide-write is atomic.
+        let state: LimiterState = storage.get("state").await?.unwrap_or_default();
+        let now = now_ms();
+        let (verdict, next) = rate_limit::decide(&state, now, &quota);
+        storage.put("state", &next).await?;
+        let idle_after = quota.window_ms.max(quota.max_lockout_ms);
+        storage
+            .set_alarm(std::time::Duration::from_millis(idle_after))
+            .await?;
+        let answer = match verdict {
+            Verdict::Allow { .. } => Answer {
+                allow: true,
+                retry_after_ms: 0,
+            },
+            Verdict::Deny { retry_after_ms } => Answer {
+                allow: false,
+                retry_after_ms,
+            },
+        };
+        Response::from_json(&answer)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // Idle for longer than any window or lock-out: nothing left worth keeping.
+        self.state.storage().delete_all().await?;
+        Response::ok("cleared")
+    }
+}
