@@ -9,6 +9,7 @@ use super::moderation::BlockAction;
 use super::mxid::RoomId;
 use super::rate_limit::{Quota, WaveConfig};
 use super::signature::Secrets;
+use super::watchdog::{KnockPolicy, WatchConfig};
 
 /// Original service's default homeserver (Beeper).
 pub const DEFAULT_MATRIX_BASE_URL: &str = "https://matrix.beeper.com";
@@ -35,7 +36,17 @@ pub struct Config {
     pub mxid_quota: Quota,
     /// When a room-wide flood of knocks stops auto-inviting.
     pub wave: WaveConfig,
+    /// Welcomes, reminders, expiry, native knocks.
+    pub watch: WatchConfig,
+    /// How often the invite checker and the block-list scan run.
+    pub invite_check_interval_ms: u64,
+    pub blocklist_scan_interval_ms: u64,
 }
+
+pub const DEFAULT_WELCOME: &str = "Welcome, {display_name}! 👋";
+pub const DEFAULT_REMINDER: &str =
+    "Hi {display_name}, your invite to the room is still waiting for you. Accept it in your \
+     Matrix client to join.";
 
 /// The small fixed limit per Matrix ID: 5 knocks per 10 minutes, then lock-outs from 1 minute
 /// doubling to 1 hour.
@@ -103,6 +114,14 @@ impl Config {
     /// Parses every setting through `get`, which returns a variable's or secret's value. Empty
     /// strings count as unset.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Problems> {
+        // A message set to the empty string turns that message off; unset means the default.
+        let message = |name: &str, default: &str| match get(name) {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(v),
+            None => Some(default.to_owned()),
+        };
+        let welcome_message = message("WELCOME_MESSAGE", DEFAULT_WELCOME);
+        let reminder_message = message("REMINDER_MESSAGE", DEFAULT_REMINDER);
         let get = |name: &str| {
             get(name)
                 .map(|v| v.trim().to_owned())
@@ -217,6 +236,21 @@ impl Config {
             max_lockout_ms: MAX_LOCKOUT_MS.max(window_ms),
         };
         let wave = WaveConfig::new(wave_max, wave_window_ms);
+        let reminder_after_ms = duration("REMINDER_AFTER", 86_400_000);
+        let invite_expiry_ms = duration("INVITE_EXPIRY", 7 * 86_400_000);
+        let invite_check_interval_ms = duration("INVITE_CHECK_INTERVAL", 5 * 60_000);
+        let blocklist_scan_interval_ms = duration("BLOCKLIST_SCAN_INTERVAL", 10 * 60_000);
+        let knock_policy = match get("KNOCK_POLICY") {
+            None => KnockPolicy::Auto,
+            Some(v) => KnockPolicy::parse(&v).unwrap_or_else(|| {
+                bad(
+                    "KNOCK_POLICY",
+                    false,
+                    "it must be auto, manual or off".into(),
+                );
+                KnockPolicy::Auto
+            }),
+        };
 
         let honeypot_fields = get("HONEYPOT_FIELDS")
             .map(|v| {
@@ -251,6 +285,16 @@ impl Config {
                 ip_quota,
                 mxid_quota: MXID_QUOTA,
                 wave,
+                watch: WatchConfig {
+                    reminder_after_ms,
+                    invite_expiry_ms,
+                    reminder_message,
+                    welcome_message,
+                    knock_policy,
+                    block_action,
+                },
+                invite_check_interval_ms,
+                blocklist_scan_interval_ms,
             }),
             _ => Err(Problems(problems)),
         }
@@ -365,6 +409,31 @@ mod tests {
         vars.push(("WAVE_MAX_KNOCKS", "many"));
         let p = parse(&vars).unwrap_err();
         assert_eq!(p.invalid(), vec!["WAVE_MAX_KNOCKS", "RATE_LIMIT_WINDOW"]);
+    }
+
+    #[test]
+    fn watchdog_settings_have_defaults_and_empty_messages_turn_them_off() {
+        let c = parse(&MINIMAL).unwrap();
+        assert_eq!(c.watch.reminder_after_ms, 86_400_000);
+        assert_eq!(c.watch.invite_expiry_ms, 7 * 86_400_000);
+        assert_eq!(c.watch.welcome_message.as_deref(), Some(DEFAULT_WELCOME));
+        assert!(c.watch.reminder_message.is_some());
+        assert_eq!(c.watch.knock_policy, KnockPolicy::Auto);
+        assert_eq!(c.invite_check_interval_ms, 300_000);
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("REMINDER_MESSAGE", ""),
+            ("WELCOME_MESSAGE", "Hi {user_id}"),
+            ("INVITE_EXPIRY", "3s"),
+            ("KNOCK_POLICY", "manual"),
+        ]);
+        let c = parse(&vars).unwrap();
+        assert_eq!(c.watch.reminder_message, None);
+        assert_eq!(c.watch.welcome_message.as_deref(), Some("Hi {user_id}"));
+        assert_eq!(c.watch.invite_expiry_ms, 3_000);
+        assert_eq!(c.watch.knock_policy, KnockPolicy::Manual);
+        vars.push(("KNOCK_POLICY", "sometimes"));
+        assert_eq!(parse(&vars).unwrap_err().invalid(), vec!["KNOCK_POLICY"]);
     }
 
     #[test]

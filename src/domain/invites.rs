@@ -20,8 +20,12 @@ pub enum Status {
     Queued,
     /// The homeserver accepted the invite.
     Invited,
-    /// The user was already in the room.
+    /// Invited, and reminded once by direct message.
+    Reminded,
+    /// In the room; the welcome is still to be sent.
     Joined,
+    /// In the room and welcomed.
+    Welcomed,
     /// The homeserver says the user does not exist. Nothing was sent.
     NoSuchUser,
     /// A honeypot field was filled. Nothing was sent.
@@ -43,7 +47,9 @@ impl Status {
         match self {
             Status::Queued => "queued",
             Status::Invited => "invited",
+            Status::Reminded => "reminded",
             Status::Joined => "joined",
+            Status::Welcomed => "welcomed",
             Status::NoSuchUser => "no_such_user",
             Status::Spam => "spam",
             Status::Failed => "failed",
@@ -58,7 +64,9 @@ impl Status {
         Some(match s {
             "queued" => Status::Queued,
             "invited" => Status::Invited,
+            "reminded" => Status::Reminded,
             "joined" => Status::Joined,
+            "welcomed" => Status::Welcomed,
             "no_such_user" => Status::NoSuchUser,
             "spam" => Status::Spam,
             "failed" => Status::Failed,
@@ -74,7 +82,12 @@ impl Status {
     pub fn is_active(self) -> bool {
         matches!(
             self,
-            Status::Queued | Status::Invited | Status::Joined | Status::Held
+            Status::Queued
+                | Status::Invited
+                | Status::Reminded
+                | Status::Joined
+                | Status::Welcomed
+                | Status::Held
         )
     }
 }
@@ -94,6 +107,8 @@ pub struct Knock {
     pub last_error: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
+    /// When the homeserver accepted the invite (the reminder and expiry clocks start here).
+    pub invited_at: Option<u64>,
 }
 
 impl Knock {
@@ -110,6 +125,7 @@ impl Knock {
             last_error: None,
             created_at: now,
             updated_at: now,
+            invited_at: None,
         }
     }
 
@@ -289,6 +305,7 @@ pub fn apply(
         }
         (Step::Invite, Ok(_)) => {
             next.status = Status::Invited;
+            next.invited_at = Some(now);
             next.last_error = None;
             done(next, "invite_sent")
         }
@@ -371,6 +388,7 @@ mod tests {
         let b = run(&a.knock, Ok(json!({})), T0 + 9);
         assert_eq!(b.knock.status, Status::Invited);
         assert_eq!(b.knock.updated_at, T0 + 9);
+        assert_eq!(b.knock.invited_at, Some(T0 + 9));
         assert_eq!(next_step(&b.knock), None);
     }
 
@@ -581,7 +599,9 @@ mod tests {
         for s in [
             Status::Queued,
             Status::Invited,
+            Status::Reminded,
             Status::Joined,
+            Status::Welcomed,
             Status::NoSuchUser,
             Status::Spam,
             Status::Failed,

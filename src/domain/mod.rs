@@ -8,3 +8,4 @@ pub mod moderation;
 pub mod mxid;
 pub mod rate_limit;
 pub mod signature;
+pub mod watchdog;

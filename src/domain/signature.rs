@@ -240,7 +240,12 @@ fn decode_b64(s: &str) -> Result<Vec<u8>, AuthError> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 2 != 0 || s.len() > 128 {
+    // `from_str_radix` alone would also take a leading `+` ("+a" as 0x0a).
+    if s.is_empty()
+        || s.len() % 2 != 0
+        || s.len() > 128
+        || !s.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return None;
     }
     (0..s.len())
@@ -378,6 +383,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_formspree_v1_value_with_plus_signs_is_not_hex() {
+        // "+a+b" used to decode to [0x0a, 0x0b]: `u8::from_str_radix` accepts a leading '+'.
+        for bad in ["t=1,v1=+a+b", "t=1,v1=+f", "t=1,v1=00,v1=+0"] {
+            assert_eq!(
+                parse_formspree_header(bad),
+                Err(AuthError::MalformedHeader),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_formspree_header("t=1,v1=0a0B").unwrap().signatures,
+            vec![vec![0x0a, 0x0b]]
+        );
     }
 
     #[test]

@@ -16,13 +16,18 @@ use crate::domain::moderation;
 use crate::domain::signature::{check_bearer, AdminAuth};
 
 /// Paths the admin API answers.
-pub const ROUTES: [&str; 6] = [
+pub const ROUTES: [&str; 11] = [
     "/block_user",
     "/unblock_user",
     "/blocklist",
     "/held_knocks",
     "/approve_knock",
     "/reject_knock",
+    "/rescind_invite",
+    "/pending_invites",
+    "/room_members",
+    "/room_state",
+    "/knocks",
 ];
 
 /// A bulk import may be as large as the list's KV value.
@@ -55,6 +60,37 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
         }
         (Method::Post, "/approve_knock") => decide_held(&mut req, env, &cfg, log, true).await,
         (Method::Post, "/reject_knock") => decide_held(&mut req, env, &cfg, log, false).await,
+        (Method::Post, "/rescind_invite") => {
+            let body: UnblockRequest = match read_json(&mut req).await {
+                Ok(b) => b,
+                Err(msg) => return http::json_error(400, &msg),
+            };
+            let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
+                Ok(u) => u,
+                Err(e) => return http::json_error(400, e.message()),
+            };
+            let op = RoomOp::Rescind {
+                user_id: user.as_str().into(),
+            };
+            let out: Value = room_do::call(env, &cfg, &op).await?;
+            log.event(
+                "rescinded",
+                &[("user_id", user.as_str().into()), ("result", out.clone())],
+            );
+            http::json(200, &out)
+        }
+        (Method::Get, "/pending_invites") => room_json(env, &cfg, &RoomOp::Pending).await,
+        (Method::Get, "/room_members") => room_json(env, &cfg, &RoomOp::Members).await,
+        (Method::Get, "/room_state") => room_json(env, &cfg, &RoomOp::State).await,
+        (Method::Get, "/knocks") => {
+            let limit = req
+                .url()?
+                .query_pairs()
+                .find(|(k, _)| k == "limit")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(100);
+            room_json(env, &cfg, &RoomOp::Knocks { limit }).await
+        }
         _ => http::json_error(405, "Method not allowed on this admin route."),
     }
 }
@@ -134,6 +170,14 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
         ],
     );
     http::json(200, &reply)
+}
+
+async fn room_json(env: &Env, cfg: &Config, op: &RoomOp) -> Result<Response> {
+    let out: Value = room_do::call(env, cfg, op).await?;
+    if let Some(err) = out.get("error").and_then(Value::as_str) {
+        return http::json_error(502, &format!("The homeserver did not answer: {err}"));
+    }
+    http::json(200, &out)
 }
 
 async fn decide_held(

@@ -8,11 +8,12 @@ mod list_do;
 mod log;
 mod rate_limit_do;
 mod room_do;
+mod room_watch;
 mod routes;
 mod stub;
 mod transport;
 
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::{event, Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent};
 
 /// Binding names, as in `wrangler.toml`.
 pub const ROOMS_BINDING: &str = "ROOMS";
@@ -33,6 +34,29 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             )
         }
     }
+}
+
+/// One cron schedule drives every background task: each run asks the room's Durable Object to
+/// run whatever is due (invite checker, block-list scan, native knocks). It never panics; a
+/// failure is logged and the next run tries again.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let log = log::Logger::background("cron");
+    let cfg = match domain_config(&env) {
+        Ok(c) => c,
+        Err(summary) => {
+            log.event("cron_skipped", &[("why", summary.into())]);
+            return;
+        }
+    };
+    match room_do::call::<serde_json::Value>(&env, &cfg, &room_do::RoomOp::Tick).await {
+        Ok(report) => log.event("cron_run", &[("report", report)]),
+        Err(e) => log.event("cron_failed", &[("error", e.to_string().into())]),
+    }
+}
+
+fn domain_config(env: &Env) -> std::result::Result<crate::domain::config::Config, String> {
+    crate::domain::config::Config::from_lookup(env_lookup(env)).map_err(|p| p.summary())
 }
 
 /// Wall-clock time in unix milliseconds: the one place the worker layer reads the clock.

@@ -80,6 +80,22 @@ pub enum RoomOp {
         user_id: String,
         approve: bool,
     },
+    /// A cron run: observe the room and run the watchdog tasks that are due.
+    Tick,
+    /// A moderator withdraws someone's invite (a kick if they already joined).
+    Rescind {
+        user_id: String,
+    },
+    /// Tracked invites still pending, with their ages.
+    Pending,
+    /// The room's current members.
+    Members,
+    /// The room's raw state (for debugging; the only reply that shows the room ID).
+    State,
+    /// Recent knocks, newest first.
+    Knocks {
+        limit: u32,
+    },
 }
 
 /// Sends an operation to the room's Durable Object and waits for its answer.
@@ -94,18 +110,26 @@ pub async fn call<T: serde::de::DeserializeOwned>(
         RoomOp::Lift { .. } => "/lift",
         RoomOp::Held => "/held",
         RoomOp::DecideHeld { .. } => "/decide_held",
+        RoomOp::Tick => "/tick",
+        RoomOp::Rescind { .. } => "/rescind",
+        RoomOp::Pending => "/pending",
+        RoomOp::Members => "/members",
+        RoomOp::State => "/state",
+        RoomOp::Knocks { .. } => "/knocks",
     };
     stub::call(env, ROOMS_BINDING, cfg.room_id.as_str(), path, op).await
 }
 
 #[durable_object]
 pub struct RoomDo {
-    state: State,
-    env: Env,
+    pub(super) state: State,
+    pub(super) env: Env,
+    /// A watchdog run is under way (a second tick waits for the next one).
+    pub(super) watching: std::cell::Cell<bool>,
 }
 
 #[derive(Deserialize)]
-struct Row {
+pub(super) struct Row {
     id: i64,
     user_id: String,
     source: String,
@@ -116,10 +140,11 @@ struct Row {
     last_error: Option<String>,
     created_at: i64,
     updated_at: i64,
+    invited_at: Option<i64>,
 }
 
 impl Row {
-    fn into_knock(self) -> Knock {
+    pub(super) fn into_knock(self) -> Knock {
         Knock {
             id: self.id,
             user_id: self.user_id,
@@ -131,6 +156,7 @@ impl Row {
             last_error: self.last_error,
             created_at: self.created_at.max(0) as u64,
             updated_at: self.updated_at.max(0) as u64,
+            invited_at: self.invited_at.map(|t| t.max(0) as u64),
         }
     }
 }
@@ -146,7 +172,9 @@ CREATE TABLE IF NOT EXISTS knocks (
   next_attempt_at INTEGER NOT NULL,
   last_error TEXT,
   created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
+  updated_at INTEGER NOT NULL,
+  invited_at INTEGER,
+  display_name TEXT
 );
 CREATE INDEX IF NOT EXISTS knocks_by_user ON knocks(user_id, id);
 CREATE INDEX IF NOT EXISTS knocks_due ON knocks(status, next_attempt_at);
@@ -156,6 +184,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
   received_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+  user_id TEXT PRIMARY KEY,
+  membership TEXT NOT NULL,
+  display_name TEXT,
+  event_id TEXT
+);
 CREATE TABLE IF NOT EXISTS bans (
   user_id TEXT PRIMARY KEY,
   reason TEXT NOT NULL,
@@ -163,10 +197,10 @@ CREATE TABLE IF NOT EXISTS bans (
 );
 ";
 
-const KNOCK_COLUMNS: &str = "id, user_id, source, status, profile_checked, attempts, \
-                             next_attempt_at, last_error, created_at, updated_at";
+pub(super) const KNOCK_COLUMNS: &str = "id, user_id, source, status, profile_checked, attempts, \
+                             next_attempt_at, last_error, created_at, updated_at, invited_at";
 
-fn int(v: u64) -> SqlStorageValue {
+pub(super) fn int(v: u64) -> SqlStorageValue {
     SqlStorageValue::Integer(v.min(i64::MAX as u64) as i64)
 }
 
@@ -179,7 +213,11 @@ impl DurableObject for RoomDo {
         if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
             worker::console_error!("room schema: {e}");
         }
-        RoomDo { state, env }
+        RoomDo {
+            state,
+            env,
+            watching: std::cell::Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -199,6 +237,12 @@ impl DurableObject for RoomDo {
             RoomOp::DecideHeld { user_id, approve } => {
                 Response::from_json(&self.decide_held(&user_id, approve).await?)
             }
+            RoomOp::Tick => Response::from_json(&self.tick().await?),
+            RoomOp::Rescind { user_id } => Response::from_json(&self.rescind(&user_id).await?),
+            RoomOp::Pending => Response::from_json(&self.pending(now_ms())?),
+            RoomOp::Members => Response::from_json(&self.members_now().await?),
+            RoomOp::State => Response::from_json(&self.raw_state().await?),
+            RoomOp::Knocks { limit } => Response::from_json(&self.recent_knocks(limit)?),
         }
     }
 
@@ -209,19 +253,24 @@ impl DurableObject for RoomDo {
             // Try again soon rather than lose the wake-up.
             self.wake_by(now_ms() + 30_000).await?;
         }
+        if self.meta_u64("watch_continue")? == 1 {
+            self.set_meta("watch_continue", "0")?;
+            let report = self.tick().await?;
+            log.event("watchdog_continued", &[("report", report)]);
+        }
         Response::ok("done")
     }
 }
 
 /// The homeserver session of one Durable Object event: config, API and transport together.
-struct Session {
-    cfg: Config,
+pub(super) struct Session {
+    pub(super) cfg: Config,
     token: String,
     transport: FetchTransport,
 }
 
 impl Session {
-    fn new(env: &Env) -> std::result::Result<Session, crate::domain::config::Problems> {
+    pub(super) fn new(env: &Env) -> std::result::Result<Session, crate::domain::config::Problems> {
         let cfg = Config::from_lookup(env_lookup(env))?;
         Ok(Session {
             token: cfg.access_token.clone().unwrap_or_default(),
@@ -232,16 +281,22 @@ impl Session {
         })
     }
 
-    fn api(&self) -> Api<'_> {
+    pub(super) fn api(&self) -> Api<'_> {
         Api::new(&self.cfg.matrix_base_url, &self.token)
     }
 
-    async fn send(&self, req: crate::matrix::HttpRequest) -> std::result::Result<Value, Failure> {
+    pub(super) async fn send(
+        &self,
+        req: crate::matrix::HttpRequest,
+    ) -> std::result::Result<Value, Failure> {
         classify(self.transport.send(req).await)
     }
 
     /// Someone's current membership, or `None` if they never had one.
-    async fn membership(&self, user: &UserId) -> std::result::Result<Option<String>, Failure> {
+    pub(super) async fn membership(
+        &self,
+        user: &UserId,
+    ) -> std::result::Result<Option<String>, Failure> {
         match self
             .send(self.api().member_state(&self.cfg.room_id, user))
             .await
@@ -254,7 +309,7 @@ impl Session {
 }
 
 impl RoomDo {
-    fn sql(&self) -> SqlStorage {
+    pub(super) fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
     }
 
@@ -343,7 +398,7 @@ impl RoomDo {
         }
     }
 
-    fn meta_u64(&self, key: &str) -> Result<u64> {
+    pub(super) fn meta_u64(&self, key: &str) -> Result<u64> {
         #[derive(Deserialize)]
         struct V {
             v: String,
@@ -355,7 +410,7 @@ impl RoomDo {
         Ok(rows.first().and_then(|r| r.v.parse().ok()).unwrap_or(0))
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    pub(super) fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.sql().exec(
             "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
             vec![key.into(), value.into()],
@@ -365,7 +420,7 @@ impl RoomDo {
 
     /// Stores a knock: de-duplicated by delivery, limited per Matrix ID, held in a join wave,
     /// de-duplicated by user. Synchronous SQL only, so it all runs without interleaving.
-    fn store_knock(&self, k: KnockIn, now: u64) -> Result<KnockOut> {
+    pub(super) fn store_knock(&self, k: KnockIn, now: u64) -> Result<KnockOut> {
         let cfg = Config::from_lookup(env_lookup(&self.env)).map_err(|p| p.summary())?;
         let sql = self.sql();
         #[derive(Deserialize)]
@@ -437,7 +492,7 @@ impl RoomDo {
         })
     }
 
-    fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    pub(super) fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         #[derive(Deserialize)]
         struct V {
             v: String,
@@ -449,7 +504,7 @@ impl RoomDo {
         Ok(rows.first().and_then(|r| serde_json::from_str(&r.v).ok()))
     }
 
-    fn set_meta_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+    pub(super) fn set_meta_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         self.set_meta(key, &serde_json::to_string(value)?)
     }
 
@@ -492,7 +547,7 @@ impl RoomDo {
         Ok(json!({ "changed": changed }))
     }
 
-    fn insert_knock(&self, k: &Knock) -> Result<i64> {
+    pub(super) fn insert_knock(&self, k: &Knock) -> Result<i64> {
         #[derive(Deserialize)]
         struct Id {
             id: i64,
@@ -501,8 +556,8 @@ impl RoomDo {
             .sql()
             .exec(
                 "INSERT INTO knocks (user_id, source, status, profile_checked, attempts, \
-                 next_attempt_at, last_error, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                 next_attempt_at, last_error, created_at, updated_at, invited_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 vec![
                     k.user_id.as_str().into(),
                     k.source.as_str().into(),
@@ -513,6 +568,7 @@ impl RoomDo {
                     k.last_error.clone().into(),
                     int(k.created_at),
                     int(k.updated_at),
+                    k.invited_at.map(int).unwrap_or(SqlStorageValue::Null),
                 ],
             )?
             .to_array()?;
@@ -521,10 +577,10 @@ impl RoomDo {
             .ok_or_else(|| "insert returned no id".into())
     }
 
-    fn update_knock(&self, k: &Knock) -> Result<()> {
+    pub(super) fn update_knock(&self, k: &Knock) -> Result<()> {
         self.sql().exec(
             "UPDATE knocks SET status = ?, profile_checked = ?, attempts = ?, \
-             next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
+             next_attempt_at = ?, last_error = ?, updated_at = ?, invited_at = ? WHERE id = ?",
             vec![
                 k.status.as_str().into(),
                 (k.profile_checked as i64).into(),
@@ -532,6 +588,7 @@ impl RoomDo {
                 int(k.next_attempt_at),
                 k.last_error.clone().into(),
                 int(k.updated_at),
+                k.invited_at.map(int).unwrap_or(SqlStorageValue::Null),
                 k.id.into(),
             ],
         )?;
@@ -539,7 +596,7 @@ impl RoomDo {
     }
 
     /// Makes sure an alarm fires no later than `when`.
-    async fn wake_by(&self, when: u64) -> Result<()> {
+    pub(super) async fn wake_by(&self, when: u64) -> Result<()> {
         let storage = self.state.storage();
         let current = storage.get_alarm().await?;
         if current.is_none_or(|t| t as u64 > when) {

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 
 use crate::domain::mxid::{RoomId, UserId};
 
+pub mod login;
+
 /// Characters left as they are in a path segment or query value (RFC 3986 unreserved).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -201,8 +203,104 @@ impl<'a> Api<'a> {
         self.req(Method::Put, path, Some(body))
     }
 
+    /// An incremental `/sync` that returns at once, filtered to one room's membership events.
+    pub fn sync(&self, room: &RoomId, since: Option<&str>) -> HttpRequest {
+        let filter = json!({
+            "room": {
+                "rooms": [room.as_str()],
+                "timeline": { "types": ["m.room.member"], "limit": 100 },
+                "state": { "types": ["m.room.member"] },
+                "ephemeral": { "not_types": ["*"] },
+                "account_data": { "not_types": ["*"] }
+            },
+            "presence": { "not_types": ["*"] },
+            "account_data": { "not_types": ["*"] }
+        });
+        let mut q = format!("?timeout=0&filter={}", encode(&filter.to_string()));
+        if let Some(s) = since {
+            q.push_str(&format!("&since={}", encode(s)));
+        }
+        self.req(Method::Get, format!("/sync{q}"), None)
+    }
+
+    /// Opens a direct chat with `user` (they get an invite to it).
+    pub fn create_dm(&self, user: &UserId) -> HttpRequest {
+        let body = json!({
+            "is_direct": true,
+            "invite": [user.as_str()],
+            "preset": "trusted_private_chat",
+        });
+        self.req(Method::Post, "/createRoom".into(), Some(body))
+    }
+
     pub fn whoami(&self) -> HttpRequest {
         self.req(Method::Get, "/account/whoami".into(), None)
+    }
+}
+
+/// A room member as a listing or a sync reports them.
+pub use crate::domain::watchdog::Member;
+
+fn member_from_event(e: &Value) -> Option<Member> {
+    if e.get("type")?.as_str()? != "m.room.member" {
+        return None;
+    }
+    let content = e.get("content")?;
+    Some(Member {
+        user_id: e.get("state_key")?.as_str()?.to_owned(),
+        membership: content.get("membership")?.as_str()?.to_owned(),
+        display_name: content
+            .get("displayname")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        event_id: e.get("event_id").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+/// The members in a `GET /rooms/{id}/members` reply.
+pub fn parse_members(body: &Value) -> Vec<Member> {
+    body.get("chunk")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().filter_map(member_from_event).collect())
+        .unwrap_or_default()
+}
+
+/// What an incremental sync says about one room's membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedMembers {
+    pub next_batch: Option<String>,
+    /// Membership changes, oldest first (state before timeline).
+    pub changes: Vec<Member>,
+    /// The timeline has a gap: some changes were left out, so list the members in full.
+    pub limited: bool,
+}
+
+pub fn parse_sync(body: &Value, room: &RoomId) -> SyncedMembers {
+    let joined = body
+        .get("rooms")
+        .and_then(|r| r.get("join"))
+        .and_then(|j| j.get(room.as_str()));
+    let events = |section: &str| -> Vec<Member> {
+        joined
+            .and_then(|r| r.get(section))
+            .and_then(|s| s.get("events"))
+            .and_then(Value::as_array)
+            .map(|evs| evs.iter().filter_map(member_from_event).collect())
+            .unwrap_or_default()
+    };
+    let mut changes = events("state");
+    changes.extend(events("timeline"));
+    SyncedMembers {
+        next_batch: body
+            .get("next_batch")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        changes,
+        limited: joined
+            .and_then(|r| r.get("timeline"))
+            .and_then(|t| t.get("limited"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     }
 }
 
@@ -402,6 +500,64 @@ mod tests {
             api().moderate(&room(), "ban", &user(), Some("r")),
             api().ban(&room(), &user(), Some("r"))
         );
+    }
+
+    #[test]
+    fn a_sync_is_filtered_to_the_room_and_returns_at_once() {
+        let r = api().sync(&room(), Some("s72_1"));
+        assert!(r.url.contains("/sync?timeout=0&filter="));
+        assert!(r.url.ends_with("&since=s72_1"));
+        assert!(r.url.contains("m.room.member"));
+        assert!(!api().sync(&room(), None).url.contains("since"));
+    }
+
+    #[test]
+    fn sync_replies_yield_membership_changes_in_order() {
+        let body = json!({
+            "next_batch": "s9",
+            "rooms": {"join": {"!secret:localhost": {
+                "state": {"events": [
+                    {"type": "m.room.member", "state_key": "@a:x", "event_id": "$1",
+                     "content": {"membership": "invite"}}]},
+                "timeline": {"limited": false, "events": [
+                    {"type": "m.room.member", "state_key": "@a:x", "event_id": "$2",
+                     "content": {"membership": "join", "displayname": "A"}},
+                    {"type": "m.room.message", "content": {"body": "hi"}},
+                    {"type": "m.room.member", "state_key": "@k:x", "event_id": "$3",
+                     "content": {"membership": "knock", "reason": "let me in"}}]}
+            }}}
+        });
+        let s = parse_sync(&body, &room());
+        assert_eq!(s.next_batch.as_deref(), Some("s9"));
+        assert!(!s.limited);
+        let seen: Vec<(&str, &str)> = s
+            .changes
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.membership.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("@a:x", "invite"), ("@a:x", "join"), ("@k:x", "knock")]
+        );
+        assert_eq!(s.changes[1].display_name.as_deref(), Some("A"));
+        let gap = json!({"next_batch": "s10", "rooms": {"join": {"!secret:localhost": {
+            "timeline": {"limited": true, "events": []}}}}});
+        assert!(parse_sync(&gap, &room()).limited);
+        let other_room = parse_sync(&json!({"next_batch": "s1"}), &room());
+        assert!(other_room.changes.is_empty());
+    }
+
+    #[test]
+    fn member_listings_parse_every_membership() {
+        let body = json!({"chunk": [
+            {"type": "m.room.member", "state_key": "@a:x", "content": {"membership": "join"}},
+            {"type": "m.room.member", "state_key": "@b:x", "content": {"membership": "ban"}},
+            {"type": "m.room.member", "content": {"membership": "join"}}
+        ]});
+        let m = parse_members(&body);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].membership, "ban");
+        assert!(parse_members(&json!({})).is_empty());
     }
 
     #[test]

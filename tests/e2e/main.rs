@@ -6,3 +6,4 @@ mod blocklist;
 mod form_flow;
 mod rate_limits;
 mod support;
+mod watchdogs;

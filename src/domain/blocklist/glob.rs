@@ -30,6 +30,11 @@ pub(crate) fn normalize_glob(text: &str) -> Result<String, EntryError> {
             out.push(c);
         }
     }
+    // The added `@` can push a glob of exactly the limit over it; the stored form must fit,
+    // because the index normalises stored globs again and would drop a longer one.
+    if out.len() > MAX_GLOB_BYTES {
+        return Err(EntryError::TooLong);
+    }
     if !out
         .bytes()
         .any(|b| !matches!(b, b'*' | b'?' | b'@' | b':' | b'.'))
@@ -153,5 +158,24 @@ impl GlobSet {
         self.residual.iter().for_each(|&s| consider(s));
         best.and_then(|slot| self.globs.get(slot as usize))
             .map(|(entry, _)| *entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_glob_at_the_limit_that_needs_its_sigil_is_refused_rather_than_stored_too_long() {
+        // 255 bytes typed without `@`: the stored form would be 256 bytes, which normalising
+        // again refuses, so the index would silently drop the entry.
+        let typed = format!("{}x:*", "x*".repeat(126));
+        assert_eq!(typed.len(), MAX_GLOB_BYTES);
+        assert_eq!(normalize_glob(&typed), Err(EntryError::TooLong));
+        // With its `@` typed, the same glob fits, and normalising it again gives it back.
+        let with_sigil = format!("@{}", &typed[1..]);
+        let stored = normalize_glob(&with_sigil).unwrap();
+        assert_eq!(stored.len(), MAX_GLOB_BYTES);
+        assert_eq!(normalize_glob(&stored), Ok(stored.clone()));
     }
 }

@@ -12,7 +12,7 @@ use super::normalize::{
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
-/// A fast hasher for the short keys of the exact and glob maps. Their keys come from the list's
+/// A fast hasher for the short keys of the index's maps. Their keys come from the list's
 /// administrators, so the people being checked cannot fill them with chosen collisions.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ShortKeyHasher(u64);
@@ -33,6 +33,7 @@ impl Hasher for ShortKeyHasher {
 }
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<ShortKeyHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<ShortKeyHasher>>;
 
 /// Postings of `(32-bit hash, member)`, packed into one `u32` each, with a directory over the top
 /// bits of the hash: one lookup reads a directory slot and one short, contiguous run. A posting
@@ -123,7 +124,7 @@ fn posting(hash: u32, member: u32) -> u64 {
 }
 
 /// Separates the readings of one member in [`FuzzyIndex::readings`]; never part of a key.
-const READING_SEPARATOR: char = ' ';
+const READING_SEPARATOR: &str = " ";
 
 /// Family keys of a set of names (localparts, or folded display names). Family matches look up
 /// every reading in a hash table; near misses use a deletion neighbourhood (SymSpell): every
@@ -154,8 +155,8 @@ impl FuzzyIndex {
         let mut family = Vec::new();
         let mut near = Vec::new();
         let mut hashes = Vec::new();
-        let mut seen_readings: HashSet<&str> = HashSet::new();
-        let mut seen_keys: HashSet<&str> = HashSet::new();
+        let mut seen_readings: FastSet<&str> = FastSet::default();
+        let mut seen_keys: FastSet<&str> = FastSet::default();
         for (member, (_, readings)) in members.iter().enumerate() {
             let member = member as u32;
             for reading in readings.iter().filter(|r| !r.is_empty()) {
@@ -173,7 +174,6 @@ impl FuzzyIndex {
                 near.extend(hashes.iter().map(|&h| posting(h, member)));
             }
         }
-        drop((seen_readings, seen_keys));
         let mut index = FuzzyIndex {
             family: PostingTable::build(family, members.len()),
             near: PostingTable::build(near, members.len()),
@@ -181,7 +181,9 @@ impl FuzzyIndex {
         };
         for (entry, readings) in members {
             index.entries.push(entry);
-            index.readings.push(readings.join(" ").into_boxed_str());
+            index
+                .readings
+                .push(readings.join(READING_SEPARATOR).into_boxed_str());
         }
         index
     }

@@ -125,17 +125,19 @@ pub fn family_readings(name: &str) -> Vec<String> {
     let Some((start, end)) = core_bounds(&chars) else {
         return vec![finish(&chars)];
     };
-    let mut starts = vec![start];
-    if start > 0 {
-        starts.extend([start - 1, 0]);
-    }
-    let mut ends = vec![end];
-    if end < chars.len() {
-        ends.extend([end + 1, chars.len()]);
-    }
-    let mut out: Vec<String> = Vec::with_capacity(starts.len() * ends.len());
-    for &s in &starts {
-        for &e in &ends {
+    let (starts, from) = if start > 0 {
+        ([start, start - 1, 0], 3)
+    } else {
+        ([start; 3], 1)
+    };
+    let (ends, to) = if end < chars.len() {
+        ([end, end + 1, chars.len()], 3)
+    } else {
+        ([end; 3], 1)
+    };
+    let mut out: Vec<String> = Vec::with_capacity(from * to);
+    for &s in &starts[..from] {
+        for &e in &ends[..to] {
             let key = finish(&chars[s..e]);
             if !out.contains(&key) {
                 out.push(key);

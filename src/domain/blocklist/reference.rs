@@ -1,9 +1,10 @@
-//! The reference matcher: every rule applied to every entry, one entry after another. It defines
-//! what [`BlockIndex`](super::BlockIndex) must answer (tests check they agree on random lists) and
-//! is the naive baseline of the benchmark. Far too slow for large lists.
+//! The reference matcher: every rule applied to every entry, one entry after another, with the
+//! edit distance to every entry's family key computed in full before its allowance is applied.
+//! It defines what [`BlockIndex`](super::BlockIndex) must answer (tests check they agree on
+//! random lists) and is the naive baseline of the benchmark. Far too slow for large lists.
 
 use super::glob::{glob_match, normalize_glob};
-use super::normalize::{display_readings, family_readings, near_miss};
+use super::normalize::{allowed_distance, display_readings, family_readings, osa_distance};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
@@ -129,10 +130,12 @@ impl<'a> LinearScan<'a> {
                 Prepared::Id { key_chars, .. } | Prepared::Name { key_chars, .. } => key_chars,
                 _ => continue,
             };
-            if let Some(d) = near_miss(&chars, blocked_chars) {
-                if best.is_none_or(|(bd, _, _)| d < bd) {
-                    best = Some((d, i, blocked));
-                }
+            let d = osa_distance(&chars, blocked_chars);
+            if d >= 1
+                && d <= allowed_distance(blocked_chars.len())
+                && best.is_none_or(|(bd, _, _)| d < bd)
+            {
+                best = Some((d, i, blocked));
             }
         }
         let (d, i, blocked) = best?;

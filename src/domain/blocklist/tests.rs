@@ -29,8 +29,15 @@ fn fixture() -> Vec<Entry> {
     list.entries
 }
 
-/// `(technique, candidate user ID, blocking pattern and rule, or None for "not blocked")`.
-const ID_CASES: &[(&str, &str, Option<(&str, MatchRule)>)] = {
+/// `(technique, candidate, blocking pattern and rule, or None for "not blocked")`.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, MatchRule)>,
+);
+
+/// Candidates are user IDs.
+const ID_CASES: &[Case] = {
     use MatchRule::*;
     &[
         (
@@ -316,8 +323,8 @@ const ID_CASES: &[(&str, &str, Option<(&str, MatchRule)>)] = {
     ]
 };
 
-/// `(technique, candidate display name, blocking display name and rule, or None)`.
-const NAME_CASES: &[(&str, &str, Option<(&str, MatchRule)>)] = {
+/// Candidates are display names.
+const NAME_CASES: &[Case] = {
     use MatchRule::*;
     &[
         ("same display name", "Alice Admin", Some(("Alice Admin", DisplayName))),
