@@ -41,6 +41,39 @@ pub struct Config {
     /// How often the invite checker and the block-list scan run.
     pub invite_check_interval_ms: u64,
     pub blocklist_scan_interval_ms: u64,
+    /// How Knock logs in: chosen from which settings are present.
+    pub login: Login,
+}
+
+/// The bot's login settings. Which mode applies follows from what is set: a password wins, then
+/// Beeper's email flow, then a bare access token (which Beeper mode may also start from).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub mode: crate::matrix::login::Credentials,
+    pub user_id: Option<String>,
+    pub password: Option<String>,
+    pub beeper_api_base: String,
+    pub beeper_email: Option<String>,
+    /// A Beeper JWT to log in with directly (the original service's BEEPER_LOGIN_TOKEN).
+    pub beeper_jwt: Option<String>,
+    /// A 6-digit code for a Beeper flow already started.
+    pub beeper_code: Option<String>,
+}
+
+impl Login {
+    /// Names the identity a session belongs to, so a changed setting starts a new session.
+    pub fn session_name(&self, base_url: &str) -> String {
+        let who = match self.mode {
+            crate::matrix::login::Credentials::AccessToken => "token".to_owned(),
+            crate::matrix::login::Credentials::Password => {
+                format!("password:{}", self.user_id.as_deref().unwrap_or(""))
+            }
+            crate::matrix::login::Credentials::Beeper => {
+                format!("beeper:{}", self.beeper_email.as_deref().unwrap_or(""))
+            }
+        };
+        format!("{base_url}|{who}")
+    }
 }
 
 pub const DEFAULT_WELCOME: &str = "Welcome, {display_name}! 👋";
@@ -67,6 +100,7 @@ impl std::fmt::Debug for Config {
             .field("matrix_base_url", &self.matrix_base_url)
             .field("access_token", &self.access_token.is_some())
             .field("api_key", &self.api_key.is_some())
+            .field("login_mode", &self.login.mode)
             .field("request_delay_ms", &self.request_delay_ms)
             .field("secrets", &self.secrets)
             .finish_non_exhaustive()
@@ -165,15 +199,55 @@ impl Config {
         }
 
         let access_token = get("MATRIX_ACCESS_TOKEN");
-        if access_token.is_none() {
-            bad(
-                "MATRIX_ACCESS_TOKEN",
-                true,
-                "set the bot account's access token: `wrangler secret put MATRIX_ACCESS_TOKEN`, \
-                 or MATRIX_ACCESS_TOKEN=... in .dev.vars"
-                    .into(),
-            );
-        }
+        let user_id = get("MATRIX_USER_ID");
+        let password = get("MATRIX_PASSWORD");
+        let beeper_email = get("BEEPER_LOGIN_EMAIL");
+        let beeper_jwt = get("BEEPER_LOGIN_TOKEN");
+        let beeper_code = get("BEEPER_LOGIN_CODE");
+        use crate::matrix::login::Credentials;
+        let mode = if password.is_some() || user_id.is_some() {
+            if user_id.is_none() {
+                bad(
+                    "MATRIX_USER_ID",
+                    true,
+                    "set the bot's user ID to log in with MATRIX_PASSWORD".into(),
+                );
+            }
+            if password.is_none() {
+                bad(
+                    "MATRIX_PASSWORD",
+                    true,
+                    "set the bot's password: `wrangler secret put MATRIX_PASSWORD`".into(),
+                );
+            }
+            Credentials::Password
+        } else if beeper_email.is_some() || beeper_jwt.is_some() || beeper_code.is_some() {
+            Credentials::Beeper
+        } else {
+            if access_token.is_none() {
+                bad(
+                    "MATRIX_ACCESS_TOKEN",
+                    true,
+                    "set the bot account's access token (`wrangler secret put MATRIX_ACCESS_TOKEN`, \
+                     or MATRIX_ACCESS_TOKEN=... in .dev.vars), or MATRIX_USER_ID and \
+                     MATRIX_PASSWORD, or BEEPER_LOGIN_EMAIL for Beeper"
+                        .into(),
+                );
+            }
+            Credentials::AccessToken
+        };
+        let login = Login {
+            mode,
+            user_id,
+            password,
+            beeper_api_base: get("BEEPER_API_BASE")
+                .unwrap_or_else(|| crate::matrix::login::DEFAULT_BEEPER_API_BASE.to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            beeper_email,
+            beeper_jwt,
+            beeper_code,
+        };
 
         let mut duration = |name: &'static str, default_ms: u64| match get(name) {
             None => default_ms,
@@ -295,6 +369,7 @@ impl Config {
                 },
                 invite_check_interval_ms,
                 blocklist_scan_interval_ms,
+                login,
             }),
             _ => Err(Problems(problems)),
         }
@@ -434,6 +509,36 @@ mod tests {
         assert_eq!(c.watch.knock_policy, KnockPolicy::Manual);
         vars.push(("KNOCK_POLICY", "sometimes"));
         assert_eq!(parse(&vars).unwrap_err().invalid(), vec!["KNOCK_POLICY"]);
+    }
+
+    #[test]
+    fn the_login_mode_follows_the_settings_present() {
+        use crate::matrix::login::Credentials;
+        let room = ("NEW_ROOM_ID", "!room:localhost");
+        assert_eq!(
+            parse(&MINIMAL).unwrap().login.mode,
+            Credentials::AccessToken
+        );
+        let c = parse(&[
+            room,
+            ("MATRIX_USER_ID", "@bot:x"),
+            ("MATRIX_PASSWORD", "pw"),
+        ])
+        .unwrap();
+        assert_eq!(c.login.mode, Credentials::Password);
+        assert!(c.access_token.is_none());
+        let c = parse(&[room, ("BEEPER_LOGIN_EMAIL", "bot@example.org")]).unwrap();
+        assert_eq!(c.login.mode, Credentials::Beeper);
+        assert_eq!(c.login.beeper_api_base, "https://api.beeper.com");
+        let p = parse(&[room, ("MATRIX_USER_ID", "@bot:x")]).unwrap_err();
+        assert_eq!(p.missing(), vec!["MATRIX_PASSWORD"]);
+        assert_ne!(
+            c.login.session_name("https://a"),
+            parse(&[room, ("BEEPER_LOGIN_EMAIL", "other@example.org")])
+                .unwrap()
+                .login
+                .session_name("https://a")
+        );
     }
 
     #[test]

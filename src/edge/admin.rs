@@ -8,6 +8,7 @@ use super::http::{self, Body};
 use super::list_do::{ListOp, DEFAULT_LIST};
 use super::log::Logger;
 use super::room_do::{self, RoomOp};
+use super::session_do::{self, SessionOp};
 use super::{env_lookup, now_ms, stub, LISTS_BINDING};
 use crate::domain::blocklist::{BlockList, Entry, EntryKind};
 use crate::domain::config::Config;
@@ -16,7 +17,10 @@ use crate::domain::moderation;
 use crate::domain::signature::{check_bearer, AdminAuth};
 
 /// Paths the admin API answers.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 14] = [
+    "/login/beeper/start",
+    "/login/beeper/verify",
+    "/whoami",
     "/block_user",
     "/unblock_user",
     "/blocklist",
@@ -78,6 +82,36 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
                 &[("user_id", user.as_str().into()), ("result", out.clone())],
             );
             http::json(200, &out)
+        }
+        (Method::Post, "/login/beeper/start") => {
+            #[derive(Deserialize, Default)]
+            struct Start {
+                email: Option<String>,
+            }
+            let body: Start = read_json(&mut req).await.unwrap_or_default();
+            let op = SessionOp::BeeperStart { email: body.email };
+            session_reply(session_do::call(env, &cfg, &op).await?)
+        }
+        (Method::Post, "/login/beeper/verify") => {
+            #[derive(Deserialize)]
+            struct Verify {
+                code: String,
+            }
+            let body: Verify = match read_json(&mut req).await {
+                Ok(b) => b,
+                Err(msg) => return http::json_error(400, &msg),
+            };
+            let op = SessionOp::BeeperVerify { code: body.code };
+            session_reply(session_do::call(env, &cfg, &op).await?)
+        }
+        (Method::Get, "/whoami") => {
+            let mut status: Value = session_do::call(env, &cfg, &SessionOp::Status).await?;
+            if status["user_id"].is_null() {
+                // Token mode never logged in itself: ask the homeserver who the token is.
+                let _: Value = session_do::call(env, &cfg, &SessionOp::Token).await?;
+                status = session_do::call(env, &cfg, &SessionOp::Status).await?;
+            }
+            http::json(200, &status)
         }
         (Method::Get, "/pending_invites") => room_json(env, &cfg, &RoomOp::Pending).await,
         (Method::Get, "/room_members") => room_json(env, &cfg, &RoomOp::Members).await,
@@ -170,6 +204,13 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
         ],
     );
     http::json(200, &reply)
+}
+
+fn session_reply(out: Value) -> Result<Response> {
+    match out.get("error").and_then(Value::as_str) {
+        Some(err) => http::json_error(400, err),
+        None => http::json(200, &out),
+    }
 }
 
 async fn room_json(env: &Env, cfg: &Config, op: &RoomOp) -> Result<Response> {

@@ -10,6 +10,7 @@ mod rate_limit_do;
 mod room_do;
 mod room_watch;
 mod routes;
+mod session_do;
 mod stub;
 mod transport;
 
@@ -19,6 +20,7 @@ use worker::{event, Context, Env, Request, Response, Result, ScheduleContext, Sc
 pub const ROOMS_BINDING: &str = "ROOMS";
 pub const LISTS_BINDING: &str = "LISTS";
 pub const LIMITS_BINDING: &str = "LIMITS";
+pub const SESSIONS_BINDING: &str = "SESSIONS";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {

@@ -14,6 +14,7 @@ use worker::{
 };
 
 use super::log::Logger;
+use super::session_do::{self, SessionOp, TokenReply};
 use super::stub;
 use super::transport::FetchTransport;
 use super::{env_lookup, now_ms, ROOMS_BINDING};
@@ -262,34 +263,56 @@ impl DurableObject for RoomDo {
     }
 }
 
-/// The homeserver session of one Durable Object event: config, API and transport together.
+/// The homeserver session of one Durable Object event: config, a token from the bot's session
+/// object, and the transport. A refused token is exchanged once for a fresh login.
 pub(super) struct Session {
     pub(super) cfg: Config,
-    token: String,
+    token: std::cell::RefCell<String>,
+    env: Env,
     transport: FetchTransport,
 }
 
 impl Session {
-    pub(super) fn new(env: &Env) -> std::result::Result<Session, crate::domain::config::Problems> {
-        let cfg = Config::from_lookup(env_lookup(env))?;
+    pub(super) async fn open(env: &Env) -> std::result::Result<Session, String> {
+        let cfg = Config::from_lookup(env_lookup(env)).map_err(|p| p.summary())?;
+        let reply: TokenReply = session_do::call(env, &cfg, &SessionOp::Token)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Session {
-            token: cfg.access_token.clone().unwrap_or_default(),
+            token: std::cell::RefCell::new(reply.token.unwrap_or_default()),
             transport: FetchTransport {
                 timeout_ms: cfg.matrix_timeout_ms,
             },
+            env: env.clone(),
             cfg,
         })
     }
 
-    pub(super) fn api(&self) -> Api<'_> {
-        Api::new(&self.cfg.matrix_base_url, &self.token)
+    pub(super) fn api(&self) -> Api {
+        Api::new(&self.cfg.matrix_base_url, &self.token.borrow())
     }
 
+    /// Sends a request; on `M_UNKNOWN_TOKEN` asks the session object to log in again and, if it
+    /// could, retries once with the new token.
     pub(super) async fn send(
         &self,
         req: crate::matrix::HttpRequest,
     ) -> std::result::Result<Value, Failure> {
-        classify(self.transport.send(req).await)
+        let first = classify(self.transport.send(req.clone()).await);
+        let Err(Failure::Unauthorized { .. }) = &first else {
+            return first;
+        };
+        let failed = self.token.borrow().clone();
+        let op = SessionOp::Recover {
+            failed_token: failed.clone(),
+        };
+        match session_do::call::<TokenReply>(&self.env, &self.cfg, &op).await {
+            Ok(TokenReply { token: Some(t), .. }) if t != failed => {
+                *self.token.borrow_mut() = t.clone();
+                classify(self.transport.send(req.with_token(&t)).await)
+            }
+            _ => first,
+        }
     }
 
     /// Someone's current membership, or `None` if they never had one.
@@ -323,9 +346,9 @@ impl RoomDo {
              WHERE user_id = ? AND status = 'queued'",
             vec![reason.into(), int(now), user.as_str().into()],
         )?;
-        let session = match Session::new(&self.env) {
+        let session = match Session::open(&self.env).await {
             Ok(s) => s,
-            Err(p) => return Ok(json!({ "action": "failed", "detail": p.summary() })),
+            Err(why) => return Ok(json!({ "action": "failed", "detail": why })),
         };
         let membership = match session.membership(&user).await {
             Ok(m) => m,
@@ -378,9 +401,9 @@ impl RoomDo {
         if ours.is_empty() {
             return Ok(json!({ "unbanned": false }));
         }
-        let session = match Session::new(&self.env) {
+        let session = match Session::open(&self.env).await {
             Ok(s) => s,
-            Err(p) => return Ok(json!({ "unbanned": false, "detail": p.summary() })),
+            Err(why) => return Ok(json!({ "unbanned": false, "detail": why })),
         };
         let req = session
             .api()
@@ -637,15 +660,14 @@ impl RoomDo {
     /// Works off due knocks until the queue is empty, the room is paused, or the run's call
     /// budget is spent; then sets the alarm for whatever is due next.
     async fn process_due(&self, log: &Logger) -> Result<()> {
-        let session = match Session::new(&self.env) {
+        let session = match Session::open(&self.env).await {
             Ok(s) => s,
-            Err(p) => {
-                log.event("misconfigured", &[("missing", json!(p.missing()))]);
+            Err(why) => {
+                log.event("session_unavailable", &[("detail", why.into())]);
                 return self.wake_by(now_ms() + 60_000).await;
             }
         };
         let cfg = &session.cfg;
-        let api = session.api();
         let policy = RetryPolicy::default();
         let room_server = cfg.room_id.as_str().split_once(':').map(|(_, s)| s);
         let mut calls = 0usize;
@@ -672,6 +694,7 @@ impl RoomDo {
                         break;
                     };
                     self.pace(cfg.request_delay_ms).await?;
+                    let api = session.api();
                     let request = match step {
                         Step::CheckProfile => api.profile(&user),
                         Step::Invite => {

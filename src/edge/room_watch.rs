@@ -33,10 +33,22 @@ impl RoomDo {
 
     async fn watch(&self) -> Result<Value> {
         let log = Logger::background("watchdog");
-        let session = match Session::new(&self.env) {
+        let session = match Session::open(&self.env).await {
             Ok(s) => s,
-            Err(p) => return Ok(json!({ "ran": false, "why": p.summary() })),
+            Err(why) => return Ok(json!({ "ran": false, "why": why })),
         };
+        // A new token may have been configured since the homeserver refused the old one: let
+        // the queue try again now rather than at the end of its pause.
+        if self.meta_u64("login_needed")? == 1 {
+            let now = now_ms();
+            self.set_meta("pause_until", "0")?;
+            self.sql().exec(
+                "UPDATE knocks SET next_attempt_at = ? WHERE status = 'queued' \
+                 AND last_error LIKE 'homeserver login needed%'",
+                vec![int(now)],
+            )?;
+            self.wake_by(now).await?;
+        }
         let now = now_ms();
         let cfg = &session.cfg;
         let check_due = now >= self.meta_u64("last_invite_check")? + cfg.invite_check_interval_ms;
@@ -140,6 +152,15 @@ impl RoomDo {
                 Err(f) => log.event("sync_token_stale", &[("detail", f.describe().into())]),
             }
         }
+        // The token first, then the listing: a change that lands in between is then replayed
+        // by the next incremental sync, instead of falling between the two and being missed.
+        let token = match session.send(api.sync(room, None)).await {
+            Ok(body) => parse_sync(&body, room).next_batch,
+            Err(f) => {
+                log.event("sync_failed", &[("detail", f.describe().into())]);
+                None
+            }
+        };
         let listing = match session.send(api.members(room, None)).await {
             Ok(body) => parse_members(&body),
             Err(f) => {
@@ -151,9 +172,7 @@ impl RoomDo {
         for m in &listing {
             self.upsert_member(m)?;
         }
-        if let Ok(body) = session.send(api.sync(room, None)).await {
-            self.set_meta_json("since", &parse_sync(&body, room).next_batch)?;
-        }
+        self.set_meta_json("since", &token)?;
         Ok(3)
     }
 
@@ -401,9 +420,9 @@ impl RoomDo {
     /// A moderator withdraws an invite, or removes someone who already joined.
     pub(super) async fn rescind(&self, user_id: &str) -> Result<Value> {
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
-        let session = match Session::new(&self.env) {
+        let session = match Session::open(&self.env).await {
             Ok(s) => s,
-            Err(p) => return Ok(json!({ "action": "failed", "detail": p.summary() })),
+            Err(why) => return Ok(json!({ "action": "failed", "detail": why })),
         };
         let membership = match session.membership(&user).await {
             Ok(m) => m,
@@ -472,7 +491,7 @@ impl RoomDo {
 
     /// The room's members as the homeserver lists them now.
     pub(super) async fn members_now(&self) -> Result<Value> {
-        let session = Session::new(&self.env).map_err(|p| p.summary())?;
+        let session = Session::open(&self.env).await?;
         match session
             .send(session.api().members(&session.cfg.room_id, None))
             .await
@@ -489,7 +508,7 @@ impl RoomDo {
     }
 
     pub(super) async fn raw_state(&self) -> Result<Value> {
-        let session = Session::new(&self.env).map_err(|p| p.summary())?;
+        let session = Session::open(&self.env).await?;
         match session
             .send(session.api().room_state(&session.cfg.room_id))
             .await

@@ -6,7 +6,7 @@ use worker::{Context, Env, Method, Request, Response, Result, Url};
 use super::http::{self, Body};
 use super::log::Logger;
 use super::room_do::{self, KnockIn, KnockOut, RoomOp};
-use super::{admin, blocklist, rate_limit_do};
+use super::{admin, blocklist, rate_limit_do, session_do};
 use super::{env_lookup, now_ms};
 use crate::domain::config::{Config, Problems};
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
@@ -17,7 +17,7 @@ use crate::domain::signature::{self, AuthError, Presented};
 pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Result<Response> {
     let path = req.path();
     match (req.method(), path.as_str()) {
-        (Method::Get, "/") | (Method::Head, "/") => health(env),
+        (Method::Get, "/") | (Method::Head, "/") => health(env).await,
         (Method::Post, "/invite_from_form") => invite_from_form(req, env, ctx, log).await,
         // Never 404 or 410 here: Typeform disables a webhook for good on either.
         (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
@@ -26,10 +26,41 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Res
     }
 }
 
-fn health(env: &Env) -> Result<Response> {
-    match Config::from_lookup(env_lookup(env)) {
-        Ok(_) => http::json(200, &json!({ "status": "running" })),
-        Err(p) => http::json(200, &misconfigured(&p)),
+thread_local! {
+    /// The session's health as this isolate last heard it, and when: probes are frequent, and
+    /// a few seconds' staleness is fine for a health status.
+    static LOGIN_HEALTH: std::cell::RefCell<Option<(u64, bool)>> = const { std::cell::RefCell::new(None) };
+}
+const LOGIN_HEALTH_TTL_MS: u64 = 5_000;
+
+async fn health(env: &Env) -> Result<Response> {
+    let cfg = match Config::from_lookup(env_lookup(env)) {
+        Ok(c) => c,
+        Err(p) => return http::json(200, &misconfigured(&p)),
+    };
+    let now = now_ms();
+    let cached = LOGIN_HEALTH.with(|h| {
+        h.borrow()
+            .filter(|(at, _)| now.saturating_sub(*at) < LOGIN_HEALTH_TTL_MS)
+            .map(|(_, needed)| needed)
+    });
+    let login_needed = match cached {
+        Some(n) => n,
+        None => {
+            let status: serde_json::Value =
+                session_do::call(env, &cfg, &session_do::SessionOp::Status).await?;
+            let needed = !status["login_needed"].is_null();
+            LOGIN_HEALTH.with(|h| *h.borrow_mut() = Some((now, needed)));
+            needed
+        }
+    };
+    if login_needed {
+        http::json(
+            200,
+            &json!({ "status": "degraded", "reason": "homeserver login needed" }),
+        )
+    } else {
+        http::json(200, &json!({ "status": "running" }))
     }
 }
 

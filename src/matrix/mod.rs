@@ -56,6 +56,16 @@ impl std::fmt::Debug for HttpRequest {
 }
 
 impl HttpRequest {
+    /// The same request with another access token (after a re-login).
+    pub fn with_token(mut self, token: &str) -> HttpRequest {
+        for (name, value) in &mut self.headers {
+            if *name == "Authorization" {
+                *value = format!("Bearer {token}");
+            }
+        }
+        self
+    }
+
     /// The JSON body, parsed (for tests and logs).
     pub fn json(&self) -> Value {
         self.body
@@ -86,17 +96,17 @@ pub trait Transport {
 }
 
 /// Builds the requests of one homeserver session.
-#[derive(Clone, Copy)]
-pub struct Api<'a> {
-    pub base_url: &'a str,
-    pub access_token: &'a str,
+#[derive(Clone)]
+pub struct Api {
+    base_url: String,
+    access_token: String,
 }
 
-impl<'a> Api<'a> {
-    pub fn new(base_url: &'a str, access_token: &'a str) -> Self {
+impl Api {
+    pub fn new(base_url: &str, access_token: &str) -> Self {
         Api {
-            base_url: base_url.trim_end_matches('/'),
-            access_token,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            access_token: access_token.to_owned(),
         }
     }
 
@@ -431,7 +441,7 @@ mod tests {
     fn user() -> UserId {
         UserId::parse("@alice:localhost").unwrap()
     }
-    fn api() -> Api<'static> {
+    fn api() -> Api {
         Api::new("http://127.0.0.1:8008/", "syt_token")
     }
     fn resp(status: u16, body: &str) -> Result<HttpResponse, TransportError> {

@@ -326,3 +326,35 @@ fn a_worker_without_settings_names_what_is_missing() {
         .unwrap_or("")
         .contains("NEW_ROOM_ID"));
 }
+
+#[test]
+fn logs_never_contain_the_room_id_or_a_token() {
+    let s = synapse();
+    let user = s.new_user("logged");
+    assert_accepted(&post_tally(&tally_body(&user.user_id, "tally-evt-logs")));
+    s.wait_for_membership(room(), &user.user_id, "invite");
+    // Knock's own lines are JSON objects; wrangler's start-up banner (which lists [vars]) is not
+    // Knock's to control.
+    let knock_lines = || -> String {
+        worker()
+            .log()
+            .lines()
+            .filter(|l| l.starts_with("{\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let needle = format!("\"event\":\"invite_sent\"");
+    crate::support::wait_until(
+        "the invite in the log",
+        std::time::Duration::from_secs(10),
+        || knock_lines().contains(&user.user_id).then_some(()),
+    );
+    let log = knock_lines();
+    assert!(log.contains(&needle), "structured logs are written: {log}");
+    assert!(!log.contains(room()), "the room ID leaked into the logs");
+    assert!(
+        !log.contains(&s.bot.token),
+        "the access token leaked into the logs"
+    );
+    assert!(!log.contains(TALLY_SECRET) && !log.contains(SHARED_SECRET));
+}

@@ -2,8 +2,10 @@
 //! 127.0.0.1 and both started here. Run them with `scripts/test`, which installs and builds
 //! everything first.
 
+mod beeper_stub;
 mod blocklist;
 mod form_flow;
+mod login;
 mod rate_limits;
 mod support;
 mod watchdogs;

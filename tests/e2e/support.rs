@@ -393,6 +393,39 @@ impl Synapse {
         r.json()["room_id"].as_str().expect("room_id").to_owned()
     }
 
+    /// Logs a user in with their password: a new device and access token.
+    pub fn login(&self, user: &User) -> String {
+        let r = self.client(
+            "POST",
+            "/_matrix/client/v3/login",
+            "",
+            Some(json!({"type": "m.login.password",
+                        "identifier": {"type": "m.id.user", "user": user.user_id},
+                        "password": user.password})),
+        );
+        assert_eq!(r.status, 200, "login: {}", r.body);
+        r.json()["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// A membership as seen by someone in the room (`token`).
+    pub fn membership_as(&self, token: &str, room_id: &str, user_id: &str) -> Option<String> {
+        let r = self.client(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                enc(room_id),
+                enc(user_id)
+            ),
+            token,
+            None,
+        );
+        match r.status {
+            200 => r.json()["membership"].as_str().map(str::to_owned),
+            404 => None,
+            s => panic!("membership lookup answered {s}: {}", r.body),
+        }
+    }
+
     /// The user's membership in the room as Synapse reports it, or None.
     pub fn membership(&self, room_id: &str, user_id: &str) -> Option<String> {
         let r = self.client(
@@ -556,7 +589,7 @@ impl Worker {
                 "--test-scheduled",
                 "--show-interactive-dev-session=false",
                 "--log-level",
-                "info",
+                "log",
             ])
             .env("KNOCK_PREBUILT", "1")
             .env("WRANGLER_SEND_METRICS", "false")
@@ -564,11 +597,12 @@ impl Worker {
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("NO_COLOR", "1")
             .current_dir(self.config.parent().expect("config dir"));
-        let log = self
-            .config
-            .parent()
-            .expect("config dir")
-            .join(format!("wrangler-{}.log", self.port));
+        static LAUNCH: AtomicU32 = AtomicU32::new(0);
+        let log = self.config.parent().expect("config dir").join(format!(
+            "wrangler-{}-{}.log",
+            self.port,
+            LAUNCH.fetch_add(1, Ordering::SeqCst)
+        ));
         let mut process = Guarded::spawn("INT", &mut cmd, &log);
         self.url = format!("http://127.0.0.1:{}", self.port);
         let started = Instant::now();
@@ -589,6 +623,14 @@ impl Worker {
         }
         self.process = Some(process);
         Ok(())
+    }
+
+    /// Restarts on the same state directory with other vars (a redeploy with new secrets).
+    pub fn restart_with(&mut self, vars: &[(String, String)]) {
+        self.stop();
+        let dir = self.config.parent().expect("config dir").to_owned();
+        self.config = write_wrangler_config(&dir, vars);
+        self.launch();
     }
 
     /// Stops wrangler and starts it again on the same state directory and port.
