@@ -8,7 +8,7 @@ ROOT=$PWD
 
 WORKER_BUILD_VERSION=0.8.7
 WASM_BINDGEN_VERSION=0.2.130
-SYNAPSE_VENV="$ROOT/target/synapse-venv"
+SYNAPSE_VENV="${KNOCK_SYNAPSE_VENV:-$ROOT/target/synapse-venv}"
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -19,6 +19,9 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Res
     match (req.method(), path.as_str()) {
         (Method::Get, "/") | (Method::Head, "/") => health(env).await,
         (Method::Post, "/invite_from_form") => invite_from_form(req, env, ctx, log).await,
+        (Method::Get, "/form") if env_lookup(env)("SANDBOX").as_deref() == Some("1") => {
+            sandbox_form()
+        }
         // Never 404 or 410 here: Typeform disables a webhook for good on either.
         (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
         (_, p) if admin::ROUTES.contains(&p) => admin::handle(req, env, log).await,
@@ -71,6 +74,25 @@ fn misconfigured(p: &Problems) -> serde_json::Value {
         "invalid": p.invalid(),
         "fix": p.0.iter().map(|x| format!("{}: {}", x.name, x.fix)).collect::<Vec<_>>(),
     })
+}
+
+/// The minimal HTML form the sandbox serves, to knock from a browser. Production deployments
+/// use their own form (any HTML form that posts `matrix_id` works the same way).
+fn sandbox_form() -> Result<Response> {
+    Response::from_html(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>Knock on the sandbox room</title><style>body{font-family:system-ui,sans-serif;\
+         max-width:32rem;margin:4rem auto;padding:0 1rem;line-height:1.5}input,button{font:inherit;\
+         padding:.4rem}.hp{position:absolute;left:-10000px}</style></head><body>\
+         <h1>Ask to join the room</h1>\
+         <form method=\"post\" action=\"/invite_from_form\">\
+         <p><label>Your Matrix ID<br><input name=\"matrix_id\" required \
+         placeholder=\"@demo:localhost\" size=\"30\"></label></p>\
+         <p class=\"hp\" aria-hidden=\"true\"><label>Leave this empty\
+         <input name=\"website\" tabindex=\"-1\" autocomplete=\"off\"></label></p>\
+         <p><button type=\"submit\">Knock</button></p></form></body></html>",
+    )
 }
 
 /// How the reply is dressed: JSON for webhooks, a small page for people posting an HTML form.

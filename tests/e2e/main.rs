@@ -7,5 +7,6 @@ mod blocklist;
 mod form_flow;
 mod login;
 mod rate_limits;
+mod sandbox;
 mod support;
 mod watchdogs;
