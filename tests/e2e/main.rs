@@ -5,6 +5,7 @@
 mod beeper_stub;
 mod blocklist;
 mod form_flow;
+mod hostile;
 mod login;
 mod rate_limits;
 mod sandbox;
