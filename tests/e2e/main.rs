@@ -4,6 +4,8 @@
 
 mod beeper_stub;
 mod blocklist;
+mod fault_proxy;
+mod faults;
 mod form_flow;
 mod hostile;
 mod login;
