@@ -136,6 +136,17 @@ pub fn plan(
         true
     };
     let member_of = |user: &str| members.iter().find(|m| m.user_id == user);
+    let welcome = |out: &mut Plan, k: &Knock, display: Option<&str>| match &cfg.welcome_message {
+        Some(t) => spend(
+            out,
+            Action::Welcome {
+                knock_id: k.id,
+                text: render(t, &k.user_id, display),
+            },
+        ),
+        // Welcomes are off: joining is the end of the story.
+        None => true,
+    };
 
     // 1. Tracked invites: joins, welcomes, blocks since, expiry, reminders.
     for k in tracked {
@@ -151,27 +162,10 @@ pub fn plan(
                         display_name: display.clone(),
                     },
                 );
-                match &cfg.welcome_message {
-                    Some(t) => spend(
-                        &mut out,
-                        Action::Welcome {
-                            knock_id: k.id,
-                            text: render(t, &k.user_id, display.as_deref()),
-                        },
-                    ),
-                    None => true,
-                }
+                welcome(&mut out, k, display.as_deref())
             }
-            (Status::Joined, Some("join")) => match &cfg.welcome_message {
-                Some(t) => spend(
-                    &mut out,
-                    Action::Welcome {
-                        knock_id: k.id,
-                        text: render(t, &k.user_id, display.as_deref()),
-                    },
-                ),
-                None => true,
-            },
+            // Joined, but the welcome did not go out yet (or failed): send it.
+            (Status::Joined, Some("join")) => welcome(&mut out, k, display.as_deref()),
             (Status::Invited | Status::Reminded, Some("invite")) => {
                 let invited_at = k.invited_at.unwrap_or(k.updated_at);
                 if let Some(why) = blocked(&k.user_id, display.as_deref()) {

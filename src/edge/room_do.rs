@@ -315,6 +315,21 @@ impl Session {
         }
     }
 
+    /// A session and someone's current membership, or the admin reply saying what failed.
+    pub(super) async fn with_membership(
+        env: &Env,
+        user: &UserId,
+    ) -> std::result::Result<(Session, Option<String>), Value> {
+        let session = Session::open(env)
+            .await
+            .map_err(|why| json!({ "action": "failed", "detail": why }))?;
+        let membership = session
+            .membership(user)
+            .await
+            .map_err(|f| json!({ "action": "failed", "detail": f.describe() }))?;
+        Ok((session, membership))
+    }
+
     /// Someone's current membership, or `None` if they never had one.
     pub(super) async fn membership(
         &self,
@@ -346,13 +361,9 @@ impl RoomDo {
              WHERE user_id = ? AND status = 'queued'",
             vec![reason.into(), int(now), user.as_str().into()],
         )?;
-        let session = match Session::open(&self.env).await {
-            Ok(s) => s,
-            Err(why) => return Ok(json!({ "action": "failed", "detail": why })),
-        };
-        let membership = match session.membership(&user).await {
-            Ok(m) => m,
-            Err(f) => return Ok(json!({ "action": "failed", "detail": f.describe() })),
+        let (session, membership) = match Session::with_membership(&self.env, &user).await {
+            Ok(found) => found,
+            Err(failed) => return Ok(failed),
         };
         let plan = moderation::enforcement(membership.as_deref(), session.cfg.block_action);
         if let Some(call) = plan.call() {
@@ -421,16 +432,9 @@ impl RoomDo {
         }
     }
 
+    /// A numeric meta value (timestamps, flags); 0 when unset.
     pub(super) fn meta_u64(&self, key: &str) -> Result<u64> {
-        #[derive(Deserialize)]
-        struct V {
-            v: String,
-        }
-        let rows: Vec<V> = self
-            .sql()
-            .exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
-            .to_array()?;
-        Ok(rows.first().and_then(|r| r.v.parse().ok()).unwrap_or(0))
+        Ok(self.meta_json::<u64>(key)?.unwrap_or(0))
     }
 
     pub(super) fn set_meta(&self, key: &str, value: &str) -> Result<()> {

@@ -420,13 +420,9 @@ impl RoomDo {
     /// A moderator withdraws an invite, or removes someone who already joined.
     pub(super) async fn rescind(&self, user_id: &str) -> Result<Value> {
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
-        let session = match Session::open(&self.env).await {
-            Ok(s) => s,
-            Err(why) => return Ok(json!({ "action": "failed", "detail": why })),
-        };
-        let membership = match session.membership(&user).await {
-            Ok(m) => m,
-            Err(f) => return Ok(json!({ "action": "failed", "detail": f.describe() })),
+        let (session, membership) = match Session::with_membership(&self.env, &user).await {
+            Ok(found) => found,
+            Err(failed) => return Ok(failed),
         };
         let reason = "Invite withdrawn by a moderator";
         let action = match membership.as_deref() {
