@@ -4,6 +4,8 @@
 //! It only loads rows, calls the core ([`crate::domain::invites`]) and stores what the core
 //! returns; the homeserver calls go through a [`Transport`].
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -121,12 +123,21 @@ pub async fn call<T: serde::de::DeserializeOwned>(
     stub::call(env, ROOMS_BINDING, cfg.room_id.as_str(), path, op).await
 }
 
+/// The Durable Object itself: a thin newtype whose events only delegate to [`Room`]. The room
+/// sits behind an `Rc` so that work can continue after a reply (`State::wait_until`).
 #[durable_object]
 pub struct RoomDo {
+    room: Rc<Room>,
+}
+
+pub(super) struct Room {
     pub(super) state: State,
     pub(super) env: Env,
     /// A watchdog run is under way (a second tick waits for the next one).
-    pub(super) watching: std::cell::Cell<bool>,
+    pub(super) watching: Cell<bool>,
+    /// The queue is being worked off; `again` asks that run to look once more before it ends.
+    working: Cell<bool>,
+    again: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -215,18 +226,41 @@ impl DurableObject for RoomDo {
             worker::console_error!("room schema: {e}");
         }
         RoomDo {
-            state,
-            env,
-            watching: std::cell::Cell::new(false),
+            room: Rc::new(Room {
+                state,
+                env,
+                watching: Cell::new(false),
+                working: Cell::new(false),
+                again: Cell::new(false),
+            }),
         }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        self.room.fetch(req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.room.alarm().await
+    }
+}
+
+impl Room {
+    async fn fetch(self: &Rc<Self>, mut req: Request) -> Result<Response> {
         match req.json::<RoomOp>().await? {
             RoomOp::Knock(knock) => {
                 let out = self.store_knock(knock, now_ms())?;
                 if out.outcome == "queued" {
+                    // Stored first; the alarm is the durable promise that it will be worked
+                    // off. Starting at once, after the reply, saves the wait for the alarm.
                     self.wake_by(now_ms()).await?;
+                    let room = Rc::clone(self);
+                    self.state.wait_until(async move {
+                        let log = Logger::background("room");
+                        if let Err(e) = room.work_queue(&log).await {
+                            log.event("queue_error", &[("error", e.to_string().into())]);
+                        }
+                    });
                 }
                 Response::from_json(&out)
             }
@@ -249,7 +283,7 @@ impl DurableObject for RoomDo {
 
     async fn alarm(&self) -> Result<Response> {
         let log = Logger::background("room");
-        if let Err(e) = self.process_due(&log).await {
+        if let Err(e) = self.work_queue(&log).await {
             log.event("queue_error", &[("error", e.to_string().into())]);
             // Try again soon rather than lose the wake-up.
             self.wake_by(now_ms() + 30_000).await?;
@@ -346,7 +380,30 @@ impl Session {
     }
 }
 
-impl RoomDo {
+impl Room {
+    /// Works the queue off, one runner at a time: a call that finds a runner busy asks it to
+    /// look again before it stops, so nothing is left waiting and nothing is sent twice.
+    async fn work_queue(&self, log: &Logger) -> Result<()> {
+        if self.working.get() {
+            self.again.set(true);
+            return Ok(());
+        }
+        self.working.set(true);
+        let mut result = Ok(());
+        loop {
+            self.again.set(false);
+            if let Err(e) = self.process_due(log).await {
+                result = Err(e);
+                break;
+            }
+            if !self.again.get() {
+                break;
+            }
+        }
+        self.working.set(false);
+        result
+    }
+
     pub(super) fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
     }

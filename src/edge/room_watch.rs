@@ -9,7 +9,7 @@ use worker::Result;
 use super::blocklist;
 use super::log::Logger;
 use super::now_ms;
-use super::room_do::{int, KnockIn, RoomDo, Row, Session, KNOCK_COLUMNS};
+use super::room_do::{int, KnockIn, Room, Row, Session, KNOCK_COLUMNS};
 use crate::domain::invites::{Knock, Status};
 use crate::domain::moderation::Enforcement;
 use crate::domain::mxid::UserId;
@@ -19,7 +19,7 @@ use crate::matrix::{parse_members, parse_sync, Failure};
 /// Homeserver calls one watchdog run may make; the free plan allows 50 per invocation.
 const WATCH_BUDGET: usize = 40;
 
-impl RoomDo {
+impl Room {
     /// A cron run. Runs the watchdog if one of its tasks is due, and reports what it did.
     pub(super) async fn tick(&self) -> Result<Value> {
         if self.watching.get() {

@@ -205,7 +205,13 @@ async fn invite_from_form(
         rate_limit_do::report_violation(env, ctx, &key, cfg.ip_quota);
         return too_many(audience, wait);
     }
-    let answer = rate_limit_do::check(env, &key, cfg.ip_quota).await?;
+    // The block-list is needed by every accepted knock: read it while the limiter answers.
+    let (answer, index) = futures_util::future::join(
+        rate_limit_do::check(env, &key, cfg.ip_quota),
+        blocklist::current(env),
+    )
+    .await;
+    let (answer, index) = (answer?, index?);
     if !answer.allow {
         log.event("knock_limited", &[("by", "address".into())]);
         return too_many(audience, answer.retry_after_ms);
@@ -257,7 +263,6 @@ async fn invite_from_form(
     );
     // The block-list comes before anything else that costs a subrequest. A blocked knock is
     // recorded with its verdict and answered exactly like any other (a shadow block).
-    let index = blocklist::current(env).await?;
     let verdict = index.check_user(&user).map(|v| v.explain());
     if let Some(why) = &verdict {
         log.event(
