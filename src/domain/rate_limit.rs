@@ -59,6 +59,11 @@ pub struct LimiterState {
 
 impl LimiterState {
     /// Violations not yet forgiven.
+    /// The latest instant this key was seen (0 for a key never seen).
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
     pub fn strikes(&self) -> u32 {
         self.strikes
     }

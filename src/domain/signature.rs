@@ -484,13 +484,12 @@ pub fn check_bearer(api_key: Option<&str>, authorization: Option<&str>) -> Admin
     let Some(key) = api_key.filter(|k| !k.is_empty()) else {
         return AdminAuth::Disabled;
     };
+    // The auth scheme is case-insensitive (RFC 9110); the token is compared exactly.
     let given = authorization
         .map(str::trim)
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match given {
         Some(g) if constant_time_eq(key.as_bytes(), g.as_bytes()) => AdminAuth::Allowed,
         _ => AdminAuth::Denied,

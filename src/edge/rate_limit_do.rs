@@ -96,14 +96,17 @@ impl DurableObject for LimiterDo {
         let Check { quota } = req.json().await?;
         let storage = self.state.storage();
         // Storage calls hold the object's input gate, so this read-decide-write is atomic.
-        let state: LimiterState = storage.get("state").await?.unwrap_or_default();
+        let (state, _): (LimiterState, u64) = storage.get("state").await?.unwrap_or_default();
         let now = now_ms();
         let (verdict, next) = rate_limit::decide(&state, now, &quota);
-        storage.put("state", &next).await?;
         let idle_after = quota.window_ms.max(quota.max_lockout_ms);
-        storage
-            .set_alarm(std::time::Duration::from_millis(idle_after))
-            .await?;
+        storage.put("state", &(next, idle_after)).await?;
+        // One clean-up alarm at a time; it checks for idleness when it fires.
+        if storage.get_alarm().await?.is_none() {
+            storage
+                .set_alarm(std::time::Duration::from_millis(idle_after))
+                .await?;
+        }
         let answer = match verdict {
             Verdict::Allow { .. } => Answer {
                 allow: true,
@@ -118,8 +121,20 @@ impl DurableObject for LimiterDo {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Idle for longer than any window or lock-out: nothing left worth keeping.
-        self.state.storage().delete_all().await?;
-        Response::ok("cleared")
+        let storage = self.state.storage();
+        let Some((state, idle_after)) = storage.get::<(LimiterState, u64)>("state").await? else {
+            return Response::ok("empty");
+        };
+        let quiet_for = now_ms().saturating_sub(state.last_seen());
+        if quiet_for >= idle_after {
+            // Idle for longer than any window or lock-out: nothing left worth keeping.
+            storage.delete_all().await?;
+            Response::ok("cleared")
+        } else {
+            storage
+                .set_alarm(std::time::Duration::from_millis(idle_after - quiet_for))
+                .await?;
+            Response::ok("still in use")
+        }
     }
 }

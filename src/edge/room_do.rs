@@ -138,6 +138,8 @@ pub(super) struct Room {
     /// The queue is being worked off; `again` asks that run to look once more before it ends.
     working: Cell<bool>,
     again: Cell<bool>,
+    /// The bot's token, as last handed out by the session object.
+    pub(super) token: TokenCache,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +234,7 @@ impl DurableObject for RoomDo {
                 watching: Cell::new(false),
                 working: Cell::new(false),
                 again: Cell::new(false),
+                token: TokenCache::default(),
             }),
         }
     }
@@ -301,19 +304,29 @@ impl Room {
 /// object, and the transport. A refused token is exchanged once for a fresh login.
 pub(super) struct Session {
     pub(super) cfg: Config,
-    token: std::cell::RefCell<String>,
+    /// The room's copy of the bot's token, shared by every session of this object, so a queue
+    /// run does not ask the session object each time. Refreshed after a refusal.
+    token: TokenCache,
     env: Env,
     transport: FetchTransport,
 }
 
+pub(super) type TokenCache = Rc<std::cell::RefCell<Option<String>>>;
+
 impl Session {
-    pub(super) async fn open(env: &Env) -> std::result::Result<Session, String> {
+    pub(super) async fn open(
+        env: &Env,
+        cache: &TokenCache,
+    ) -> std::result::Result<Session, String> {
         let cfg = Config::from_lookup(env_lookup(env)).map_err(|p| p.summary())?;
-        let reply: TokenReply = session_do::call(env, &cfg, &SessionOp::Token)
-            .await
-            .map_err(|e| e.to_string())?;
+        if cache.borrow().is_none() {
+            let reply: TokenReply = session_do::call(env, &cfg, &SessionOp::Token)
+                .await
+                .map_err(|e| e.to_string())?;
+            *cache.borrow_mut() = reply.token;
+        }
         Ok(Session {
-            token: std::cell::RefCell::new(reply.token.unwrap_or_default()),
+            token: Rc::clone(cache),
             transport: FetchTransport {
                 timeout_ms: cfg.matrix_timeout_ms,
             },
@@ -323,7 +336,10 @@ impl Session {
     }
 
     pub(super) fn api(&self) -> Api {
-        Api::new(&self.cfg.matrix_base_url, &self.token.borrow())
+        Api::new(
+            &self.cfg.matrix_base_url,
+            self.token.borrow().as_deref().unwrap_or_default(),
+        )
     }
 
     /// Sends a request; on `M_UNKNOWN_TOKEN` asks the session object to log in again and, if it
@@ -336,25 +352,30 @@ impl Session {
         let Err(Failure::Unauthorized { .. }) = &first else {
             return first;
         };
-        let failed = self.token.borrow().clone();
+        let failed = self.token.borrow().clone().unwrap_or_default();
         let op = SessionOp::Recover {
             failed_token: failed.clone(),
         };
         match session_do::call::<TokenReply>(&self.env, &self.cfg, &op).await {
             Ok(TokenReply { token: Some(t), .. }) if t != failed => {
-                *self.token.borrow_mut() = t.clone();
+                *self.token.borrow_mut() = Some(t.clone());
                 classify(self.transport.send(req.with_token(&t)).await)
             }
-            _ => first,
+            _ => {
+                // No usable token: ask the session object again next time.
+                *self.token.borrow_mut() = None;
+                first
+            }
         }
     }
 
     /// A session and someone's current membership, or the admin reply saying what failed.
     pub(super) async fn with_membership(
         env: &Env,
+        cache: &TokenCache,
         user: &UserId,
     ) -> std::result::Result<(Session, Option<String>), Value> {
-        let session = Session::open(env)
+        let session = Session::open(env, cache)
             .await
             .map_err(|why| json!({ "action": "failed", "detail": why }))?;
         let membership = session
@@ -418,10 +439,11 @@ impl Room {
              WHERE user_id = ? AND status = 'queued'",
             vec![reason.into(), int(now), user.as_str().into()],
         )?;
-        let (session, membership) = match Session::with_membership(&self.env, &user).await {
-            Ok(found) => found,
-            Err(failed) => return Ok(failed),
-        };
+        let (session, membership) =
+            match Session::with_membership(&self.env, &self.token, &user).await {
+                Ok(found) => found,
+                Err(failed) => return Ok(failed),
+            };
         let plan = moderation::enforcement(membership.as_deref(), session.cfg.block_action);
         if let Some(call) = plan.call() {
             let req = session
@@ -469,7 +491,7 @@ impl Room {
         if ours.is_empty() {
             return Ok(json!({ "unbanned": false }));
         }
-        let session = match Session::open(&self.env).await {
+        let session = match Session::open(&self.env, &self.token).await {
             Ok(s) => s,
             Err(why) => return Ok(json!({ "unbanned": false, "detail": why })),
         };
@@ -721,7 +743,7 @@ impl Room {
     /// Works off due knocks until the queue is empty, the room is paused, or the run's call
     /// budget is spent; then sets the alarm for whatever is due next.
     async fn process_due(&self, log: &Logger) -> Result<()> {
-        let session = match Session::open(&self.env).await {
+        let session = match Session::open(&self.env, &self.token).await {
             Ok(s) => s,
             Err(why) => {
                 log.event("session_unavailable", &[("detail", why.into())]);

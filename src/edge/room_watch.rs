@@ -33,7 +33,7 @@ impl Room {
 
     async fn watch(&self) -> Result<Value> {
         let log = Logger::background("watchdog");
-        let session = match Session::open(&self.env).await {
+        let session = match Session::open(&self.env, &self.token).await {
             Ok(s) => s,
             Err(why) => return Ok(json!({ "ran": false, "why": why })),
         };
@@ -420,10 +420,11 @@ impl Room {
     /// A moderator withdraws an invite, or removes someone who already joined.
     pub(super) async fn rescind(&self, user_id: &str) -> Result<Value> {
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
-        let (session, membership) = match Session::with_membership(&self.env, &user).await {
-            Ok(found) => found,
-            Err(failed) => return Ok(failed),
-        };
+        let (session, membership) =
+            match Session::with_membership(&self.env, &self.token, &user).await {
+                Ok(found) => found,
+                Err(failed) => return Ok(failed),
+            };
         let reason = "Invite withdrawn by a moderator";
         let action = match membership.as_deref() {
             Some("invite") => "invite_rescinded",
@@ -487,7 +488,7 @@ impl Room {
 
     /// The room's members as the homeserver lists them now.
     pub(super) async fn members_now(&self) -> Result<Value> {
-        let session = Session::open(&self.env).await?;
+        let session = Session::open(&self.env, &self.token).await?;
         match session
             .send(session.api().members(&session.cfg.room_id, None))
             .await
@@ -504,7 +505,7 @@ impl Room {
     }
 
     pub(super) async fn raw_state(&self) -> Result<Value> {
-        let session = Session::open(&self.env).await?;
+        let session = Session::open(&self.env, &self.token).await?;
         match session
             .send(session.api().room_state(&session.cfg.room_id))
             .await

@@ -373,7 +373,8 @@ impl Failure {
 /// Used when a 429 names no delay at all.
 pub const DEFAULT_RATE_LIMIT_WAIT_MS: u64 = 5_000;
 
-/// Classifies a reply. `Ok` carries the parsed JSON body (`{}` when empty or not JSON).
+/// Classifies a reply. `Ok` carries the parsed JSON body (`{}` when the body is empty); a
+/// success whose body is not JSON (truncated, garbled) counts as a transient server failure.
 pub fn classify(result: Result<HttpResponse, TransportError>) -> Result<Value, Failure> {
     let resp = match result {
         Ok(r) => r,
