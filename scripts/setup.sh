@@ -35,8 +35,9 @@ if [ "$want" = all ] || [ "$want" = build ]; then
 
   if [ ! -x node_modules/.bin/wrangler ] || ! cmp -s package.json node_modules/.knock-package.json; then
     step "installing npm packages (wrangler, workerd, node 22)"
-    if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error
-    else npm install --no-audit --no-fund --loglevel=error; fi
+    # `npm install` against the committed lock, leaving it untouched. (`npm ci` would be the
+    # usual choice, but npm 11 refuses this lock over other platforms' optional workerd builds.)
+    npm install --no-save --no-audit --no-fund --loglevel=error
     cp package.json node_modules/.knock-package.json
   fi
 fi
