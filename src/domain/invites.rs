@@ -245,6 +245,26 @@ impl RetryPolicy {
     }
 }
 
+/// The display name in a profile reply, if any (`GET /profile/{user}` answers
+/// `{"displayname": ..., "avatar_url": ...}`).
+pub fn profile_display_name(profile: &Value) -> Option<&str> {
+    profile
+        .get("displayname")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+}
+
+/// A queued knock whose profile turned out to match the block-list (impersonation by display
+/// name): it is closed as blocked, with the rule, and never invited.
+pub fn block(k: &Knock, explanation: &str, now: u64) -> Knock {
+    Knock {
+        status: Status::Blocked,
+        last_error: Some(explanation.to_owned()),
+        updated_at: now,
+        ..k.clone()
+    }
+}
+
 /// What applying a call's outcome produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -555,6 +575,23 @@ mod tests {
             assert_eq!(admit(Some(&old)), Admission::New, "{done:?}");
         }
         assert_eq!(admit(None), Admission::New);
+    }
+
+    #[test]
+    fn a_profile_display_name_is_read_and_a_blocked_one_closes_the_knock() {
+        assert_eq!(
+            profile_display_name(&json!({"displayname": "Alice"})),
+            Some("Alice")
+        );
+        assert_eq!(profile_display_name(&json!({"displayname": "  "})), None);
+        assert_eq!(profile_display_name(&json!({})), None);
+        let k = block(&queued(), "display name reads as Alice Admin", T0 + 1);
+        assert_eq!(k.status, Status::Blocked);
+        assert_eq!(next_step(&k), None);
+        assert_eq!(
+            k.last_error.as_deref(),
+            Some("display name reads as Alice Admin")
+        );
     }
 
     #[test]

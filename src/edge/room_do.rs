@@ -15,6 +15,7 @@ use worker::{
     SqlStorageValue, State,
 };
 
+use super::blocklist;
 use super::log::Logger;
 use super::session_do::{self, SessionOp, TokenReply};
 use super::stub;
@@ -787,6 +788,32 @@ impl Room {
                     calls += 1;
                     let outcome = session.send(request).await;
                     let now = now_ms();
+                    // The profile names the person: an impersonating display name is caught
+                    // here, before any invite, at no extra call.
+                    let impersonation = match (&outcome, step) {
+                        (Ok(profile), Step::CheckProfile) => {
+                            match invites::profile_display_name(profile) {
+                                Some(name) => blocklist::current(&self.env)
+                                    .await?
+                                    .check_display_name(name)
+                                    .map(|v| v.explain()),
+                                None => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    if let Some(why) = impersonation {
+                        self.update_knock(&invites::block(&knock, &why, now))?;
+                        log.event(
+                            "knock_verdict",
+                            &[
+                                ("user_id", knock.user_id.clone().into()),
+                                ("verdict", "blocked".into()),
+                                ("rule", why.into()),
+                            ],
+                        );
+                        break;
+                    }
                     let is_local = room_server == Some(user.server_name());
                     let applied = invites::apply(&knock, step, outcome, now, &policy, is_local);
                     self.update_knock(&applied.knock)?;

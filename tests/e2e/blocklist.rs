@@ -306,3 +306,40 @@ fn a_glob_blocks_a_whole_server_shape() {
     settle(w);
     assert_eq!(s.membership(room(), &bot.user_id), None);
 }
+
+#[test]
+fn an_impersonating_display_name_is_never_invited() {
+    let s = synapse();
+    let w = worker();
+    let r = admin(
+        w,
+        "POST",
+        "/block_user",
+        Some(
+            json!({"user_id": "Moderator Maxine", "display_name": true, "reason": "impersonation"}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let impostor = s.new_user("impostor");
+    // Cyrillic "М" and "а", and a doubled letter: the confusables skeleton reads through them.
+    let r = s.client(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/profile/{}/displayname",
+            crate::support::enc(&impostor.user_id)
+        ),
+        &impostor.token,
+        Some(json!({"displayname": "Мoderator Mаxxine"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let honest = s.new_user("maxfan");
+    knock(w, &impostor.user_id);
+    knock(w, &honest.user_id);
+    s.wait_for_membership(room(), &honest.user_id, "invite");
+    settle(w);
+    assert_eq!(
+        s.membership(room(), &impostor.user_id),
+        None,
+        "the impostor is never invited"
+    );
+}
