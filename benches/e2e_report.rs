@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use support::{enc, free_port, repo_root, scratch_dir, Guarded, Synapse, Worker};
+use support::{enc, free_port, repo_root, scratch_dir, wrangler_dev, Guarded, Synapse, Worker};
 
 /// The address that is pushed over its limit before the load runs (TEST-NET-2).
 const LIMITED_ADDRESS: &str = "198.51.100.77";
@@ -479,31 +479,9 @@ fn bundle() -> Value {
 /// on a fresh state directory, and times it until `GET /` first answers 200 (polled every
 /// 10 ms). Returns the time, or Err with the log when a port was taken meanwhile.
 fn cold_start_once(config: &Path) -> Result<Duration, String> {
-    let root = repo_root();
     let dir = scratch_dir("coldstart");
     let port = free_port();
-    let mut cmd = Command::new(root.join("node_modules/.bin/node"));
-    cmd.arg(root.join("node_modules/wrangler/bin/wrangler.js"))
-        .args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .arg("--persist-to")
-        .arg(dir.join("state"))
-        .arg("--inspector-port")
-        .arg(free_port().to_string())
-        .arg("--config")
-        .arg(config)
-        .args([
-            "--test-scheduled",
-            "--show-interactive-dev-session=false",
-            "--log-level",
-            "log",
-        ])
-        .env("KNOCK_PREBUILT", "1")
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .env("NO_COLOR", "1")
-        .current_dir(config.parent().expect("config dir"));
+    let mut cmd = wrangler_dev(port, &dir.join("state"), config);
     let url = format!("http://127.0.0.1:{port}/");
     let probe = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(5))

@@ -426,23 +426,9 @@ impl Synapse {
         }
     }
 
-    /// The user's membership in the room as Synapse reports it, or None.
+    /// The user's membership in the room as Synapse reports it (to the bot), or None.
     pub fn membership(&self, room_id: &str, user_id: &str) -> Option<String> {
-        let r = self.client(
-            "GET",
-            &format!(
-                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
-                enc(room_id),
-                enc(user_id)
-            ),
-            &self.bot.token,
-            None,
-        );
-        match r.status {
-            200 => r.json()["membership"].as_str().map(str::to_owned),
-            404 => None,
-            s => panic!("membership lookup answered {s}: {}", r.body),
-        }
+        self.membership_as(&self.bot.token, room_id, user_id)
     }
 
     pub fn wait_for_membership(&self, room_id: &str, user_id: &str, want: &str) {
@@ -574,29 +560,7 @@ impl Worker {
             root.join("build/index.js").exists(),
             "the worker is not built: run `scripts/test` (it builds build/ first)"
         );
-        let node = root.join("node_modules/.bin/node");
-        let mut cmd = Command::new(node);
-        cmd.arg(root.join("node_modules/wrangler/bin/wrangler.js"))
-            .args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .arg("--persist-to")
-            .arg(&self.persist)
-            .arg("--inspector-port")
-            .arg(free_port().to_string())
-            .arg("--config")
-            .arg(&self.config)
-            .args([
-                "--test-scheduled",
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "log",
-            ])
-            .env("KNOCK_PREBUILT", "1")
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("NO_COLOR", "1")
-            .current_dir(self.config.parent().expect("config dir"));
+        let mut cmd = wrangler_dev(self.port, &self.persist, &self.config);
         static LAUNCH: AtomicU32 = AtomicU32::new(0);
         let log = self.config.parent().expect("config dir").join(format!(
             "wrangler-{}-{}.log",
@@ -688,6 +652,35 @@ impl Worker {
             );
         }
     }
+}
+
+/// `wrangler dev --local` on the prebuilt bundle, on 127.0.0.1, with Knock's own logs shown and
+/// no telemetry or network lookups.
+pub fn wrangler_dev(port: u16, persist: &Path, config: &Path) -> Command {
+    let root = repo_root();
+    let mut cmd = Command::new(root.join("node_modules/.bin/node"));
+    cmd.arg(root.join("node_modules/wrangler/bin/wrangler.js"))
+        .args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--persist-to")
+        .arg(persist)
+        .arg("--inspector-port")
+        .arg(free_port().to_string())
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--test-scheduled",
+            "--show-interactive-dev-session=false",
+            "--log-level",
+            "log",
+        ])
+        .env("KNOCK_PREBUILT", "1")
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .current_dir(config.parent().expect("config dir"));
+    cmd
 }
 
 fn write_wrangler_config(dir: &Path, vars: &[(String, String)]) -> PathBuf {

@@ -400,13 +400,13 @@ impl BlockIndex {
         candidate_key: &str,
         entry_key: &str,
     ) -> Option<Verdict<'_>> {
-        Some(Verdict {
-            entry: self.entries.get(index)?,
+        Verdict::at(
+            &self.entries,
             index,
             rule,
-            candidate: candidate.to_owned(),
-            candidate_key: candidate_key.to_owned(),
-            entry_key: entry_key.to_owned(),
-        })
+            candidate,
+            candidate_key,
+            entry_key,
+        )
     }
 }

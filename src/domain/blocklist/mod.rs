@@ -225,7 +225,27 @@ pub struct Verdict<'a> {
     pub entry_key: String,
 }
 
-impl Verdict<'_> {
+impl<'a> Verdict<'a> {
+    /// The verdict for `entries[index]`, or `None` if there is no such entry. Both matchers
+    /// (the index and the linear reference) build their verdicts here.
+    pub(crate) fn at(
+        entries: &'a [Entry],
+        index: usize,
+        rule: MatchRule,
+        candidate: &str,
+        candidate_key: &str,
+        entry_key: &str,
+    ) -> Option<Verdict<'a>> {
+        Some(Verdict {
+            entry: entries.get(index)?,
+            index,
+            rule,
+            candidate: candidate.to_owned(),
+            candidate_key: candidate_key.to_owned(),
+            entry_key: entry_key.to_owned(),
+        })
+    }
+
     /// One sentence for moderators, e.g.
     /// `@tr0llk1ng:localhost matches blocked @trollking:localhost (family: both read as troiking)`.
     pub fn explain(&self) -> String {
