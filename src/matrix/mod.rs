@@ -136,22 +136,24 @@ impl Api {
     }
 
     pub fn invite(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
-        self.membership_change(room, "invite", user, reason)
+        self.moderate(room, "invite", user, reason)
     }
 
     pub fn kick(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
-        self.membership_change(room, "kick", user, reason)
+        self.moderate(room, "kick", user, reason)
     }
 
     pub fn ban(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
-        self.membership_change(room, "ban", user, reason)
+        self.moderate(room, "ban", user, reason)
     }
 
     pub fn unban(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> HttpRequest {
-        self.membership_change(room, "unban", user, reason)
+        self.moderate(room, "unban", user, reason)
     }
 
-    fn membership_change(
+    /// A membership change by name (`"invite"`, `"kick"`, `"ban"`, `"unban"`): the same
+    /// `{user_id, reason?}` body on `/rooms/{id}/{action}`.
+    pub fn moderate(
         &self,
         room: &RoomId,
         action: &str,
@@ -185,17 +187,6 @@ impl Api {
             &format!("/state/m.room.member/{}", encode(user.as_str())),
         );
         self.req(Method::Get, path, None)
-    }
-
-    /// Kick, ban or unban by name (`"kick"`, `"ban"`, `"unban"`).
-    pub fn moderate(
-        &self,
-        room: &RoomId,
-        action: &str,
-        user: &UserId,
-        reason: Option<&str>,
-    ) -> HttpRequest {
-        self.membership_change(room, action, user, reason)
     }
 
     pub fn joined_members(&self, room: &RoomId) -> HttpRequest {
