@@ -18,17 +18,8 @@ fn worker() -> &'static Worker {
     })
 }
 
-fn admin(w: &Worker, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let auth = format!("Bearer {API_KEY}");
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    match body {
-        Some(b) => w.post(path, &headers, b.to_string().as_bytes()),
-        None if method == "GET" => w.get(path, &headers),
-        None => w.post(path, &headers, b""),
-    }
+fn admin(w: &Worker, path: &str, body: Option<Value>) -> Reply {
+    w.admin(API_KEY, path, body)
 }
 
 fn knock(w: &Worker, user_id: &str) -> Reply {
@@ -77,7 +68,6 @@ fn variants_of_a_blocked_troll_are_accepted_but_never_invited() {
     let w = worker();
     let r = admin(
         w,
-        "POST",
         "/block_user",
         Some(json!({"user_id": "@trollking:localhost", "reason": "raids"})),
     );
@@ -111,7 +101,6 @@ fn blocking_a_joined_member_kicks_them() {
     join_directly(&member);
     let r = admin(
         worker(),
-        "POST",
         "/block_user",
         Some(json!({"user_id": member.user_id})),
     );
@@ -126,7 +115,6 @@ fn blocking_a_joined_member_kicks_them() {
     // Blocking again is reported as such and changes nothing.
     let again = admin(
         worker(),
-        "POST",
         "/block_user",
         Some(json!({"user_id": member.user_id})),
     );
@@ -140,12 +128,7 @@ fn blocking_an_invited_user_rescinds_the_invite() {
     let invitee = s.new_user("invitee");
     knock(w, &invitee.user_id);
     s.wait_for_membership(room(), &invitee.user_id, "invite");
-    let r = admin(
-        w,
-        "POST",
-        "/block_user",
-        Some(json!({"user_id": invitee.user_id})),
-    );
+    let r = admin(w, "/block_user", Some(json!({"user_id": invitee.user_id})));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["action"], "invite_rescinded", "{}", r.body);
     assert_eq!(
@@ -172,7 +155,6 @@ fn ban_mode_bans_and_unblocking_lifts_the_ban() {
     join_directly(&member);
     let r = admin(
         &w,
-        "POST",
         "/block_user",
         Some(json!({"user_id": member.user_id, "reason": "spam"})),
     );
@@ -183,7 +165,6 @@ fn ban_mode_bans_and_unblocking_lifts_the_ban() {
     );
     let r = admin(
         &w,
-        "POST",
         "/unblock_user",
         Some(json!({"user_id": member.user_id})),
     );
@@ -240,7 +221,7 @@ fn the_blocklist_imports_and_exports_as_json_and_text() {
     );
     assert_eq!(report["errors"][0]["line"], 4, "{report}");
 
-    let list = admin(w, "GET", "/blocklist", None).json();
+    let list = admin(w, "/blocklist", None).json();
     let patterns: Vec<&str> = list["entries"]
         .as_array()
         .expect("entries")
@@ -272,12 +253,11 @@ fn the_blocklist_imports_and_exports_as_json_and_text() {
     );
 
     let json_import = json!(["@jsonimported:example.org", {"pattern": "@spam*:*", "kind": "glob"}]);
-    let r = admin(w, "POST", "/blocklist", Some(json_import));
+    let r = admin(w, "/blocklist", Some(json_import));
     assert_eq!(r.json()["added"], 2, "{}", r.body);
 
     let r = admin(
         w,
-        "POST",
         "/unblock_user",
         Some(json!({"user_id": "@importedzzq:example.org"})),
     );
@@ -294,12 +274,7 @@ fn the_blocklist_imports_and_exports_as_json_and_text() {
 fn a_glob_blocks_a_whole_server_shape() {
     let s = synapse();
     let w = worker();
-    let r = admin(
-        w,
-        "POST",
-        "/block_user",
-        Some(json!({"user_id": "@spambot*:*"})),
-    );
+    let r = admin(w, "/block_user", Some(json!({"user_id": "@spambot*:*"})));
     assert_eq!(r.status, 200, "{}", r.body);
     let bot = s.new_user("spambot");
     knock(w, &bot.user_id);
@@ -313,7 +288,6 @@ fn an_impersonating_display_name_is_never_invited() {
     let w = worker();
     let r = admin(
         w,
-        "POST",
         "/block_user",
         Some(
             json!({"user_id": "Moderator Maxine", "display_name": true, "reason": "impersonation"}),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::beeper_stub::BeeperStub;
 use crate::support::{synapse, wait_until, User, Worker, JWT_SECRET};
@@ -51,21 +51,8 @@ fn wait_invited(token: &str, room: &str, user_id: &str) {
     );
 }
 
-fn admin_post(w: &Worker, path: &str, body: Value) -> crate::support::Reply {
-    let auth = format!("Bearer {API_KEY}");
-    w.post(
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
-}
-
 fn whoami(w: &Worker) -> crate::support::Reply {
-    let auth = format!("Bearer {API_KEY}");
-    w.get("/whoami", &[("Authorization", &auth)])
+    w.admin(API_KEY, "/whoami", None)
 }
 
 #[test]
@@ -158,7 +145,7 @@ fn beeper_mode_logs_in_with_the_emailed_code_and_invites() {
         json!({"status": "degraded", "reason": "homeserver login needed"}),
         "no login yet"
     );
-    let r = admin_post(&w, "/login/beeper/start", json!({}));
+    let r = w.admin(API_KEY, "/login/beeper/start", Some(json!({})));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "code_sent");
     assert_eq!(
@@ -166,7 +153,11 @@ fn beeper_mode_logs_in_with_the_emailed_code_and_invites() {
         Some("knockbeeper@example.org")
     );
 
-    let wrong = admin_post(&w, "/login/beeper/verify", json!({"code": "000000"}));
+    let wrong = w.admin(
+        API_KEY,
+        "/login/beeper/verify",
+        Some(json!({"code": "000000"})),
+    );
     assert_eq!(wrong.status, 400, "{}", wrong.body);
     assert!(
         wrong.json()["error"].as_str().unwrap_or("").contains("2"),
@@ -174,7 +165,11 @@ fn beeper_mode_logs_in_with_the_emailed_code_and_invites() {
         wrong.body
     );
 
-    let ok = admin_post(&w, "/login/beeper/verify", json!({"code": stub.code()}));
+    let ok = w.admin(
+        API_KEY,
+        "/login/beeper/verify",
+        Some(json!({"code": stub.code()})),
+    );
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.json()["user_id"], bot.user_id.as_str());
     assert!(!ok.body.contains("eyJ"), "no JWT in replies: {}", ok.body);
@@ -192,8 +187,16 @@ fn beeper_mode_logs_in_with_the_emailed_code_and_invites() {
 
     // A brand-new Beeper account is refused with a clear message.
     stub.set_new_account(true);
-    assert_eq!(admin_post(&w, "/login/beeper/start", json!({})).status, 200);
-    let lead = admin_post(&w, "/login/beeper/verify", json!({"code": stub.code()}));
+    assert_eq!(
+        w.admin(API_KEY, "/login/beeper/start", Some(json!({})))
+            .status,
+        200
+    );
+    let lead = w.admin(
+        API_KEY,
+        "/login/beeper/verify",
+        Some(json!({"code": stub.code()})),
+    );
     assert_eq!(lead.status, 400, "{}", lead.body);
     assert!(
         lead.json()["error"]

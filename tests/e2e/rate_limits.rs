@@ -31,15 +31,7 @@ fn knock_from(w: &Worker, address: &str, user_id: &str) -> Reply {
 }
 
 fn admin(w: &Worker, path: &str, body: Option<Value>) -> Reply {
-    let auth = format!("Bearer {API_KEY}");
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    match body {
-        Some(b) => w.post(path, &headers, b.to_string().as_bytes()),
-        None => w.get(path, &headers),
-    }
+    w.admin(API_KEY, path, body)
 }
 
 #[test]

@@ -636,6 +636,20 @@ impl Worker {
         r
     }
 
+    /// An admin call with `Authorization: Bearer <key>`: a POST of `body` as JSON, or a GET
+    /// when there is no body.
+    pub fn admin(&self, key: &str, path: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {key}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        match body {
+            Some(b) => self.post(path, &headers, b.to_string().as_bytes()),
+            None => self.get(path, &headers),
+        }
+    }
+
     pub fn assert_no_room_id(&self, r: &Reply) {
         if !self.room_id.is_empty() {
             assert!(

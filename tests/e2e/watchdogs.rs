@@ -61,17 +61,8 @@ fn cron_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     })
 }
 
-fn admin(method: &str, path: &str, body: Option<Value>) -> Reply {
-    let w = &setup().worker;
-    let auth = format!("Bearer {API_KEY}");
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    match (method, body) {
-        (_, Some(b)) => w.post(path, &headers, b.to_string().as_bytes()),
-        _ => w.get(path, &headers),
-    }
+fn admin(path: &str, body: Option<Value>) -> Reply {
+    setup().worker.admin(API_KEY, path, body)
 }
 
 fn form_knock(user: &User) {
@@ -168,7 +159,7 @@ fn an_ignored_invite_is_reminded_once_then_rescinded() {
     s.wait_for_membership(room(), &user.user_id, "invite");
     std::thread::sleep(Duration::from_millis(2_200));
     let state_of = || -> Option<String> {
-        admin("GET", "/pending_invites", None).json()["pending"]
+        admin("/pending_invites", None).json()["pending"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -219,7 +210,6 @@ fn an_ignored_invite_is_reminded_once_then_rescinded() {
 fn a_blocked_user_who_slipped_in_is_kicked_by_the_scan() {
     let s = synapse();
     let r = admin(
-        "POST",
         "/block_user",
         Some(json!({ "user_id": "@raiderboss:localhost" })),
     );
@@ -236,7 +226,7 @@ fn a_blocked_user_who_slipped_in_is_kicked_by_the_scan() {
     cron_until("the scan to kick them", || {
         (s.membership(room(), &sneaky.user_id).as_deref() == Some("leave")).then_some(())
     });
-    let knocks = admin("GET", "/knocks", None);
+    let knocks = admin("/knocks", None);
     assert!(knocks.status == 200, "{}", knocks.body);
 }
 
@@ -244,7 +234,6 @@ fn a_blocked_user_who_slipped_in_is_kicked_by_the_scan() {
 fn native_knocks_are_answered_with_the_same_policy() {
     let s = synapse();
     let r = admin(
-        "POST",
         "/block_user",
         Some(json!({ "user_id": "@knockvandal:localhost" })),
     );
@@ -262,7 +251,7 @@ fn native_knocks_are_answered_with_the_same_policy() {
     assert!(bot_messages(room())
         .iter()
         .all(|m| !m.contains("ROOM IS MINE")));
-    let knocks = admin("GET", "/knocks", None).json();
+    let knocks = admin("/knocks", None).json();
     let verdicts: Vec<(String, String)> = knocks["knocks"]
         .as_array()
         .cloned()
@@ -295,7 +284,7 @@ fn the_admin_routes_answer_with_the_room_as_synapse_sees_it() {
     form_knock(&pending_user);
     s.wait_for_membership(room(), &pending_user.user_id, "invite");
 
-    let members = admin("GET", "/room_members", None);
+    let members = admin("/room_members", None);
     assert_eq!(members.status, 200, "{}", members.body);
     let list = members.json()["members"]
         .as_array()
@@ -308,7 +297,7 @@ fn the_admin_routes_answer_with_the_room_as_synapse_sees_it() {
         .iter()
         .any(|m| m["user_id"] == pending_user.user_id.as_str() && m["membership"] == "invite"));
 
-    let pending = admin("GET", "/pending_invites", None).json();
+    let pending = admin("/pending_invites", None).json();
     let entry = pending["pending"]
         .as_array()
         .cloned()
@@ -319,7 +308,7 @@ fn the_admin_routes_answer_with_the_room_as_synapse_sees_it() {
     assert_eq!(entry["state"], "invited");
     assert!(entry["age_seconds"].is_u64());
 
-    let knocks = admin("GET", "/knocks?limit=5", None).json();
+    let knocks = admin("/knocks?limit=5", None).json();
     let newest = &knocks["knocks"][0];
     assert!(knocks["knocks"].as_array().map_or(0, Vec::len) <= 5);
     assert!(
@@ -333,7 +322,6 @@ fn the_admin_routes_answer_with_the_room_as_synapse_sees_it() {
     assert!(state.body.contains("m.room.join_rules"));
 
     let r = admin(
-        "POST",
         "/rescind_invite",
         Some(json!({ "user_id": pending_user.user_id })),
     );
