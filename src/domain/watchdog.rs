@@ -56,6 +56,45 @@ pub struct Member {
     pub event_id: Option<String>,
 }
 
+/// Which tasks a cron run should do. The cron fires on one schedule; each task has its own
+/// interval, and an unfinished member scan (a cursor is stored) always continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub invite_check: bool,
+    pub member_scan: bool,
+}
+
+impl Due {
+    pub fn any(self) -> bool {
+        self.invite_check || self.member_scan
+    }
+}
+
+pub fn due(
+    now: u64,
+    last_invite_check: u64,
+    last_member_scan: u64,
+    scan_unfinished: bool,
+    invite_check_interval_ms: u64,
+    member_scan_interval_ms: u64,
+) -> Due {
+    Due {
+        invite_check: now >= last_invite_check.saturating_add(invite_check_interval_ms),
+        member_scan: scan_unfinished
+            || now >= last_member_scan.saturating_add(member_scan_interval_ms),
+    }
+}
+
+/// The members a run looks at: everyone during a block-list scan; in between, only those
+/// knocking or invited (native knocks and invite adoption do not wait for the scan).
+pub fn members_to_visit(members: &[Member], member_scan: bool) -> Vec<Member> {
+    members
+        .iter()
+        .filter(|m| member_scan || m.membership == "knock" || m.membership == "invite")
+        .cloned()
+        .collect()
+}
+
 /// One step the worker layer carries out. `calls` says how many homeserver calls it costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -519,6 +558,51 @@ mod tests {
         assert_eq!(runs, 4);
         let expected: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
         assert_eq!(kicked, expected);
+    }
+
+    #[test]
+    fn each_task_is_due_on_its_own_interval() {
+        let min = 60_000;
+        let d = due(NOW, NOW - 5 * min, NOW - 5 * min, false, 5 * min, 10 * min);
+        assert_eq!(
+            d,
+            Due {
+                invite_check: true,
+                member_scan: false
+            }
+        );
+        let d = due(NOW, NOW - min, NOW - 10 * min, false, 5 * min, 10 * min);
+        assert_eq!(
+            d,
+            Due {
+                invite_check: false,
+                member_scan: true
+            }
+        );
+        let d = due(NOW, NOW - min, NOW - min, false, 5 * min, 10 * min);
+        assert!(!d.any());
+        // An unfinished scan continues whatever its interval says; a first run does everything.
+        assert!(due(NOW, NOW, NOW, true, 5 * min, 10 * min).member_scan);
+        assert_eq!(
+            due(NOW, 0, 0, false, 5 * min, 10 * min),
+            Due {
+                invite_check: true,
+                member_scan: true
+            }
+        );
+    }
+
+    #[test]
+    fn between_scans_only_knocks_and_invites_are_visited() {
+        let members = [
+            member("@j:x", "join"),
+            member("@i:x", "invite"),
+            member("@k:x", "knock"),
+            member("@l:x", "leave"),
+        ];
+        let ids = |v: Vec<Member>| v.into_iter().map(|m| m.user_id).collect::<Vec<_>>();
+        assert_eq!(ids(members_to_visit(&members, false)), vec!["@i:x", "@k:x"]);
+        assert_eq!(members_to_visit(&members, true).len(), 4);
     }
 
     #[test]

@@ -51,11 +51,16 @@ impl Room {
         }
         let now = now_ms();
         let cfg = &session.cfg;
-        let check_due = now >= self.meta_u64("last_invite_check")? + cfg.invite_check_interval_ms;
         let cursor: Option<String> = self.meta_json("scan_cursor")?;
-        let scan_due = cursor.is_some()
-            || now >= self.meta_u64("last_blocklist_scan")? + cfg.blocklist_scan_interval_ms;
-        if !check_due && !scan_due {
+        let due = watchdog::due(
+            now,
+            self.meta_u64("last_invite_check")?,
+            self.meta_u64("last_blocklist_scan")?,
+            cursor.is_some(),
+            cfg.invite_check_interval_ms,
+            cfg.blocklist_scan_interval_ms,
+        );
+        if !due.any() {
             return Ok(json!({ "ran": false, "why": "nothing due" }));
         }
         let mut calls = self.observe(&session, &log).await?;
@@ -68,16 +73,7 @@ impl Room {
                 .and_then(|u| index.check_user(&u).map(|v| v.explain()));
             by_id.or_else(|| display.and_then(|d| index.check_display_name(d).map(|v| v.explain())))
         };
-        let scan_members: Vec<Member> = if scan_due {
-            members.clone()
-        } else {
-            // Between scans, only knocks and invites need a look.
-            members
-                .iter()
-                .filter(|m| m.membership == "knock" || m.membership == "invite")
-                .cloned()
-                .collect()
-        };
+        let scan_members = watchdog::members_to_visit(&members, due.member_scan);
         let plan = watchdog::plan(
             now,
             &cfg.watch,
@@ -105,10 +101,10 @@ impl Room {
             );
             done.push(json!({ "action": format!("{action:?}"), "result": event }));
         }
-        if check_due {
+        if due.invite_check {
             self.set_meta("last_invite_check", &now.to_string())?;
         }
-        if scan_due {
+        if due.member_scan {
             match &plan.cursor {
                 Some(c) if plan.exhausted => self.set_meta_json("scan_cursor", &Some(c))?,
                 _ => {
