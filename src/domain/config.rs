@@ -41,15 +41,28 @@ pub struct Config {
     /// How often the invite checker and the block-list scan run.
     pub invite_check_interval_ms: u64,
     pub blocklist_scan_interval_ms: u64,
+    /// `KNOCK_RETENTION`: how long a closed knock is kept before only its daily count remains.
+    pub retention_ms: u64,
     /// How Knock logs in: chosen from which settings are present.
     pub login: Login,
+}
+
+/// Which credentials the operator configured, decided from which settings are present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// Only an access token: Knock can't get a new one by itself.
+    AccessToken,
+    /// A user name and password: Knock logs in again whenever it must.
+    Password,
+    /// Beeper's email-code login, done once by the operator.
+    Beeper,
 }
 
 /// The bot's login settings. Which mode applies follows from what is set: a password wins, then
 /// Beeper's email flow, then a bare access token (which Beeper mode may also start from).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Login {
-    pub mode: crate::matrix::login::Credentials,
+    pub mode: Credentials,
     pub user_id: Option<String>,
     pub password: Option<String>,
     pub beeper_api_base: String,
@@ -64,11 +77,11 @@ impl Login {
     /// Names the identity a session belongs to, so a changed setting starts a new session.
     pub fn session_name(&self, base_url: &str) -> String {
         let who = match self.mode {
-            crate::matrix::login::Credentials::AccessToken => "token".to_owned(),
-            crate::matrix::login::Credentials::Password => {
+            Credentials::AccessToken => "token".to_owned(),
+            Credentials::Password => {
                 format!("password:{}", self.user_id.as_deref().unwrap_or(""))
             }
-            crate::matrix::login::Credentials::Beeper => {
+            Credentials::Beeper => {
                 format!("beeper:{}", self.beeper_email.as_deref().unwrap_or(""))
             }
         };
@@ -204,7 +217,6 @@ impl Config {
         let beeper_email = get("BEEPER_LOGIN_EMAIL");
         let beeper_jwt = get("BEEPER_LOGIN_TOKEN");
         let beeper_code = get("BEEPER_LOGIN_CODE");
-        use crate::matrix::login::Credentials;
         let mode = if password.is_some() || user_id.is_some() {
             if user_id.is_none() {
                 bad(
@@ -314,6 +326,7 @@ impl Config {
         let invite_expiry_ms = duration("INVITE_EXPIRY", 7 * 86_400_000);
         let invite_check_interval_ms = duration("INVITE_CHECK_INTERVAL", 5 * 60_000);
         let blocklist_scan_interval_ms = duration("BLOCKLIST_SCAN_INTERVAL", 10 * 60_000);
+        let retention_ms = duration("KNOCK_RETENTION", 90 * 86_400_000);
         let knock_policy = match get("KNOCK_POLICY") {
             None => KnockPolicy::Auto,
             Some(v) => KnockPolicy::parse(&v).unwrap_or_else(|| {
@@ -369,6 +382,7 @@ impl Config {
                 },
                 invite_check_interval_ms,
                 blocklist_scan_interval_ms,
+                retention_ms,
                 login,
             }),
             _ => Err(Problems(problems)),
@@ -513,7 +527,6 @@ mod tests {
 
     #[test]
     fn the_login_mode_follows_the_settings_present() {
-        use crate::matrix::login::Credentials;
         let room = ("NEW_ROOM_ID", "!room:localhost");
         assert_eq!(
             parse(&MINIMAL).unwrap().login.mode,

@@ -3,9 +3,10 @@
 pub mod blocklist;
 pub mod config;
 pub mod form;
-pub mod invites;
+pub mod lifecycle;
 pub mod moderation;
 pub mod mxid;
+pub mod outcome;
 pub mod rate_limit;
 pub mod signature;
 pub mod watchdog;

@@ -519,16 +519,7 @@ pub fn parse_beeper_verify(
 // Recovery
 // ----------------------------------------------------------------------------------------------
 
-/// Which credentials the operator configured. The caller decides this from its config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials {
-    /// Only an access token: Knock can't get a new one by itself.
-    AccessToken,
-    /// A user name and password: Knock logs in again whenever it must.
-    Password,
-    /// Beeper's email-code login, done once by the operator.
-    Beeper,
-}
+pub use crate::domain::config::Credentials;
 
 /// What to do after the homeserver answered 401 `M_UNKNOWN_TOKEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use crate::domain::mxid::{RoomId, UserId};
+use crate::domain::outcome::InviteEnd;
 
 pub mod login;
 
@@ -240,7 +241,7 @@ impl Api {
 }
 
 /// A room member as a listing or a sync reports them.
-pub use crate::domain::watchdog::Member;
+pub use crate::domain::outcome::Member;
 
 fn member_from_event(e: &Value) -> Option<Member> {
     if e.get("type")?.as_str()? != "m.room.member" {
@@ -255,6 +256,7 @@ fn member_from_event(e: &Value) -> Option<Member> {
             .and_then(Value::as_str)
             .map(str::to_owned),
         event_id: e.get("event_id").and_then(Value::as_str).map(str::to_owned),
+        sender: e.get("sender").and_then(Value::as_str).map(str::to_owned),
     })
 }
 
@@ -264,6 +266,29 @@ pub fn parse_members(body: &Value) -> Vec<Member> {
         .and_then(Value::as_array)
         .map(|c| c.iter().filter_map(member_from_event).collect())
         .unwrap_or_default()
+}
+
+/// How an invite made at or after `since` (unix ms) ended, if a `GET /members?membership=leave`
+/// reply shows it: a leave at or after `since` out of an invite or a join means the invite
+/// landed, and the sender says who ended it.
+pub fn invite_ended_since(body: &Value, user: &UserId, since: u64) -> Option<InviteEnd> {
+    let e = body
+        .get("chunk")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e["state_key"] == user.as_str()
+                && e["content"]["membership"] == "leave"
+                && e["origin_server_ts"].as_u64().is_some_and(|t| t >= since)
+        })?;
+    let by_self = e["sender"] == user.as_str();
+    match e["unsigned"]["prev_content"]["membership"].as_str() {
+        Some("invite") if by_self => Some(InviteEnd::Declined),
+        Some("join") if by_self => Some(InviteEnd::Left),
+        Some("invite" | "join") => Some(InviteEnd::Removed),
+        _ => None,
+    }
 }
 
 /// What an incremental sync says about one room's membership.
@@ -305,61 +330,8 @@ pub fn parse_sync(body: &Value, room: &RoomId) -> SyncedMembers {
     }
 }
 
-/// What a homeserver's reply means for the caller.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Failure {
-    /// 429: wait this long, then try again.
-    RateLimited {
-        retry_after_ms: u64,
-    },
-    /// 5xx, or 408: the server is struggling; try again later.
-    Server {
-        status: u16,
-    },
-    Timeout,
-    Network,
-    /// 401: the access token is missing or no longer valid.
-    Unauthorized {
-        errcode: String,
-    },
-    /// Any other 4xx: the homeserver refused, and asking again will not change that.
-    Refused {
-        status: u16,
-        errcode: String,
-        error: String,
-    },
-}
-
-impl Failure {
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Failure::RateLimited { .. }
-                | Failure::Server { .. }
-                | Failure::Timeout
-                | Failure::Network
-        )
-    }
-
-    /// A short description for records and logs. Never includes a token; may include the
-    /// homeserver's own error text, which names no secret.
-    pub fn describe(&self) -> String {
-        match self {
-            Failure::RateLimited { retry_after_ms } => {
-                format!("rate limited by the homeserver for {retry_after_ms} ms")
-            }
-            Failure::Server { status } => format!("homeserver error {status}"),
-            Failure::Timeout => "homeserver timed out".into(),
-            Failure::Network => "homeserver unreachable".into(),
-            Failure::Unauthorized { errcode } => format!("homeserver login needed ({errcode})"),
-            Failure::Refused {
-                status,
-                errcode,
-                error,
-            } => format!("{status} {errcode}: {error}"),
-        }
-    }
-}
+/// What a homeserver's reply means for the caller: the core's neutral words for it.
+pub use crate::domain::outcome::Failure;
 
 /// Used when a 429 names no delay at all.
 pub const DEFAULT_RATE_LIMIT_WAIT_MS: u64 = 5_000;
@@ -399,17 +371,17 @@ pub fn classify(result: Result<HttpResponse, TransportError>) -> Result<Value, F
         408 | 500..=599 => Err(Failure::Server {
             status: resp.status,
         }),
-        status => Err(Failure::Refused {
+        status => Err(Failure::refused(
             status,
-            errcode: errcode(),
-            error: body
+            &errcode(),
+            &body
                 .get("error")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .chars()
                 .take(200)
-                .collect(),
-        }),
+                .collect::<String>(),
+        )),
     }
 }
 
@@ -560,6 +532,36 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].membership, "ban");
         assert!(parse_members(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn an_invite_that_ended_after_the_attempt_says_who_ended_it() {
+        let leave = |sender: &str, prev: &str, ts: u64| {
+            json!({"chunk": [{"type": "m.room.member", "state_key": "@alice:localhost",
+                "sender": sender, "origin_server_ts": ts, "content": {"membership": "leave"},
+                "unsigned": {"prev_content": {"membership": prev}}}]})
+        };
+        let u = user();
+        let ended = |b: &Value| invite_ended_since(b, &u, 100);
+        assert_eq!(
+            ended(&leave("@alice:localhost", "invite", 200)),
+            Some(InviteEnd::Declined)
+        );
+        assert_eq!(
+            ended(&leave("@alice:localhost", "join", 200)),
+            Some(InviteEnd::Left)
+        );
+        assert_eq!(
+            ended(&leave("@mod:localhost", "invite", 200)),
+            Some(InviteEnd::Removed)
+        );
+        assert_eq!(
+            ended(&leave("@mod:localhost", "join", 200)),
+            Some(InviteEnd::Removed)
+        );
+        assert_eq!(ended(&leave("@alice:localhost", "invite", 50)), None);
+        assert_eq!(ended(&leave("@alice:localhost", "knock", 200)), None);
+        assert_eq!(ended(&json!({})), None);
     }
 
     #[test]
