@@ -1,23 +1,34 @@
-//! The life of one knock, from the moment it is stored until it is invited or fails for good.
+//! The life of one knock: one pure state machine, `(knock, event, now, policy) -> (knock',
+//! effects)`.
 //!
-//! Decides: whether a knock is new or a repeat, which homeserver call it needs next, and what a
-//! call's outcome does to it (advance, retry later with back-off, pause the room, or stop with a
-//! recorded reason). Never does: IO or clock reads; `now` (unix ms) is always passed in.
+//! Decides: which statuses are open, which transitions exist, what a homeserver answer does to
+//! a knock, which call a knock needs next (and when), whether a new knock repeats an open one or
+//! opens a closed one again, and how long records are kept. Nothing else in Knock names a status
+//! rule: the store keeps the columns this module derives (`open`, `due_at`), never a list of
+//! statuses. Never does: IO or clock reads; `now` (unix ms) is always passed in.
 //!
-//! A knock is stored before any homeserver call is made, so a crash at any point leaves a row
-//! that the next alarm picks up again. Every call Knock repeats is safe to repeat: a profile
-//! lookup is a read, and re-inviting an invited user is a no-op on the homeserver.
+//! Two flags make every membership change durable. `inviting` is written *before* an invite is
+//! sent, so a knock closed while its invite is in flight (or after a crash) knows the person may
+//! be invited. `withdraw` says Knock still owes a kick or ban (a rescinded invite, a blocked
+//! member, a refused native knock); the room's queue carries it out and retries it like an
+//! invite, so a crash or a failed call never leaves someone in the room who should not be.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::matrix::Failure;
+use super::outcome::{Failure, InviteEnd};
+use super::rate_limit::{Verdict, WaveVerdict};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a native Matrix knock comes from (its `source`).
+pub const NATIVE: &str = "native";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Stored; homeserver calls still to make.
     Queued,
+    /// Waits for a moderator to approve or reject it.
+    Held,
     /// The homeserver accepted the invite.
     Invited,
     /// Invited, and reminded once by direct message.
@@ -30,22 +41,48 @@ pub enum Status {
     NoSuchUser,
     /// A honeypot field was filled. Nothing was sent.
     Spam,
-    /// The homeserver refused for good, or retries ran out. `last_error` says why.
+    /// The homeserver refused for good, or retries ran out. The reason says why.
     Failed,
-    /// On the block-list: recorded with the rule that matched, never invited.
+    /// On the block-list: recorded with the rule that matched.
     Blocked,
-    /// Withdrawn by a moderator or by Knock (blocked since, or expired).
+    /// Withdrawn by a moderator.
     Rescinded,
-    /// Arrived during a join wave: waits for a moderator to approve or reject it.
-    Held,
     /// A moderator rejected it.
     Rejected,
+    /// The person turned the invite down.
+    Declined,
+    /// The person joined, then left.
+    Left,
+    /// Kicked or banned by someone other than Knock.
+    Removed,
+    /// The invite was not accepted in time and was withdrawn.
+    Expired,
 }
 
 impl Status {
+    pub const ALL: [Status; 16] = [
+        Status::Queued,
+        Status::Held,
+        Status::Invited,
+        Status::Reminded,
+        Status::Joined,
+        Status::Welcomed,
+        Status::NoSuchUser,
+        Status::Spam,
+        Status::Failed,
+        Status::Blocked,
+        Status::Rescinded,
+        Status::Rejected,
+        Status::Declined,
+        Status::Left,
+        Status::Removed,
+        Status::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
+            Status::Held => "held",
             Status::Invited => "invited",
             Status::Reminded => "reminded",
             Status::Joined => "joined",
@@ -55,60 +92,103 @@ impl Status {
             Status::Failed => "failed",
             Status::Blocked => "blocked",
             Status::Rescinded => "rescinded",
-            Status::Held => "held",
             Status::Rejected => "rejected",
+            Status::Declined => "declined",
+            Status::Left => "left",
+            Status::Removed => "removed",
+            Status::Expired => "expired",
         }
     }
 
     pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "queued" => Status::Queued,
-            "invited" => Status::Invited,
-            "reminded" => Status::Reminded,
-            "joined" => Status::Joined,
-            "welcomed" => Status::Welcomed,
-            "no_such_user" => Status::NoSuchUser,
-            "spam" => Status::Spam,
-            "failed" => Status::Failed,
-            "blocked" => Status::Blocked,
-            "rescinded" => Status::Rescinded,
-            "held" => Status::Held,
-            "rejected" => Status::Rejected,
-            _ => return None,
-        })
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// A knock in one of these states makes a new knock by the same user a repeat.
-    pub fn is_active(self) -> bool {
+    /// An open knock makes a new knock by the same person a repeat.
+    pub fn is_open(self) -> bool {
         matches!(
             self,
             Status::Queued
+                | Status::Held
                 | Status::Invited
                 | Status::Reminded
                 | Status::Joined
                 | Status::Welcomed
-                | Status::Held
         )
+    }
+
+    /// The person is invited to or in the room because of this knock.
+    pub fn holds_membership(self) -> bool {
+        matches!(
+            self,
+            Status::Invited | Status::Reminded | Status::Joined | Status::Welcomed
+        )
+    }
+
+    /// Waiting for the person to accept the invite.
+    pub fn is_pending_invite(self) -> bool {
+        matches!(self, Status::Invited | Status::Reminded)
+    }
+}
+
+/// A membership change Knock still owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withdraw {
+    /// Withdraw an invite, refuse a knock, or remove a member.
+    Kick,
+    /// Ban: also keeps them from knocking or joining again.
+    Ban,
+}
+
+impl Withdraw {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withdraw::Kick => "kick",
+            Withdraw::Ban => "ban",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Withdraw> {
+        match s {
+            "kick" => Some(Withdraw::Kick),
+            "ban" => Some(Withdraw::Ban),
+            _ => None,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Knock {
     pub id: i64,
+    /// The stored row's version: every write is a compare-and-set on it.
+    pub version: i64,
     pub user_id: String,
-    /// Where it came from: `tally`, `typeform`, `json`, `html_form`.
+    /// Where it came from: `tally`, `typeform`, `json`, `html_form`, `native`, `adopted`.
     pub source: String,
     pub status: Status,
     /// The homeserver confirmed the user exists (or could not say, for a remote user).
     pub profile_checked: bool,
+    /// A moderator approved it: weak evidence found later does not hold it again.
+    pub approved: bool,
+    /// An invite may be on its way (written before it is sent).
+    pub inviting: bool,
+    /// A kick or ban Knock still owes.
+    pub withdraw: Option<Withdraw>,
     /// Transient failures so far.
     pub attempts: u32,
     pub next_attempt_at: u64,
+    /// Why it is where it is (a verdict's rule, a refusal, a moderator's note). Scrubbed.
     pub last_error: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
     /// When the homeserver accepted the invite (the reminder and expiry clocks start here).
     pub invited_at: Option<u64>,
+    /// When it reached an end state.
+    pub closed_at: Option<u64>,
+    pub display_name: Option<String>,
+    /// The direct chat a reminder went to.
+    pub dm_room: Option<String>,
 }
 
 impl Knock {
@@ -116,99 +196,115 @@ impl Knock {
     pub fn new(user_id: &str, source: &str, now: u64) -> Knock {
         Knock {
             id: 0,
+            version: 0,
             user_id: user_id.to_owned(),
             source: source.to_owned(),
             status: Status::Queued,
             profile_checked: false,
+            approved: false,
+            inviting: false,
+            withdraw: None,
             attempts: 0,
             next_attempt_at: now,
             last_error: None,
             created_at: now,
             updated_at: now,
             invited_at: None,
+            closed_at: None,
+            display_name: None,
+            dm_room: None,
         }
     }
 
-    /// A knock recorded for the record only (spam): never processed.
+    /// A knock stored with a verdict (spam, blocked, held) instead of being queued. A refused
+    /// native knock still has to be answered on the homeserver: Knock owes the kick.
     pub fn recorded(user_id: &str, source: &str, status: Status, reason: &str, now: u64) -> Knock {
-        Knock {
+        let mut k = Knock {
             status,
             last_error: Some(reason.to_owned()),
             ..Knock::new(user_id, source, now)
+        };
+        if !status.is_open() {
+            k.closed_at = Some(now);
+        }
+        if status == Status::Blocked && source == NATIVE {
+            k.withdraw = Some(Withdraw::Kick);
+        }
+        k
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status.is_open()
+    }
+
+    /// The person has a membership in the room that came from this knock, or may have one: an
+    /// invite on its way, an accepted invite, or (native) the knock itself.
+    fn may_hold_membership(&self) -> bool {
+        self.status.holds_membership()
+            || self.inviting
+            || (self.source == NATIVE && matches!(self.status, Status::Queued | Status::Held))
+    }
+
+    /// The homeserver call this knock needs next, if any. An owed withdrawal comes first.
+    pub fn next_step(&self) -> Option<Step> {
+        if self.withdraw.is_some() {
+            return Some(Step::Withdraw);
+        }
+        match (self.status, self.profile_checked, self.inviting) {
+            (Status::Queued, false, _) => Some(Step::CheckProfile),
+            // An earlier invite's fate is unknown (a timeout, a lost instance): find out before
+            // inviting again, so a person who declined meanwhile is not invited twice.
+            (Status::Queued, true, true) => Some(Step::ConfirmInvite),
+            (Status::Queued, true, false) => Some(Step::Invite),
+            _ => None,
         }
     }
-}
 
-/// Whether a new knock needs a row of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    New,
-    RepeatOf(i64),
-}
+    /// When the room's queue must next work on this knock: the alarm must fire by then.
+    pub fn due_at(&self) -> Option<u64> {
+        self.next_step().map(|_| self.next_attempt_at)
+    }
 
-/// `latest` is the newest knock stored for the same user, if any.
-pub fn admit(latest: Option<&Knock>) -> Admission {
-    match latest {
-        Some(k) if k.status.is_active() => Admission::RepeatOf(k.id),
-        _ => Admission::New,
+    /// Old enough, closed, and owing nothing: only its daily count needs to remain.
+    pub fn prunable(&self, now: u64, retention_ms: u64) -> bool {
+        !self.is_open()
+            && self.due_at().is_none()
+            && !self.inviting
+            && self
+                .closed_at
+                .unwrap_or(self.updated_at)
+                .saturating_add(retention_ms)
+                <= now
+    }
+
+    fn close(&mut self, status: Status, reason: Option<String>, now: u64) {
+        self.status = status;
+        if reason.is_some() {
+            self.last_error = reason;
+        }
+        self.closed_at = Some(now);
+    }
+
+    /// A closing event on a knock that may have given the person a membership: Knock owes its
+    /// removal.
+    fn owe_removal(&mut self, how: Withdraw) {
+        self.withdraw = Some(match (self.withdraw, how) {
+            (Some(Withdraw::Ban), _) | (_, Withdraw::Ban) => Withdraw::Ban,
+            _ => Withdraw::Kick,
+        });
+        self.next_attempt_at = self.updated_at;
     }
 }
 
-/// What storing a knock came to, decided from the room's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intake {
-    /// A platform's retry of a delivery already stored.
-    RepeatDelivery(i64),
-    /// Over the per-Matrix-ID limit: answer 429.
-    Limited { retry_after_ms: u64 },
-    /// Stored for the record only (spam, blocked), or held in a join wave.
-    Record(Status),
-    /// The same person already has an active knock.
-    RepeatOf(i64),
-    /// A new knock, queued for the homeserver.
-    Queue,
-}
-
-/// Orders the checks of a new delivery: de-duplication first (a retry is never counted),
-/// then the per-ID limit (the same for everyone, so it reveals no verdict), then the join
-/// wave, then the verdict it came with, then the per-user de-duplication.
-pub fn intake(
-    previous_delivery: Option<i64>,
-    limit: crate::domain::rate_limit::Verdict,
-    wave: crate::domain::rate_limit::WaveVerdict,
-    record_as: Option<Status>,
-    latest: Option<&Knock>,
-) -> Intake {
-    use crate::domain::rate_limit::{Verdict, WaveVerdict};
-    if let Some(id) = previous_delivery {
-        return Intake::RepeatDelivery(id);
-    }
-    if let Verdict::Deny { retry_after_ms } = limit {
-        return Intake::Limited { retry_after_ms };
-    }
-    if let Some(status) = record_as {
-        return Intake::Record(status);
-    }
-    match admit(latest) {
-        Admission::RepeatOf(id) => Intake::RepeatOf(id),
-        Admission::New if wave == WaveVerdict::Hold => Intake::Record(Status::Held),
-        Admission::New => Intake::Queue,
-    }
-}
-
-/// The next homeserver call a queued knock needs.
+/// A homeserver call a knock needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     CheckProfile,
     Invite,
-}
-
-pub fn next_step(k: &Knock) -> Option<Step> {
-    match (k.status, k.profile_checked) {
-        (Status::Queued, false) => Some(Step::CheckProfile),
-        (Status::Queued, true) => Some(Step::Invite),
-        _ => None,
-    }
+    /// Reads the person's membership after an invite whose answer never came.
+    ConfirmInvite,
+    /// The kick or ban in `withdraw`.
+    Withdraw,
 }
 
 /// How retries are spaced and when they stop.
@@ -245,6 +341,542 @@ impl RetryPolicy {
     }
 }
 
+/// Something that happened to a knock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The homeserver answered the call `step` made.
+    Answered {
+        step: Step,
+        outcome: Result<Value, Failure>,
+        /// The user lives on the room's own homeserver, whose answers about its users are
+        /// authoritative.
+        user_is_local: bool,
+    },
+    /// An invite is about to be sent.
+    Inviting,
+    /// What the room shows after an invite whose answer never came: the membership now, and
+    /// how an invite made since the attempt ended, if it already did.
+    InviteConfirmed {
+        membership: Option<String>,
+        ended: Option<InviteEnd>,
+    },
+    /// The person's profile or ID matched the block-list.
+    Blocked {
+        reason: String,
+        ban: bool,
+    },
+    /// Their block-list entry was removed.
+    Unblocked,
+    /// A moderator withdrew the invite (or removed them).
+    Rescinded {
+        reason: String,
+    },
+    /// The invite was not accepted in time.
+    Expired,
+    /// A moderator's decision on a held knock.
+    Approved,
+    Rejected {
+        reason: String,
+    },
+    /// Membership changes the room showed.
+    Joined {
+        display_name: Option<String>,
+    },
+    Declined,
+    Left,
+    RemovedByOther,
+    /// The welcome went out.
+    Welcomed,
+    /// A reminder's direct chat exists (recorded before the message is sent).
+    DmOpened {
+        dm_room: String,
+    },
+    /// The reminder went out.
+    Reminded,
+    /// Someone else already carried out the owed kick or ban (a moderator's call did it).
+    Withdrawn,
+    /// The reason to wait is gone (a new login was configured): owed work is due at once.
+    RetryNow,
+}
+
+/// What the room must do besides storing the knock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Hold every call of the room until then (the homeserver asked to slow down, or is down).
+    PauseRoomUntil(u64),
+    /// The homeserver refused the bot's token.
+    LoginNeeded,
+    /// A call went through: any earlier login trouble is over.
+    LoginWorks,
+    /// A ban Knock placed: remember it, so an unblock lifts exactly Knock's own bans.
+    RecordBan,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub knock: Knock,
+    pub effects: Vec<Effect>,
+    /// A short event name for the log: `invite_sent`, `retry`, `no_such_user`, ...
+    pub name: &'static str,
+}
+
+impl Transition {
+    /// Whether the knock changed at all (no write is needed otherwise).
+    pub fn changed(&self, before: &Knock) -> bool {
+        self.knock != *before
+    }
+}
+
+/// Applies one event. Events that do not fit the knock's state change nothing: a late answer, a
+/// second join, an approval of a knock that is no longer held.
+pub fn apply(k: &Knock, event: Event, now: u64, policy: &RetryPolicy) -> Transition {
+    let mut next = k.clone();
+    next.updated_at = now;
+    let mut effects = Vec::new();
+    let name = match event {
+        Event::Answered {
+            step,
+            outcome,
+            user_is_local,
+        } => return answered(k, next, step, outcome, user_is_local, now, policy),
+        Event::Inviting => {
+            next.inviting = true;
+            // The attempt's time, to tell a decline of this invite from an older leave.
+            next.invited_at = next.invited_at.or(Some(now));
+            "inviting"
+        }
+        Event::InviteConfirmed { membership, ended } => {
+            if next.status != Status::Queued || !next.inviting {
+                "unchanged"
+            } else {
+                next.inviting = false;
+                next.attempts = 0;
+                match membership.as_deref() {
+                    Some("invite") => {
+                        next.status = Status::Invited;
+                        next.last_error = None;
+                        "invite_confirmed"
+                    }
+                    Some("join") => {
+                        next.status = Status::Joined;
+                        next.last_error = None;
+                        "already_joined"
+                    }
+                    Some("ban") => {
+                        next.close(Status::Failed, Some("banned from the room".into()), now);
+                        "invite_failed"
+                    }
+                    Some("leave") if ended.is_some() => {
+                        let (status, why, name) = match ended {
+                            Some(InviteEnd::Declined) => {
+                                (Status::Declined, "declined the invite", "declined")
+                            }
+                            Some(InviteEnd::Left) => (Status::Left, "left the room", "left"),
+                            _ => (
+                                Status::Removed,
+                                "removed from the room by someone else",
+                                "removed",
+                            ),
+                        };
+                        next.close(status, Some(why.into()), now);
+                        name
+                    }
+                    // The attempt never landed: the next step is the invite again.
+                    _ => {
+                        next.invited_at = None;
+                        "invite_not_landed"
+                    }
+                }
+            }
+        }
+        Event::Blocked { reason, ban } => {
+            if next.is_open() {
+                let removal = next.may_hold_membership();
+                next.close(Status::Blocked, Some(reason), now);
+                if ban {
+                    next.owe_removal(Withdraw::Ban);
+                } else if removal {
+                    next.owe_removal(Withdraw::Kick);
+                }
+                "blocked"
+            } else if ban && next.withdraw == Some(Withdraw::Kick) {
+                next.owe_removal(Withdraw::Ban);
+                "blocked"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Unblocked => {
+            if next.status == Status::Blocked && next.withdraw.is_some() {
+                next.withdraw = None;
+                "unblocked"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Rescinded { reason } => {
+            if next.is_open() {
+                let removal = next.may_hold_membership();
+                next.close(Status::Rescinded, Some(reason), now);
+                if removal {
+                    next.owe_removal(Withdraw::Kick);
+                }
+                "rescinded"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Expired => {
+            if next.status.is_pending_invite() {
+                next.close(Status::Expired, Some(EXPIRED_REASON.into()), now);
+                next.owe_removal(Withdraw::Kick);
+                "expired"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Approved => {
+            if next.status == Status::Held {
+                next.status = Status::Queued;
+                next.approved = true;
+                next.attempts = 0;
+                next.next_attempt_at = now;
+                next.last_error = Some("approved by a moderator".into());
+                "approved"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Rejected { reason } => {
+            if next.status == Status::Held {
+                let removal = next.may_hold_membership();
+                next.close(Status::Rejected, Some(reason), now);
+                if removal {
+                    next.owe_removal(Withdraw::Kick);
+                }
+                "rejected"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Joined { display_name } => {
+            let was_invited =
+                next.status.is_pending_invite() || (next.status == Status::Queued && next.inviting);
+            if was_invited {
+                next.status = Status::Joined;
+                next.inviting = false;
+                next.invited_at = next.invited_at.or(Some(now));
+                if display_name.is_some() {
+                    next.display_name = display_name;
+                }
+                "joined"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Declined => {
+            if next.status.is_pending_invite() {
+                next.close(Status::Declined, Some("declined the invite".into()), now);
+                "declined"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Left => {
+            if matches!(next.status, Status::Joined | Status::Welcomed) {
+                next.close(Status::Left, Some("left the room".into()), now);
+                "left"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::RemovedByOther => {
+            if next.is_open() && next.may_hold_membership() {
+                next.close(
+                    Status::Removed,
+                    Some("removed from the room by someone else".into()),
+                    now,
+                );
+                next.inviting = false;
+                "removed"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Welcomed => {
+            if next.status == Status::Joined {
+                next.status = Status::Welcomed;
+                "welcomed"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::DmOpened { dm_room } => {
+            next.dm_room = Some(dm_room);
+            "dm_opened"
+        }
+        Event::Reminded => {
+            if next.status == Status::Invited {
+                next.status = Status::Reminded;
+                "reminded"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::RetryNow => {
+            if next.next_step().is_some() && next.next_attempt_at > now {
+                next.next_attempt_at = now;
+                "retry_now"
+            } else {
+                "unchanged"
+            }
+        }
+        // An invite still in flight may land after the removal: the debt stays until its
+        // answer comes.
+        Event::Withdrawn if next.inviting => "unchanged",
+        Event::Withdrawn => {
+            if let Some(w) = next.withdraw.take() {
+                if w == Withdraw::Ban {
+                    effects.push(Effect::RecordBan);
+                }
+                "withdrawn"
+            } else {
+                "unchanged"
+            }
+        }
+    };
+    if name == "unchanged" {
+        next = k.clone();
+    }
+    Transition {
+        knock: next,
+        effects,
+        name,
+    }
+}
+
+fn answered(
+    k: &Knock,
+    mut next: Knock,
+    step: Step,
+    outcome: Result<Value, Failure>,
+    user_is_local: bool,
+    now: u64,
+    policy: &RetryPolicy,
+) -> Transition {
+    let done = |knock: Knock, name, effects: Vec<Effect>| Transition {
+        knock,
+        effects,
+        name,
+    };
+    let queued = k.status == Status::Queued;
+    if let Err(f) = &outcome {
+        if f.is_transient() {
+            let f = f.clone();
+            if !queued && step != Step::Withdraw {
+                // A late answer for a closed knock: any owed removal was recorded at closing.
+                next.inviting = false;
+            }
+            // A remote server that cannot be reached is no proof of absence: after a few tries
+            // the invite itself decides.
+            if step == Step::CheckProfile
+                && queued
+                && !user_is_local
+                && k.attempts + 1 >= policy.remote_profile_tries
+            {
+                next.profile_checked = true;
+                next.next_attempt_at = now;
+                next.last_error = Some(f.describe());
+                return done(next, "profile_unknown", vec![]);
+            }
+            next.last_error = Some(f.describe());
+            if now.saturating_sub(k.created_at) >= policy.give_up_after_ms {
+                next.attempts = 0;
+                if step == Step::Withdraw {
+                    next.withdraw = None;
+                    next.last_error = Some(format!("could not remove them: {}", f.describe()));
+                } else if queued {
+                    next.close(Status::Failed, None, now);
+                }
+                next.inviting = false;
+                return done(next, "gave_up", vec![]);
+            }
+            let mut wait = policy.backoff_ms(k.attempts);
+            if let Failure::RateLimited { retry_after_ms } = f {
+                wait = wait.max(retry_after_ms);
+            }
+            next.attempts = k.attempts.saturating_add(1);
+            next.next_attempt_at = now + wait;
+            return done(next, "retry", vec![Effect::PauseRoomUntil(now + wait)]);
+        }
+    }
+    match (step, outcome) {
+        // A withdrawal is done when it went through, or when there was nothing to remove.
+        (Step::Withdraw, Ok(_)) => {
+            let ban = next.withdraw.take() == Some(Withdraw::Ban);
+            next.attempts = 0;
+            let effects = if ban {
+                vec![Effect::LoginWorks, Effect::RecordBan]
+            } else {
+                vec![Effect::LoginWorks]
+            };
+            done(next, "withdrawn", effects)
+        }
+        // Refused: there was nobody to remove (transient failures were handled above).
+        (Step::Withdraw, Err(_)) => {
+            next.withdraw = None;
+            next.attempts = 0;
+            done(next, "nothing_to_withdraw", vec![])
+        }
+        (_, Err(Failure::Unauthorized { errcode })) => {
+            next.next_attempt_at = now + policy.login_wait_ms;
+            next.last_error = Some(format!("homeserver login needed ({errcode})"));
+            done(
+                next,
+                "login_needed",
+                vec![
+                    Effect::PauseRoomUntil(now + policy.login_wait_ms),
+                    Effect::LoginNeeded,
+                ],
+            )
+        }
+        // The knock was closed while its call was in flight: the answer changes nothing, except
+        // that an invite which went through is now owed back.
+        (Step::Invite, Ok(_)) if !queued => {
+            next.inviting = false;
+            if next.withdraw.is_none() && !next.is_open() {
+                next.owe_removal(Withdraw::Kick);
+            }
+            done(next, "invite_landed_after_close", vec![Effect::LoginWorks])
+        }
+        // The room turns a confirmation's answer into `InviteConfirmed`; a refusal (no member
+        // event at all) means the attempt never landed.
+        (Step::ConfirmInvite, Ok(_)) => done(next, "late_answer", vec![]),
+        (Step::ConfirmInvite, Err(_)) => {
+            next.inviting = false;
+            next.invited_at = None;
+            done(next, "invite_not_landed", vec![])
+        }
+        (Step::CheckProfile | Step::Invite, _) if !queued => {
+            next.inviting = false;
+            done(next, "late_answer", vec![])
+        }
+        (Step::CheckProfile, Ok(profile)) => {
+            next.profile_checked = true;
+            next.next_attempt_at = now;
+            next.display_name = profile_display_name(&profile).map(str::to_owned);
+            done(next, "profile_found", vec![Effect::LoginWorks])
+        }
+        (Step::CheckProfile, Err(Failure::Refused { status: 404, .. })) => {
+            next.close(
+                Status::NoSuchUser,
+                Some("the homeserver has no such user".into()),
+                now,
+            );
+            done(next, "no_such_user", vec![])
+        }
+        // Profile lookups can be forbidden by server policy; that proves nothing either way.
+        (Step::CheckProfile, Err(_)) => {
+            next.profile_checked = true;
+            next.next_attempt_at = now;
+            done(next, "profile_unknown", vec![])
+        }
+        (Step::Invite, Ok(_)) => {
+            next.status = Status::Invited;
+            next.inviting = false;
+            next.invited_at = Some(now);
+            next.attempts = 0;
+            next.last_error = None;
+            done(next, "invite_sent", vec![Effect::LoginWorks])
+        }
+        (Step::Invite, Err(f)) if f.is_already_joined() => {
+            next.status = Status::Joined;
+            next.inviting = false;
+            next.last_error = None;
+            done(next, "already_joined", vec![])
+        }
+        (Step::Invite, Err(f)) => {
+            next.inviting = false;
+            next.close(Status::Failed, Some(f.describe()), now);
+            done(next, "invite_failed", vec![])
+        }
+    }
+}
+
+/// Whether a new knock needs a row of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The person already has an open knock.
+    RepeatOf(i64),
+    New,
+    /// Their last knock ended by a moderator's decision or a removal: a new one waits for a
+    /// moderator instead of being invited on its own.
+    Hold(&'static str),
+}
+
+/// `latest` is the newest knock stored for the same user, if any. A closed knock can always be
+/// opened again.
+pub fn admit(latest: Option<&Knock>) -> Admission {
+    match latest {
+        Some(k) if k.is_open() => Admission::RepeatOf(k.id),
+        Some(k) => match k.status {
+            Status::Rejected => Admission::Hold("asked again after a moderator rejected them"),
+            Status::Rescinded => {
+                Admission::Hold("asked again after a moderator withdrew their invite")
+            }
+            Status::Removed => Admission::Hold("asked again after being removed from the room"),
+            _ => Admission::New,
+        },
+        None => Admission::New,
+    }
+}
+
+/// What storing a knock came to, decided from the room's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intake {
+    /// A platform's retry of a delivery already stored.
+    RepeatDelivery(i64),
+    /// Over the per-Matrix-ID limit: answer 429.
+    Limited { retry_after_ms: u64 },
+    /// Stored with this status (spam, blocked, held) and reason.
+    Record(Status, String),
+    /// The same person already has an open knock.
+    RepeatOf(i64),
+    /// A new knock, queued for the homeserver.
+    Queue,
+}
+
+/// Orders the checks of a new delivery: de-duplication first (a retry is never counted), then
+/// the per-ID limit (the same for everyone, so it reveals no verdict), then the verdict it came
+/// with, then the per-user de-duplication, then the join wave and the re-knock policy.
+pub fn intake(
+    previous_delivery: Option<i64>,
+    limit: Verdict,
+    wave: WaveVerdict,
+    record_as: Option<(Status, String)>,
+    latest: Option<&Knock>,
+) -> Intake {
+    if let Some(id) = previous_delivery {
+        return Intake::RepeatDelivery(id);
+    }
+    if let Verdict::Deny { retry_after_ms } = limit {
+        return Intake::Limited { retry_after_ms };
+    }
+    if let Some((status, reason)) = record_as {
+        return Intake::Record(status, reason);
+    }
+    match admit(latest) {
+        Admission::RepeatOf(id) => Intake::RepeatOf(id),
+        Admission::Hold(why) => {
+            Intake::Record(Status::Held, format!("held for a moderator: {why}"))
+        }
+        Admission::New if wave == WaveVerdict::Hold => {
+            Intake::Record(Status::Held, "held for a moderator: join wave".into())
+        }
+        Admission::New => Intake::Queue,
+    }
+}
+
 /// The display name in a profile reply, if any (`GET /profile/{user}` answers
 /// `{"displayname": ..., "avatar_url": ...}`).
 pub fn profile_display_name(profile: &Value) -> Option<&str> {
@@ -254,401 +886,30 @@ pub fn profile_display_name(profile: &Value) -> Option<&str> {
         .filter(|n| !n.trim().is_empty())
 }
 
-/// A queued knock whose profile turned out to match the block-list (impersonation by display
-/// name): it is closed as blocked, with the rule, and never invited.
-pub fn block(k: &Knock, explanation: &str, now: u64) -> Knock {
-    Knock {
-        status: Status::Blocked,
-        last_error: Some(explanation.to_owned()),
-        updated_at: now,
-        ..k.clone()
+pub const EXPIRED_REASON: &str = "Invite expired";
+
+/// How long a delivery key is remembered: a platform's own delivery id for 7 days (platforms
+/// retry for about a day), a body hash for 10 minutes (the same plain form sent again later is
+/// a new request, not a retry).
+pub fn delivery_ttl_ms(key: &str) -> u64 {
+    if key.starts_with("sha256:") {
+        10 * 60_000
+    } else {
+        7 * 86_400_000
     }
 }
 
-/// What applying a call's outcome produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Applied {
-    pub knock: Knock,
-    /// Hold every call of the room until then (the homeserver asked us to slow down, or is down).
-    pub pause_room_until: Option<u64>,
-    /// The homeserver refused the bot's token.
-    pub login_needed: bool,
-    /// A short event name for the log: `invite_sent`, `retry`, `no_such_user`, ...
-    pub event: &'static str,
+/// Whether a delivery whose key was seen before is a retry of it. A platform's own delivery id
+/// always is; a body hash (a plain form has no id) only while its knock is open, so the same
+/// form sent again after the knock ended opens a new one instead of being swallowed.
+pub fn is_retry(key: &str, previous: &Knock) -> bool {
+    !key.starts_with("sha256:") || previous.is_open()
 }
 
-/// Applies the outcome of `step` to the knock. `user_is_local` says whether the user lives on
-/// the room's own homeserver, whose answers about its users are authoritative.
-pub fn apply(
-    k: &Knock,
-    step: Step,
-    outcome: Result<Value, Failure>,
-    now: u64,
-    policy: &RetryPolicy,
-    user_is_local: bool,
-) -> Applied {
-    let mut next = k.clone();
-    next.updated_at = now;
-    let done = |knock: Knock, event| Applied {
-        knock,
-        pause_room_until: None,
-        login_needed: false,
-        event,
-    };
-    match (step, outcome) {
-        (Step::CheckProfile, Ok(_)) => {
-            next.profile_checked = true;
-            next.next_attempt_at = now;
-            done(next, "profile_found")
-        }
-        (Step::CheckProfile, Err(Failure::Refused { status: 404, .. })) => {
-            next.status = Status::NoSuchUser;
-            next.last_error = Some("the homeserver has no such user".into());
-            done(next, "no_such_user")
-        }
-        // Profile lookups can be forbidden by server policy, or fail for an unreachable remote
-        // server; neither proves absence, so the invite itself decides.
-        (Step::CheckProfile, Err(Failure::Refused { .. })) => {
-            next.profile_checked = true;
-            next.next_attempt_at = now;
-            done(next, "profile_unknown")
-        }
-        (Step::CheckProfile, Err(f))
-            if f.is_transient()
-                && !user_is_local
-                && k.attempts + 1 >= policy.remote_profile_tries =>
-        {
-            next.profile_checked = true;
-            next.next_attempt_at = now;
-            next.last_error = Some(f.describe());
-            done(next, "profile_unknown")
-        }
-        (Step::Invite, Ok(_)) => {
-            next.status = Status::Invited;
-            next.invited_at = Some(now);
-            next.last_error = None;
-            done(next, "invite_sent")
-        }
-        (Step::Invite, Err(Failure::Refused { errcode, error, .. }))
-            if errcode == "M_FORBIDDEN" && error.contains("already in the room") =>
-        {
-            next.status = Status::Joined;
-            next.last_error = None;
-            done(next, "already_joined")
-        }
-        (_, Err(f @ Failure::Refused { .. })) => {
-            next.status = Status::Failed;
-            next.last_error = Some(f.describe());
-            done(next, "invite_failed")
-        }
-        (_, Err(Failure::Unauthorized { errcode })) => {
-            next.next_attempt_at = now + policy.login_wait_ms;
-            next.last_error = Some(format!("homeserver login needed ({errcode})"));
-            Applied {
-                knock: next,
-                pause_room_until: Some(now + policy.login_wait_ms),
-                login_needed: true,
-                event: "login_needed",
-            }
-        }
-        (_, Err(f)) => {
-            next.last_error = Some(f.describe());
-            if now.saturating_sub(k.created_at) >= policy.give_up_after_ms {
-                next.status = Status::Failed;
-                return done(next, "gave_up");
-            }
-            let mut wait = policy.backoff_ms(k.attempts);
-            if let Failure::RateLimited { retry_after_ms } = f {
-                wait = wait.max(retry_after_ms);
-            }
-            next.attempts = k.attempts.saturating_add(1);
-            next.next_attempt_at = now + wait;
-            Applied {
-                knock: next,
-                pause_room_until: Some(now + wait),
-                login_needed: false,
-                event: "retry",
-            }
-        }
-    }
+/// The unix day of a timestamp, for the daily counts that outlive pruned knocks.
+pub fn day_of(ms: u64) -> u64 {
+    ms / 86_400_000
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const T0: u64 = 1_700_000_000_000;
-
-    fn queued() -> Knock {
-        Knock {
-            id: 7,
-            ..Knock::new("@alice:localhost", "tally", T0)
-        }
-    }
-    fn refused(status: u16, errcode: &str, error: &str) -> Failure {
-        Failure::Refused {
-            status,
-            errcode: errcode.into(),
-            error: error.into(),
-        }
-    }
-    fn run(k: &Knock, outcome: Result<Value, Failure>, now: u64) -> Applied {
-        let step = next_step(k).unwrap();
-        apply(k, step, outcome, now, &RetryPolicy::default(), true)
-    }
-
-    #[test]
-    fn a_new_knock_first_checks_the_profile_then_invites() {
-        let k = queued();
-        assert_eq!(next_step(&k), Some(Step::CheckProfile));
-        let a = run(&k, Ok(json!({"displayname": "Alice"})), T0 + 5);
-        assert_eq!(a.event, "profile_found");
-        assert_eq!(next_step(&a.knock), Some(Step::Invite));
-        let b = run(&a.knock, Ok(json!({})), T0 + 9);
-        assert_eq!(b.knock.status, Status::Invited);
-        assert_eq!(b.knock.updated_at, T0 + 9);
-        assert_eq!(b.knock.invited_at, Some(T0 + 9));
-        assert_eq!(next_step(&b.knock), None);
-    }
-
-    #[test]
-    fn a_404_profile_means_no_such_user_and_no_invite() {
-        let a = run(
-            &queued(),
-            Err(refused(404, "M_UNKNOWN", "Profile was not found")),
-            T0,
-        );
-        assert_eq!(a.knock.status, Status::NoSuchUser);
-        assert_eq!(next_step(&a.knock), None);
-    }
-
-    #[test]
-    fn a_forbidden_profile_lookup_is_not_proof_of_absence() {
-        let a = run(&queued(), Err(refused(403, "M_FORBIDDEN", "")), T0);
-        assert_eq!(next_step(&a.knock), Some(Step::Invite));
-    }
-
-    #[test]
-    fn an_unreachable_remote_server_eventually_lets_the_invite_decide() {
-        let mut k = queued();
-        let policy = RetryPolicy::default();
-        for _ in 0..policy.remote_profile_tries {
-            let a = apply(
-                &k,
-                Step::CheckProfile,
-                Err(Failure::Timeout),
-                T0,
-                &policy,
-                false,
-            );
-            k = a.knock;
-        }
-        assert_eq!(next_step(&k), Some(Step::Invite));
-    }
-
-    #[test]
-    fn a_local_user_is_never_invited_without_a_profile_answer() {
-        let mut k = queued();
-        for i in 0..10 {
-            k = apply(
-                &k,
-                Step::CheckProfile,
-                Err(Failure::Timeout),
-                T0 + i,
-                &RetryPolicy::default(),
-                true,
-            )
-            .knock;
-        }
-        assert_eq!(next_step(&k), Some(Step::CheckProfile));
-        assert_eq!(k.attempts, 10);
-    }
-
-    #[test]
-    fn transient_failures_back_off_exponentially_up_to_the_cap() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.backoff_ms(0), 1_000);
-        assert_eq!(p.backoff_ms(1), 2_000);
-        assert_eq!(p.backoff_ms(3), 8_000);
-        assert_eq!(p.backoff_ms(20), p.max_ms);
-        assert_eq!(p.backoff_ms(u32::MAX), p.max_ms);
-        let a = run(&queued(), Err(Failure::Server { status: 502 }), T0);
-        assert_eq!(a.event, "retry");
-        assert_eq!(a.knock.status, Status::Queued);
-        assert_eq!(a.knock.attempts, 1);
-        assert_eq!(a.knock.next_attempt_at, T0 + 1_000);
-        assert_eq!(a.pause_room_until, Some(T0 + 1_000));
-        let b = run(&a.knock, Err(Failure::Timeout), T0 + 1_000);
-        assert_eq!(b.knock.next_attempt_at, T0 + 1_000 + 2_000);
-    }
-
-    #[test]
-    fn a_rate_limit_waits_at_least_as_long_as_the_homeserver_asked() {
-        let a = run(
-            &queued(),
-            Err(Failure::RateLimited {
-                retry_after_ms: 9_816,
-            }),
-            T0,
-        );
-        assert_eq!(a.knock.next_attempt_at, T0 + 9_816);
-        assert_eq!(a.pause_room_until, Some(T0 + 9_816));
-    }
-
-    #[test]
-    fn retries_stop_after_the_give_up_window() {
-        let p = RetryPolicy::default();
-        let late = T0 + p.give_up_after_ms;
-        let a = run(&queued(), Err(Failure::Network), late);
-        assert_eq!(a.knock.status, Status::Failed);
-        assert_eq!(a.event, "gave_up");
-        assert_eq!(
-            a.knock.last_error.as_deref(),
-            Some("homeserver unreachable")
-        );
-    }
-
-    #[test]
-    fn a_bad_token_holds_the_knock_without_spending_attempts() {
-        let a = run(
-            &queued(),
-            Err(Failure::Unauthorized {
-                errcode: "M_UNKNOWN_TOKEN".into(),
-            }),
-            T0,
-        );
-        assert!(a.login_needed);
-        assert_eq!(a.knock.status, Status::Queued);
-        assert_eq!(a.knock.attempts, 0);
-        assert!(a.knock.next_attempt_at > T0);
-    }
-
-    #[test]
-    fn an_invite_refused_for_good_is_recorded_with_its_reason() {
-        let mut k = queued();
-        k.profile_checked = true;
-        let a = run(&k, Err(refused(403, "M_BAD_STATE", "user is banned")), T0);
-        assert_eq!(a.knock.status, Status::Failed);
-        assert_eq!(
-            a.knock.last_error.as_deref(),
-            Some("403 M_BAD_STATE: user is banned")
-        );
-    }
-
-    #[test]
-    fn inviting_someone_already_in_the_room_marks_them_joined() {
-        let mut k = queued();
-        k.profile_checked = true;
-        let a = run(
-            &k,
-            Err(refused(
-                403,
-                "M_FORBIDDEN",
-                "@alice:localhost is already in the room.",
-            )),
-            T0,
-        );
-        assert_eq!(a.knock.status, Status::Joined);
-    }
-
-    #[test]
-    fn repeats_of_an_active_knock_are_not_admitted() {
-        let k = queued();
-        assert_eq!(admit(Some(&k)), Admission::RepeatOf(7));
-        let invited = Knock {
-            status: Status::Invited,
-            ..k.clone()
-        };
-        assert_eq!(admit(Some(&invited)), Admission::RepeatOf(7));
-        for done in [
-            Status::NoSuchUser,
-            Status::Failed,
-            Status::Spam,
-            Status::Blocked,
-            Status::Rescinded,
-        ] {
-            let old = Knock {
-                status: done,
-                ..k.clone()
-            };
-            assert_eq!(admit(Some(&old)), Admission::New, "{done:?}");
-        }
-        assert_eq!(admit(None), Admission::New);
-    }
-
-    #[test]
-    fn a_profile_display_name_is_read_and_a_blocked_one_closes_the_knock() {
-        assert_eq!(
-            profile_display_name(&json!({"displayname": "Alice"})),
-            Some("Alice")
-        );
-        assert_eq!(profile_display_name(&json!({"displayname": "  "})), None);
-        assert_eq!(profile_display_name(&json!({})), None);
-        let k = block(&queued(), "display name reads as Alice Admin", T0 + 1);
-        assert_eq!(k.status, Status::Blocked);
-        assert_eq!(next_step(&k), None);
-        assert_eq!(
-            k.last_error.as_deref(),
-            Some("display name reads as Alice Admin")
-        );
-    }
-
-    #[test]
-    fn intake_checks_in_a_fixed_order() {
-        use crate::domain::rate_limit::{Verdict, WaveVerdict};
-        let allow = Verdict::Allow { remaining: 3 };
-        let deny = Verdict::Deny {
-            retry_after_ms: 5_000,
-        };
-        let normal = WaveVerdict::Normal;
-        let hold = WaveVerdict::Hold;
-        // A retried delivery wins over everything, even a limit.
-        assert_eq!(
-            intake(Some(3), deny, hold, None, None),
-            Intake::RepeatDelivery(3)
-        );
-        // The limit applies whatever the verdict, so it reveals none.
-        assert_eq!(
-            intake(None, deny, normal, Some(Status::Blocked), None),
-            Intake::Limited {
-                retry_after_ms: 5_000
-            }
-        );
-        assert_eq!(
-            intake(None, allow, hold, Some(Status::Spam), None),
-            Intake::Record(Status::Spam)
-        );
-        assert_eq!(
-            intake(None, allow, hold, None, None),
-            Intake::Record(Status::Held)
-        );
-        assert_eq!(intake(None, allow, normal, None, None), Intake::Queue);
-        let active = queued();
-        assert_eq!(
-            intake(None, allow, hold, None, Some(&active)),
-            Intake::RepeatOf(7)
-        );
-    }
-
-    #[test]
-    fn statuses_round_trip_through_their_names() {
-        for s in [
-            Status::Queued,
-            Status::Invited,
-            Status::Reminded,
-            Status::Joined,
-            Status::Welcomed,
-            Status::NoSuchUser,
-            Status::Spam,
-            Status::Failed,
-            Status::Blocked,
-            Status::Rescinded,
-            Status::Held,
-            Status::Rejected,
-        ] {
-            assert_eq!(Status::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(Status::parse("nope"), None);
-    }
-}
+mod tests;

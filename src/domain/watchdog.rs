@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::invites::{Knock, Status};
+use super::lifecycle::{Event, Knock, Status};
 use super::moderation::{self, BlockAction, Enforcement};
 
 /// `KNOCK_POLICY`: what to do with native Matrix knocks.
@@ -46,15 +46,7 @@ pub struct WatchConfig {
     pub block_action: BlockAction,
 }
 
-/// A room member as last observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub user_id: String,
-    pub membership: String,
-    pub display_name: Option<String>,
-    /// The membership event, for de-duplicating native knocks.
-    pub event_id: Option<String>,
-}
+pub use super::outcome::Member;
 
 /// Which tasks a cron run should do. The cron fires on one schedule; each task has its own
 /// interval, and an unfinished member scan (a cursor is stored) always continues.
@@ -85,8 +77,8 @@ pub fn due(
     }
 }
 
-/// The members a run looks at: everyone during a block-list scan; in between, only those
-/// knocking or invited (native knocks and invite adoption do not wait for the scan).
+/// The members a run's member pass looks at: everyone during a block-list scan; in between,
+/// only those knocking or invited (native knocks and invite adoption do not wait for the scan).
 pub fn members_to_visit(members: &[Member], member_scan: bool) -> Vec<Member> {
     members
         .iter()
@@ -96,13 +88,11 @@ pub fn members_to_visit(members: &[Member], member_scan: bool) -> Vec<Member> {
 }
 
 /// One step the worker layer carries out. `calls` says how many homeserver calls it costs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// A tracked invitee is now in the room.
-    MarkJoined {
-        knock_id: i64,
-        display_name: Option<String>,
-    },
+    /// Something happened to a tracked knock: store the lifecycle's answer. Any kick it owes
+    /// is carried out by the room's queue, durably.
+    Lifecycle { knock_id: i64, event: Event },
     /// Send the welcome message (idempotent per knock through its transaction id).
     Welcome { knock_id: i64, text: String },
     /// Direct-message a latecomer, once.
@@ -110,14 +100,10 @@ pub enum Action {
         knock_id: i64,
         user_id: String,
         text: String,
+        /// The direct chat opened by an earlier try, if any.
+        dm_room: Option<String>,
     },
-    /// Withdraw an invite (a kick), with a reason.
-    Rescind {
-        knock_id: i64,
-        user_id: String,
-        reason: String,
-    },
-    /// Remove or ban someone on the block-list.
+    /// Remove or ban someone on the block-list whom Knock does not track.
     Enforce {
         user_id: String,
         enforcement: Enforcement,
@@ -125,18 +111,18 @@ pub enum Action {
     },
     /// An invite Knock does not know of: track it from now on.
     Adopt { user_id: String },
-    /// A native knock to put through the same intake as a form knock.
+    /// A native knock to put through the same intake as a form knock. A refusal is owed as a
+    /// kick on the knock's row, so it costs nothing here.
     NativeKnock { user_id: String, event_id: String },
-    /// Refuse a native knock again (an earlier rejection did not take).
-    RejectKnock { user_id: String },
 }
 
 impl Action {
     pub fn calls(&self) -> usize {
         match self {
-            Action::MarkJoined { .. } | Action::Adopt { .. } | Action::NativeKnock { .. } => 0,
-            // A reminder opens a direct chat and sends a message.
-            Action::Remind { .. } => 2,
+            Action::Lifecycle { .. } | Action::Adopt { .. } | Action::NativeKnock { .. } => 0,
+            // A reminder opens a direct chat (unless an earlier try did) and sends a message.
+            Action::Remind { dm_room: None, .. } => 2,
+            Action::Enforce { enforcement, .. } if enforcement.call().is_none() => 0,
             _ => 1,
         }
     }
@@ -151,21 +137,28 @@ pub fn render(template: &str, user_id: &str, display_name: Option<&str>) -> Stri
 
 /// The reason given when a native knock is refused: neutral, it reveals no rule.
 pub const NEUTRAL_REJECTION: &str = "Your request to join was not accepted.";
-pub const EXPIRED_REASON: &str = "Invite expired";
 
-/// Plans one run. `blocked` answers the block-list's explanation for a user (and display name),
-/// if they match. Members are visited from `cursor` (a user ID, exclusive) in order; the plan
-/// stops when the call budget is spent and returns where the next run should go on.
+/// Plans one run over the members as last observed (a run never plans on a failed
+/// observation) and the newest knock of every user. `blocked` answers the block-list's
+/// explanation for a user (and display name), if they match.
+///
+/// The invite check (joins, declines, leaves, removals, welcomes, reminders, expiry, blocks
+/// since) runs when `due.invite_check`; the member pass runs over `members_to_visit`, from
+/// `cursor` (a user ID, exclusive) on. The plan stops when the call budget is spent and says
+/// which tasks finished, so a task is recorded as done only when it was.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     now: u64,
     cfg: &WatchConfig,
+    due: Due,
     members: &[Member],
-    tracked: &[Knock],
+    latest: &[Knock],
     blocked: &dyn Fn(&str, Option<&str>) -> Option<String>,
     budget: usize,
     cursor: Option<&str>,
 ) -> Plan {
     let mut out = Plan::default();
+    let ban = cfg.block_action == BlockAction::Ban;
     let spend = |out: &mut Plan, a: Action| -> bool {
         if out.calls + a.calls() > budget {
             return false;
@@ -175,130 +168,141 @@ pub fn plan(
         true
     };
     let member_of = |user: &str| members.iter().find(|m| m.user_id == user);
-    let welcome = |out: &mut Plan, k: &Knock, display: Option<&str>| match &cfg.welcome_message {
-        Some(t) => spend(
-            out,
-            Action::Welcome {
-                knock_id: k.id,
-                text: render(t, &k.user_id, display),
-            },
-        ),
+    let event = |k: &Knock, event: Event| Action::Lifecycle {
+        knock_id: k.id,
+        event,
+    };
+    let welcome = |k: &Knock, display: Option<&str>| match &cfg.welcome_message {
+        Some(t) => Action::Welcome {
+            knock_id: k.id,
+            text: render(t, &k.user_id, display),
+        },
         // Welcomes are off: joining is the end of the story.
-        None => true,
+        None => event(k, Event::Welcomed),
     };
 
-    // 1. Tracked invites: joins, welcomes, blocks since, expiry, reminders.
-    for k in tracked {
-        let member = member_of(&k.user_id);
-        let membership = member.map(|m| m.membership.as_str());
-        let display = member.and_then(|m| m.display_name.clone());
-        let ok = match (k.status, membership) {
-            (Status::Invited | Status::Reminded, Some("join")) => {
-                spend(
-                    &mut out,
-                    Action::MarkJoined {
-                        knock_id: k.id,
-                        display_name: display.clone(),
-                    },
-                );
-                welcome(&mut out, k, display.as_deref())
-            }
-            // Joined, but the welcome did not go out yet (or failed): send it.
-            (Status::Joined, Some("join")) => welcome(&mut out, k, display.as_deref()),
-            (Status::Invited | Status::Reminded, Some("invite")) => {
-                let invited_at = k.invited_at.unwrap_or(k.updated_at);
-                if let Some(why) = blocked(&k.user_id, display.as_deref()) {
-                    spend(
-                        &mut out,
-                        Action::Rescind {
-                            knock_id: k.id,
-                            user_id: k.user_id.clone(),
-                            reason: moderation::reason(&why),
+    // 1. The invite check: every open knock against the membership the room shows.
+    if due.invite_check {
+        for k in latest.iter().filter(|k| k.is_open()) {
+            let Some(m) = member_of(&k.user_id) else {
+                continue;
+            };
+            let display = m.display_name.as_deref();
+            let gone = |own: Event| {
+                if m.membership == "ban" || m.by_someone_else() {
+                    Event::RemovedByOther
+                } else {
+                    own
+                }
+            };
+            let actions: Vec<Action> = match (k.status, m.membership.as_str()) {
+                (s, "join") if s.is_pending_invite() => vec![
+                    event(
+                        k,
+                        Event::Joined {
+                            display_name: m.display_name.clone(),
                         },
-                    )
-                } else if now.saturating_sub(invited_at) >= cfg.invite_expiry_ms {
-                    spend(
-                        &mut out,
-                        Action::Rescind {
-                            knock_id: k.id,
-                            user_id: k.user_id.clone(),
-                            reason: EXPIRED_REASON.into(),
-                        },
-                    )
-                } else if k.status == Status::Invited
-                    && now.saturating_sub(invited_at) >= cfg.reminder_after_ms
-                {
-                    match &cfg.reminder_message {
-                        Some(t) => spend(
-                            &mut out,
-                            Action::Remind {
+                    ),
+                    welcome(k, display),
+                ],
+                // Joined, but the welcome did not go out yet (or failed): send it.
+                (Status::Joined, "join") => vec![welcome(k, display)],
+                (s, "leave" | "ban") if s.is_pending_invite() => {
+                    vec![event(k, gone(Event::Declined))]
+                }
+                (Status::Joined | Status::Welcomed, "leave" | "ban") => {
+                    vec![event(k, gone(Event::Left))]
+                }
+                (s, "invite") if s.is_pending_invite() => {
+                    let invited_at = k.invited_at.unwrap_or(k.updated_at);
+                    if let Some(why) = blocked(&k.user_id, display) {
+                        vec![event(
+                            k,
+                            Event::Blocked {
+                                reason: moderation::reason(&why),
+                                ban,
+                            },
+                        )]
+                    } else if now.saturating_sub(invited_at) >= cfg.invite_expiry_ms {
+                        vec![event(k, Event::Expired)]
+                    } else if s == Status::Invited
+                        && now.saturating_sub(invited_at) >= cfg.reminder_after_ms
+                    {
+                        match &cfg.reminder_message {
+                            Some(t) => vec![Action::Remind {
                                 knock_id: k.id,
                                 user_id: k.user_id.clone(),
-                                text: render(t, &k.user_id, display.as_deref()),
-                            },
-                        ),
-                        None => true,
+                                text: render(t, &k.user_id, display),
+                                dm_room: k.dm_room.clone(),
+                            }],
+                            None => vec![],
+                        }
+                    } else {
+                        vec![]
                     }
-                } else {
-                    true
+                }
+                _ => vec![],
+            };
+            for a in actions {
+                if !spend(&mut out, a) {
+                    out.exhausted = true;
+                    return out;
                 }
             }
-            _ => true,
-        };
-        if !ok {
-            out.exhausted = true;
-            return out;
         }
+        out.invite_check_done = true;
     }
 
     // 2. Members, from the cursor on: block-list scan, native knocks, untracked invites.
-    let start = members
+    let visit = members_to_visit(members, due.member_scan);
+    let start = visit
         .iter()
         .position(|m| cursor.is_none_or(|c| m.user_id.as_str() > c))
-        .unwrap_or(members.len());
-    for m in &members[start..] {
-        let latest = tracked_latest(tracked, &m.user_id);
+        .unwrap_or(visit.len());
+    for m in &visit[start..] {
+        let newest = latest.iter().find(|k| k.user_id == m.user_id);
+        let open = newest.filter(|k| k.is_open());
         let action = match m.membership.as_str() {
             "join" | "invite" => match blocked(&m.user_id, m.display_name.as_deref()) {
-                Some(why) => Some(Action::Enforce {
-                    user_id: m.user_id.clone(),
-                    enforcement: moderation::enforcement(Some(&m.membership), cfg.block_action),
-                    reason: moderation::reason(&why),
+                // A tracked member's knock is closed as blocked; the queue owes the kick.
+                Some(why) => Some(match open {
+                    Some(k) => event(
+                        k,
+                        Event::Blocked {
+                            reason: moderation::reason(&why),
+                            ban,
+                        },
+                    ),
+                    None => Action::Enforce {
+                        user_id: m.user_id.clone(),
+                        enforcement: moderation::enforcement(Some(&m.membership), cfg.block_action),
+                        reason: moderation::reason(&why),
+                    },
                 }),
-                None if m.membership == "invite" && latest.is_none() => Some(Action::Adopt {
+                None if m.membership == "invite" && newest.is_none() => Some(Action::Adopt {
                     user_id: m.user_id.clone(),
                 }),
                 None => None,
             },
-            "knock" if cfg.knock_policy != KnockPolicy::Off => match latest.map(|k| k.status) {
-                Some(Status::Rejected | Status::Blocked) => Some(Action::RejectKnock {
-                    user_id: m.user_id.clone(),
-                }),
-                Some(s) if s.is_active() => None,
-                _ => m.event_id.as_ref().map(|e| Action::NativeKnock {
+            "knock" if cfg.knock_policy != KnockPolicy::Off && open.is_none() => {
+                m.event_id.as_ref().map(|e| Action::NativeKnock {
                     user_id: m.user_id.clone(),
                     event_id: e.clone(),
-                }),
-            },
+                })
+            }
             _ => None,
         };
         if let Some(a) = action {
             if !spend(&mut out, a) {
                 out.exhausted = true;
-                out.cursor = Some(previous_user(members, &m.user_id));
+                out.cursor = Some(previous_user(&visit, &m.user_id));
                 return out;
             }
         }
     }
     out.cursor = None;
+    out.member_pass_done = true;
     out
-}
-
-fn tracked_latest<'a>(tracked: &'a [Knock], user: &str) -> Option<&'a Knock> {
-    tracked
-        .iter()
-        .filter(|k| k.user_id == user)
-        .max_by_key(|k| k.id)
 }
 
 /// The cursor that makes the next run start at `user`.
@@ -312,22 +316,31 @@ fn previous_user(members: &[Member], user: &str) -> String {
         .to_owned()
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub calls: usize,
-    /// The budget ran out; the next run continues at `cursor`.
+    /// The budget ran out; the next run continues (at `cursor` for the member pass).
     pub exhausted: bool,
-    /// `Some(user)`: the next run's member scan starts after this user. `None`: from the top.
+    /// The invite check ran to its end.
+    pub invite_check_done: bool,
+    /// The member pass ran to its end.
+    pub member_pass_done: bool,
+    /// `Some(user)`: the next run's member pass starts after this user. `None`: from the top.
     pub cursor: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::lifecycle::EXPIRED_REASON;
 
     const NOW: u64 = 1_700_000_000_000;
     const DAY: u64 = 86_400_000;
+    const ALL: Due = Due {
+        invite_check: true,
+        member_scan: true,
+    };
 
     fn cfg() -> WatchConfig {
         WatchConfig {
@@ -345,6 +358,7 @@ mod tests {
             membership: membership.into(),
             display_name: None,
             event_id: Some(format!("$ev-{user}")),
+            sender: Some(user.into()),
         }
     }
     fn invited(id: i64, user: &str, invited_at: u64) -> Knock {
@@ -359,7 +373,10 @@ mod tests {
         None
     }
     fn run(members: &[Member], tracked: &[Knock], now: u64) -> Plan {
-        plan(now, &cfg(), members, tracked, &none, 40, None)
+        plan(now, &cfg(), ALL, members, tracked, &none, 40, None)
+    }
+    fn lifecycle(knock_id: i64, event: Event) -> Action {
+        Action::Lifecycle { knock_id, event }
     }
 
     #[test]
@@ -370,10 +387,12 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
-                Action::MarkJoined {
-                    knock_id: 1,
-                    display_name: Some("Alice".into())
-                },
+                lifecycle(
+                    1,
+                    Event::Joined {
+                        display_name: Some("Alice".into())
+                    }
+                ),
                 Action::Welcome {
                     knock_id: 1,
                     text: "Welcome, Alice (@a:x)!".into()
@@ -384,10 +403,47 @@ mod tests {
     }
 
     #[test]
+    fn welcomes_follow_the_invite_check_not_the_member_scan() {
+        let due = Due {
+            invite_check: true,
+            member_scan: false,
+        };
+        let p = plan(
+            NOW,
+            &cfg(),
+            due,
+            &[member("@a:x", "join")],
+            &[invited(1, "@a:x", NOW)],
+            &none,
+            40,
+            None,
+        );
+        assert!(matches!(p.actions[1], Action::Welcome { knock_id: 1, .. }));
+        assert!(p.invite_check_done && p.member_pass_done);
+    }
+
+    #[test]
+    fn with_welcomes_off_a_join_is_recorded_as_the_end_of_the_story() {
+        let mut c = cfg();
+        c.welcome_message = None;
+        let p = plan(
+            NOW,
+            &c,
+            ALL,
+            &[member("@a:x", "join")],
+            &[invited(1, "@a:x", NOW)],
+            &none,
+            40,
+            None,
+        );
+        assert_eq!(p.actions[1], lifecycle(1, Event::Welcomed));
+        assert_eq!(p.calls, 0);
+    }
+
+    #[test]
     fn a_welcomed_member_is_left_alone() {
         let mut k = invited(1, "@a:x", NOW);
         k.status = Status::Welcomed;
-        k.invited_at = Some(NOW);
         assert!(run(&[member("@a:x", "join")], &[k], NOW).actions.is_empty());
     }
 
@@ -403,7 +459,45 @@ mod tests {
     }
 
     #[test]
-    fn latecomers_are_reminded_once_then_rescinded_at_expiry() {
+    fn declines_leaves_and_removals_by_others_are_told_apart() {
+        let k = invited(1, "@a:x", NOW);
+        assert_eq!(
+            run(&[member("@a:x", "leave")], std::slice::from_ref(&k), NOW).actions,
+            vec![lifecycle(1, Event::Declined)]
+        );
+        let mut kicked = member("@a:x", "leave");
+        kicked.sender = Some("@mod:x".into());
+        assert_eq!(
+            run(std::slice::from_ref(&kicked), std::slice::from_ref(&k), NOW).actions,
+            vec![lifecycle(1, Event::RemovedByOther)]
+        );
+        let welcomed = Knock {
+            status: Status::Welcomed,
+            ..k.clone()
+        };
+        assert_eq!(
+            run(
+                &[member("@a:x", "leave")],
+                std::slice::from_ref(&welcomed),
+                NOW
+            )
+            .actions,
+            vec![lifecycle(1, Event::Left)]
+        );
+        assert_eq!(
+            run(&[member("@a:x", "ban")], &[welcomed], NOW).actions,
+            vec![lifecycle(1, Event::RemovedByOther)]
+        );
+        // A closed knock is not looked at again.
+        let declined = Knock {
+            status: Status::Declined,
+            ..k
+        };
+        assert!(run(&[kicked], &[declined], NOW).actions.is_empty());
+    }
+
+    #[test]
+    fn latecomers_are_reminded_once_then_expire() {
         let k = invited(1, "@a:x", NOW);
         let members = [member("@a:x", "invite")];
         assert!(run(&members, &[k.clone()], NOW + DAY - 1)
@@ -411,10 +505,16 @@ mod tests {
             .is_empty());
         let p = run(&members, &[k.clone()], NOW + DAY);
         assert!(
-            matches!(&p.actions[..], [Action::Remind { knock_id: 1, text, .. }]
+            matches!(&p.actions[..], [Action::Remind { knock_id: 1, text, dm_room: None, .. }]
             if text == "Your invite is waiting, @a:x.")
         );
         assert_eq!(p.calls, 2);
+        // A try that opened the chat but did not send: one call left to make.
+        let opened = Knock {
+            dm_room: Some("!dm:x".into()),
+            ..k.clone()
+        };
+        assert_eq!(run(&members, &[opened], NOW + DAY).calls, 1);
         let reminded = Knock {
             status: Status::Reminded,
             ..k.clone()
@@ -422,15 +522,11 @@ mod tests {
         assert!(run(&members, &[reminded.clone()], NOW + 2 * DAY)
             .actions
             .is_empty());
-        let p = run(&members, &[reminded], NOW + 7 * DAY);
         assert_eq!(
-            p.actions,
-            vec![Action::Rescind {
-                knock_id: 1,
-                user_id: "@a:x".into(),
-                reason: EXPIRED_REASON.into()
-            }]
+            run(&members, &[reminded], NOW + 7 * DAY).actions,
+            vec![lifecycle(1, Event::Expired)]
         );
+        assert_eq!(EXPIRED_REASON, "Invite expired");
     }
 
     #[test]
@@ -440,6 +536,7 @@ mod tests {
         let p = plan(
             NOW + 2 * DAY,
             &c,
+            ALL,
             &[member("@a:x", "invite")],
             &[invited(1, "@a:x", NOW)],
             &none,
@@ -450,20 +547,21 @@ mod tests {
     }
 
     #[test]
-    fn an_invitee_blocked_since_is_rescinded_at_once() {
+    fn an_invitee_blocked_since_is_closed_at_once() {
         let blocked = |u: &str, _: Option<&str>| (u == "@a:x").then(|| "matches @a:x".to_owned());
         let p = plan(
             NOW,
             &cfg(),
+            ALL,
             &[member("@a:x", "invite")],
             &[invited(1, "@a:x", NOW)],
             &blocked,
             40,
             None,
         );
-        assert!(
-            matches!(&p.actions[0], Action::Rescind { reason, .. } if reason.contains("matches @a:x"))
-        );
+        assert!(matches!(&p.actions[0],
+            Action::Lifecycle { knock_id: 1, event: Event::Blocked { reason, ban: false } }
+            if reason.contains("matches @a:x")));
     }
 
     #[test]
@@ -471,7 +569,7 @@ mod tests {
         let blocked =
             |u: &str, _: Option<&str>| (u == "@troll:x").then(|| "family of @tr0ll:y".to_owned());
         let members = [member("@ok:x", "join"), member("@troll:x", "join")];
-        let p = plan(NOW, &cfg(), &members, &[], &blocked, 40, None);
+        let p = plan(NOW, &cfg(), ALL, &members, &[], &blocked, 40, None);
         assert_eq!(
             p.actions,
             vec![Action::Enforce {
@@ -482,7 +580,7 @@ mod tests {
         );
         let mut c = cfg();
         c.block_action = BlockAction::Ban;
-        let p = plan(NOW, &c, &members, &[], &blocked, 40, None);
+        let p = plan(NOW, &c, ALL, &members, &[], &blocked, 40, None);
         assert!(matches!(
             p.actions[0],
             Action::Enforce {
@@ -490,10 +588,21 @@ mod tests {
                 ..
             }
         ));
+        // A tracked member's knock is closed instead; the queue owes (and retries) the ban.
+        let mut k = invited(4, "@troll:x", NOW);
+        k.status = Status::Welcomed;
+        let p = plan(NOW, &c, ALL, &members, &[k], &blocked, 40, None);
+        assert!(matches!(
+            p.actions[..],
+            [Action::Lifecycle {
+                knock_id: 4,
+                event: Event::Blocked { ban: true, .. }
+            }]
+        ));
     }
 
     #[test]
-    fn native_knocks_follow_the_policy() {
+    fn native_knocks_follow_the_policy_and_reopen_after_an_end() {
         let members = [member("@k:x", "knock")];
         let p = run(&members, &[], NOW);
         assert_eq!(
@@ -505,20 +614,18 @@ mod tests {
         );
         let mut c = cfg();
         c.knock_policy = KnockPolicy::Off;
-        assert!(plan(NOW, &c, &members, &[], &none, 40, None)
+        assert!(plan(NOW, &c, ALL, &members, &[], &none, 40, None)
             .actions
             .is_empty());
-        // Already queued: nothing new. Rejected but still knocking: refuse again.
         let mut k = Knock::new("@k:x", "native", NOW);
         k.id = 3;
         assert!(run(&members, &[k.clone()], NOW).actions.is_empty());
-        k.status = Status::Rejected;
-        assert_eq!(
-            run(&members, &[k], NOW).actions,
-            vec![Action::RejectKnock {
-                user_id: "@k:x".into()
-            }]
-        );
+        // Declined earlier, knocking again: a new knock, through the same intake.
+        k.status = Status::Declined;
+        assert!(matches!(
+            run(&members, &[k], NOW).actions[..],
+            [Action::NativeKnock { .. }]
+        ));
     }
 
     #[test]
@@ -542,7 +649,16 @@ mod tests {
         let mut kicked = Vec::new();
         let mut runs = 0;
         loop {
-            let p = plan(NOW, &cfg(), &members, &[], &blocked, 30, cursor.as_deref());
+            let p = plan(
+                NOW,
+                &cfg(),
+                ALL,
+                &members,
+                &[],
+                &blocked,
+                30,
+                cursor.as_deref(),
+            );
             assert!(p.calls <= 30);
             runs += 1;
             for a in &p.actions {
@@ -551,13 +667,30 @@ mod tests {
                 }
             }
             if !p.exhausted {
+                assert!(p.member_pass_done);
                 break;
             }
+            assert!(!p.member_pass_done);
             cursor = p.cursor;
         }
         assert_eq!(runs, 4);
         let expected: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
         assert_eq!(kicked, expected);
+    }
+
+    #[test]
+    fn a_budget_spent_in_the_invite_check_finishes_neither_task() {
+        let members: Vec<Member> = (0..5)
+            .map(|i| member(&format!("@j{i}:x"), "join"))
+            .collect();
+        let knocks: Vec<Knock> = (0..5)
+            .map(|i| invited(i, &format!("@j{i}:x"), NOW))
+            .collect();
+        let p = plan(NOW, &cfg(), ALL, &members, &knocks, &none, 2, None);
+        assert!(p.exhausted);
+        assert!(!p.invite_check_done);
+        assert!(!p.member_pass_done);
+        assert_eq!(p.calls, 2);
     }
 
     #[test]
@@ -579,17 +712,9 @@ mod tests {
                 member_scan: true
             }
         );
-        let d = due(NOW, NOW - min, NOW - min, false, 5 * min, 10 * min);
-        assert!(!d.any());
-        // An unfinished scan continues whatever its interval says; a first run does everything.
+        assert!(!due(NOW, NOW - min, NOW - min, false, 5 * min, 10 * min).any());
         assert!(due(NOW, NOW, NOW, true, 5 * min, 10 * min).member_scan);
-        assert_eq!(
-            due(NOW, 0, 0, false, 5 * min, 10 * min),
-            Due {
-                invite_check: true,
-                member_scan: true
-            }
-        );
+        assert_eq!(due(NOW, 0, 0, false, 5 * min, 10 * min), ALL);
     }
 
     #[test]
