@@ -3,10 +3,13 @@
 //! - [`domain`]: the pure core. It decides everything, takes `now` as an argument, does no IO and
 //!   never imports `worker`; plain `cargo test` covers it.
 //! - [`matrix`]: client-server API requests and responses as data, behind a [`matrix::Transport`].
+//! - [`room`]: what a room's Durable Object does, over a host and a SQL seam, so the same code
+//!   runs in the worker and in the native simulation.
 //! - `edge` (wasm32 only): the thin Cloudflare layer: routes, Durable Objects, cron, KV.
 
 pub mod domain;
 pub mod matrix;
+pub mod room;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

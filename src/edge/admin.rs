@@ -7,7 +7,7 @@ use worker::{Env, Method, Request, Response, Result};
 use super::http::{self, Body};
 use super::list_do::{ListOp, DEFAULT_LIST};
 use super::log::Logger;
-use super::room_do::{self, RoomOp};
+use super::room_do;
 use super::session_do::{self, SessionOp};
 use super::{env_lookup, now_ms, stub, LISTS_BINDING};
 use crate::domain::blocklist::{BlockList, Entry, EntryKind};
@@ -15,9 +15,10 @@ use crate::domain::config::Config;
 use crate::domain::form::MAX_BODY_BYTES;
 use crate::domain::moderation;
 use crate::domain::signature::{check_bearer, AdminAuth};
+use crate::room::RoomOp;
 
 /// Paths the admin API answers.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "/login/beeper/start",
     "/login/beeper/verify",
     "/whoami",
@@ -32,6 +33,7 @@ pub const ROUTES: [&str; 14] = [
     "/room_members",
     "/room_state",
     "/knocks",
+    "/forget_user",
 ];
 
 /// A bulk import may be as large as the list's KV value.
@@ -117,13 +119,62 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
         (Method::Get, "/room_members") => room_json(env, &cfg, &RoomOp::Members).await,
         (Method::Get, "/room_state") => room_json(env, &cfg, &RoomOp::State).await,
         (Method::Get, "/knocks") => {
-            let limit = req
-                .url()?
-                .query_pairs()
-                .find(|(k, _)| k == "limit")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(100);
-            room_json(env, &cfg, &RoomOp::Knocks { limit }).await
+            let url = req.url()?;
+            let param = |name: &str| {
+                url.query_pairs()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.into_owned())
+            };
+            let number = |name: &str| param(name).map(|v| v.trim().parse::<i64>());
+            let limit = match number("limit") {
+                None => 100,
+                Some(Ok(n)) if (1..=1000).contains(&n) => n as u32,
+                Some(_) => return http::json_error(400, "limit must be a number from 1 to 1000."),
+            };
+            let before = match number("before") {
+                None => None,
+                Some(Ok(n)) if n > 0 => Some(n),
+                Some(_) => {
+                    return http::json_error(400, "before must be a knock id (a positive number).")
+                }
+            };
+            let op = RoomOp::Knocks {
+                limit,
+                before,
+                verdict: param("verdict"),
+            };
+            let out: Value = room_do::call(env, &cfg, &op).await?;
+            if let Some(err) = out.get("error").and_then(Value::as_str) {
+                return http::json_error(400, err);
+            }
+            http::json(200, &out)
+        }
+        (Method::Post, "/forget_user") => {
+            let body: UnblockRequest = match read_json(&mut req).await {
+                Ok(b) => b,
+                Err(msg) => return http::json_error(400, &msg),
+            };
+            let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
+                Ok(u) => u,
+                Err(e) => return http::json_error(400, e.message()),
+            };
+            let op = RoomOp::Forget {
+                user_id: user.as_str().into(),
+            };
+            let out: Value = room_do::call(env, &cfg, &op).await?;
+            log.event("user_forgotten", &[("result", out["forgotten"].clone())]);
+            let entries: BlockList =
+                stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
+            let index = crate::domain::blocklist::BlockIndex::build(entries.entries);
+            http::json(
+                200,
+                &json!({
+                    "status": "forgotten",
+                    "knocks": out["forgotten"]["knocks"],
+                    "deliveries": out["forgotten"]["deliveries"],
+                    "still_blocked": index.check_user(&user).is_some(),
+                }),
+            )
         }
         _ => http::json_error(405, "Method not allowed on this admin route."),
     }
@@ -183,15 +234,23 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
     };
     let mut reply =
         json!({ "status": status, "entry": added["entry"], "version": added["version"] });
-    if entry.kind == EntryKind::UserId {
-        let explanation = format!("matches blocked {} (exact)", entry.pattern);
+    if entry.kind != EntryKind::DisplayName {
+        let rule = if entry.kind == EntryKind::UserId {
+            "exact"
+        } else {
+            "glob"
+        };
+        let explanation = format!("matches blocked {} ({rule})", entry.pattern);
         let op = RoomOp::Enforce {
-            user_id: entry.pattern.clone(),
+            pattern: entry.pattern.clone(),
             reason: moderation::reason(&explanation),
         };
         let acted: Value = room_do::call(env, cfg, &op).await?;
-        reply["membership_was"] = acted["membership_was"].clone();
+        if entry.kind == EntryKind::UserId {
+            reply["membership_was"] = acted["membership_was"].clone();
+        }
         reply["action"] = acted["action"].clone();
+        reply["knocks_closed"] = acted["knocks_closed"].clone();
         if let Some(d) = acted.get("detail") {
             reply["detail"] = d.clone();
         }
@@ -244,7 +303,12 @@ async fn decide_held(
     if out["changed"].as_u64().unwrap_or(0) == 0 {
         return http::json_error(409, "That user has no knock held for a moderator.");
     }
-    let status = if approve { "approved" } else { "rejected" };
+    // An approval of someone the block-list now matches closes the knock as blocked instead.
+    let status = match (&out["blocked"], approve) {
+        (Value::String(_), _) => "blocked",
+        (_, true) => "approved",
+        (_, false) => "rejected",
+    };
     log.event(
         "held_knock_decided",
         &[
@@ -252,7 +316,11 @@ async fn decide_held(
             ("decision", status.into()),
         ],
     );
-    http::json(200, &json!({ "status": status, "user_id": user.as_str() }))
+    let mut reply = json!({ "status": status, "user_id": user.as_str() });
+    if let Value::String(rule) = &out["blocked"] {
+        reply["rule"] = rule.clone().into();
+    }
+    http::json(200, &reply)
 }
 
 #[derive(Deserialize)]

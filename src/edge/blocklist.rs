@@ -2,13 +2,18 @@
 //!
 //! Each check reads one small KV value, the version. Only when it moved does the isolate read the
 //! whole list and rebuild the index. KV shows a write at once in the location that made it (the
-//! admin request's), and within about 60 s elsewhere.
+//! admin request's), and within about 60 s elsewhere. So the hot path (deciding a form knock's
+//! verdict) reads KV, while a room about to change someone's membership asks the list object
+//! itself ([`authoritative_version`]) and takes the list from it when KV is behind
+//! ([`at_least`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use worker::{kv::KvStore, Env, Result};
 
+use super::list_do::{ListOp, DEFAULT_LIST};
+use super::{stub, LISTS_BINDING};
 use crate::domain::blocklist::{BlockIndex, BlockList};
 
 /// KV binding name, as in `wrangler.toml`.
@@ -44,7 +49,13 @@ pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
     };
     let loaded = list.version.max(version);
     let index = Rc::new(BlockIndex::build(list.entries));
-    CACHE.with(|c| *c.borrow_mut() = Some((loaded, index.clone())));
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        // Never replace a newer copy that another request put here meanwhile.
+        if c.as_ref().is_none_or(|(v, _)| *v < loaded) {
+            *c = Some((loaded, index.clone()));
+        }
+    });
     Ok(index)
 }
 
@@ -56,4 +67,49 @@ pub async fn publish(kv: &KvStore, list: &BlockList) -> Result<()> {
         .execute()
         .await?;
     Ok(())
+}
+
+/// The version the list object has stored: every block acknowledged so far is in it.
+pub async fn authoritative_version(env: &Env) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct V {
+        version: u64,
+    }
+    let v: V = stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Version).await?;
+    Ok(v.version)
+}
+
+/// An index at least as new as `version`: this isolate's, KV's, or (when KV is still behind)
+/// the list object's own.
+pub async fn at_least(env: &Env, version: u64) -> Result<Rc<BlockIndex>> {
+    let hit = CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(v, _)| *v >= version)
+            .map(|(_, idx)| idx.clone())
+    });
+    if let Some(index) = hit {
+        return Ok(index);
+    }
+    let kv = env.kv(BLOCKLIST_KV)?;
+    let published = kv
+        .get(VERSION_KEY)
+        .text()
+        .await?
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if published >= version {
+        return current(env).await;
+    }
+    let list: BlockList = stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
+    let loaded = list.version;
+    let index = Rc::new(BlockIndex::build(list.entries));
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        // Never replace a newer copy that another request put here meanwhile.
+        if c.as_ref().is_none_or(|(v, _)| *v < loaded) {
+            *c = Some((loaded, index.clone()));
+        }
+    });
+    Ok(index)
 }

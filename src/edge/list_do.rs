@@ -1,9 +1,13 @@
 //! The block-list's Durable Object (SQLite-backed), one per list: the single writer.
 //!
 //! Admin routes change the list only through it, so concurrent changes never overwrite each
-//! other. It keeps one row per entry and, after every change, publishes the whole list to KV,
-//! where every isolate reads it (see [`super::blocklist`]). Keyed by list name, so subscribed
-//! lists can come later as more instances.
+//! other: a change is read, applied and stored (rows, version, cached copy) with no `await` in
+//! between, and is acknowledged once stored. Publishing the whole list to KV, where every
+//! isolate reads it (see [`super::blocklist`]), happens afterwards in the object's alarm, which
+//! retries until KV holds the stored version and coalesces a burst of changes into one write
+//! (KV allows one write per second per key, and 1,000 a day on the free plan). Rooms that must
+//! not act on a stale list ask this object for its version ([`ListOp::Version`]). Keyed by list
+//! name, so subscribed lists can come later as more instances.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -13,6 +17,7 @@ use serde_json::json;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use super::blocklist::{publish, BLOCKLIST_KV};
+use super::log::Logger;
 use super::now_ms;
 use crate::domain::blocklist::{AddOutcome, BlockList, Entry, EntryKind};
 
@@ -23,9 +28,18 @@ pub const DEFAULT_LIST: &str = "default";
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ListOp {
     Get,
-    Add { entry: Entry },
-    Remove { pattern: String },
-    Import { format: String, text: String },
+    /// The stored version (a block is in force once this moved).
+    Version,
+    Add {
+        entry: Entry,
+    },
+    Remove {
+        pattern: String,
+    },
+    Import {
+        format: String,
+        text: String,
+    },
 }
 
 #[durable_object]
@@ -83,6 +97,11 @@ impl DurableObject for ListDo {
         let before: HashSet<(&'static str, String)> = list.entries.iter().map(identity).collect();
         let now = now_ms();
         let reply = match op {
+            ListOp::Version => {
+                let resp = Response::from_json(&json!({ "version": list.version }));
+                *self.list.borrow_mut() = Some(list);
+                return resp;
+            }
             ListOp::Get => {
                 let resp = Response::from_json(&list);
                 *self.list.borrow_mut() = Some(list);
@@ -125,12 +144,25 @@ impl DurableObject for ListDo {
                 json!({ "report": report })
             }
         };
-        self.persist(&before, &list).await?;
+        let changed = self.persist(&before, &list)?;
         let version = list.version;
         *self.list.borrow_mut() = Some(list);
+        if changed {
+            self.schedule_publish(now).await?;
+        }
         let mut reply = reply;
         reply["version"] = version.into();
         Response::from_json(&reply)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.publish_owed().await?;
+        if self.meta_u64("publish_failures")? > 0
+            && self.meta_u64("published_version")? >= self.meta_u64("version")?
+        {
+            self.set_meta("publish_failures", "0")?;
+        }
+        Response::ok("published")
     }
 }
 
@@ -161,16 +193,13 @@ impl ListDo {
         })
     }
 
-    /// Writes the rows that changed, then publishes the list to KV.
-    async fn persist(
-        &self,
-        before: &HashSet<(&'static str, String)>,
-        list: &BlockList,
-    ) -> Result<()> {
+    /// Writes the rows that changed and the version, synchronously. Returns whether anything
+    /// changed.
+    fn persist(&self, before: &HashSet<(&'static str, String)>, list: &BlockList) -> Result<bool> {
         let sql = self.state.storage().sql();
         let after: HashSet<(&'static str, String)> = list.entries.iter().map(identity).collect();
         if &after == before {
-            return Ok(());
+            return Ok(false);
         }
         for (kind, ident) in before.difference(&after) {
             sql.exec(
@@ -187,11 +216,91 @@ impl ListDo {
                 )?;
             }
         }
-        sql.exec(
-            "INSERT INTO meta (k, v) VALUES ('version', ?) \
-             ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            vec![list.version.to_string().into()],
-        )?;
-        publish(&self.env.kv(BLOCKLIST_KV)?, list).await
+        self.set_meta("version", &list.version.to_string())?;
+        Ok(true)
     }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct V {
+            v: String,
+        }
+        let rows: Vec<V> = self
+            .state
+            .storage()
+            .sql()
+            .exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| r.v))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.state.storage().sql().exec(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            vec![key.into(), value.into()],
+        )?;
+        Ok(())
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<u64> {
+        Ok(self.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Publishing is owed: the alarm does it, no sooner than `PUBLISH_GAP_MS` after the last
+    /// publish, so a burst of changes is one KV write.
+    async fn schedule_publish(&self, now: u64) -> Result<()> {
+        let at = now.max(self.meta_u64("published_at")? + PUBLISH_GAP_MS);
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none_or(|t| t as u64 > at) {
+            storage.set_alarm(scheduled(at)).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the stored list until KV holds its version; retried with back-off on failure.
+    async fn publish_owed(&self) -> Result<()> {
+        let list = match self.list.borrow().clone() {
+            Some(l) => l,
+            None => self.load()?,
+        };
+        if self.meta_u64("published_version")? >= list.version && list.version > 0 {
+            return Ok(());
+        }
+        let log = Logger::background("blocklist");
+        match publish(&self.env.kv(BLOCKLIST_KV)?, &list).await {
+            Ok(()) => {
+                // A change stored while the write was under way is published by the next alarm.
+                self.set_meta("published_at", &now_ms().to_string())?;
+                let stored = self.meta_u64("version")?;
+                self.set_meta("published_version", &list.version.to_string())?;
+                if stored > list.version {
+                    self.schedule_publish(now_ms()).await?;
+                }
+                log.event("blocklist_published", &[("version", list.version.into())]);
+                Ok(())
+            }
+            Err(e) => {
+                let tries = self.meta_u64("publish_failures")? + 1;
+                self.set_meta("publish_failures", &tries.to_string())?;
+                let wait = (PUBLISH_GAP_MS << tries.min(8)).min(5 * 60_000);
+                log.event(
+                    "blocklist_publish_failed",
+                    &[
+                        ("error", e.to_string().into()),
+                        ("retry_in_ms", wait.into()),
+                    ],
+                );
+                let storage = self.state.storage();
+                storage.set_alarm(scheduled(now_ms() + wait)).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The shortest gap between two KV publishes (KV takes one write per second per key).
+const PUBLISH_GAP_MS: u64 = 1_500;
+
+fn scheduled(ms: u64) -> worker::ScheduledTime {
+    worker::ScheduledTime::new(js_sys::Date::new(&js_sys::Number::from(ms as f64)))
 }

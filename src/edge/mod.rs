@@ -8,7 +8,6 @@ mod list_do;
 mod log;
 mod rate_limit_do;
 mod room_do;
-mod room_watch;
 mod routes;
 mod session_do;
 mod stub;
@@ -51,7 +50,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
-    match room_do::call::<serde_json::Value>(&env, &cfg, &room_do::RoomOp::Tick).await {
+    match room_do::call::<serde_json::Value>(&env, &cfg, &crate::room::RoomOp::Tick).await {
         Ok(report) => log.event("cron_run", &[("report", report)]),
         Err(e) => log.event("cron_failed", &[("error", e.to_string().into())]),
     }

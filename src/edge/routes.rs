@@ -5,14 +5,15 @@ use worker::{Context, Env, Method, Request, Response, Result, Url};
 
 use super::http::{self, Body};
 use super::log::Logger;
-use super::room_do::{self, KnockIn, KnockOut, RoomOp};
+use super::room_do;
 use super::{admin, blocklist, rate_limit_do, session_do};
 use super::{env_lookup, now_ms};
 use crate::domain::config::{Config, Problems};
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
-use crate::domain::invites::Status;
+use crate::domain::lifecycle::Status;
 use crate::domain::rate_limit::retry_after_secs;
 use crate::domain::signature::{self, AuthError, Presented};
+use crate::room::{KnockIn, KnockOut, RoomOp};
 
 pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Result<Response> {
     let path = req.path();

@@ -1,0 +1,235 @@
+//! A moderator's requests to the room: block (a user ID or a glob), unblock, rescind, and
+//! decisions on held knocks.
+//!
+//! Each closes or reopens knocks through the lifecycle first, synchronously, so the queue can
+//! never act on the old state; what the moderator's change owes on the homeserver is recorded
+//! on the knocks and carried out by the queue. For one exact user the request also acts at once
+//! (so its reply says what happened), marking the user busy meanwhile so the queue does not
+//! make the same call twice; if this instance is lost, the owed work is still on the rows.
+
+use serde_json::{json, Value};
+
+use super::{Host, Result, Room};
+use crate::domain::blocklist::{BlockIndex, Entry, EntryKind};
+use crate::domain::lifecycle::{Event, Status};
+use crate::domain::moderation::{self, BlockAction, Enforcement};
+use crate::domain::mxid::UserId;
+
+/// Releases a user marked busy when the request ends, however it ends.
+struct Busy<'a> {
+    set: &'a std::cell::RefCell<std::collections::HashSet<String>>,
+    user: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set.borrow_mut().remove(&self.user);
+    }
+}
+
+impl<H: Host> Room<H> {
+    fn mark_busy(&self, user: &str) -> Busy<'_> {
+        self.busy.borrow_mut().insert(user.to_owned());
+        Busy {
+            set: &self.busy,
+            user: user.to_owned(),
+        }
+    }
+
+    /// Someone's current membership, or `None` if they never had one.
+    async fn membership(&self, user: &UserId) -> std::result::Result<Option<String>, String> {
+        let req = self.api()?.member_state(&self.cfg()?.room_id, user);
+        match self.host.send(req).await {
+            Ok(v) => Ok(v["membership"].as_str().map(str::to_owned)),
+            Err(crate::domain::outcome::Failure::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e.describe()),
+        }
+    }
+
+    /// A block-list entry was stored: close every live knock it catches, exactly as the
+    /// block-list will match it, then, for an exact user, act on their membership now.
+    pub(crate) async fn enforce(&self, pattern: &str, reason: &str) -> Result<Value> {
+        let ban = self.cfg()?.block_action == BlockAction::Ban;
+        let entry = Entry::parse(pattern, None, 0).map_err(|e| e.to_string())?;
+        let exact = entry.kind == EntryKind::UserId;
+        let _busy = exact.then(|| self.mark_busy(&entry.pattern));
+        let index = BlockIndex::build(vec![entry.clone()]);
+        // Every live knock the entry catches, not only the exact user's: an exact entry also
+        // catches its family and near misses (the block-list's point is ban evasion).
+        let live = self.store().live()?;
+        let mut closed = 0;
+        for k in live {
+            let Ok(user) = UserId::parse(&k.user_id) else {
+                continue;
+            };
+            if index.check_user(&user).is_some() {
+                let e = Event::Blocked {
+                    reason: reason.to_owned(),
+                    ban,
+                };
+                if self
+                    .transition(k.id, e)?
+                    .is_some_and(|t| t.name == "blocked")
+                {
+                    closed += 1;
+                }
+            }
+        }
+        if !exact {
+            // A glob reaches members Knock does not track: the block-list scan starts now.
+            self.store().set_meta("last_blocklist_scan", &0)?;
+            self.store()
+                .set_meta::<Option<String>>("scan_cursor", &None)?;
+            self.store().set_meta("watch_continue", &1)?;
+            self.rearm().await?;
+            return Ok(json!({ "action": "scan_started", "knocks_closed": closed }));
+        }
+        self.rearm().await?;
+        let user = UserId::parse(&entry.pattern).map_err(|e| e.to_string())?;
+        let membership = match self.membership(&user).await {
+            Ok(m) => m,
+            Err(why) => {
+                return Ok(json!({ "action": "failed", "detail": why, "knocks_closed": closed }))
+            }
+        };
+        let plan = moderation::enforcement(membership.as_deref(), self.cfg()?.block_action);
+        if let Some(call) = plan.call() {
+            let req = self
+                .api()?
+                .moderate(&self.cfg()?.room_id, call, &user, Some(reason));
+            if let Err(f) = self.host.send(req).await {
+                return Ok(json!({
+                    "membership_was": membership, "action": "failed", "detail": f.describe(),
+                    "knocks_closed": closed,
+                }));
+            }
+        }
+        if plan == Enforcement::Ban {
+            self.store()
+                .record_ban(user.as_str(), reason, self.host.now())?;
+        }
+        // What the knocks owed is done (or there was nothing to remove).
+        for k in self.store().live_for(user.as_str())? {
+            if k.withdraw.is_some() && k.status == Status::Blocked {
+                self.transition(k.id, Event::Withdrawn)?;
+            }
+        }
+        Ok(
+            json!({ "membership_was": membership, "action": plan.describe(), "knocks_closed": closed }),
+        )
+    }
+
+    /// An entry was removed: owed kicks of the user's blocked knocks are cancelled, and a ban
+    /// Knock placed is lifted.
+    pub(crate) async fn lift(&self, user_id: &str) -> Result<Value> {
+        let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
+        for k in self.store().live_for(user.as_str())? {
+            self.transition(k.id, Event::Unblocked)?;
+        }
+        if !self.store().has_ban(user.as_str())? {
+            return Ok(json!({ "unbanned": false }));
+        }
+        let req = self
+            .api()?
+            .unban(&self.cfg()?.room_id, &user, Some("Unblocked in Knock"));
+        match self.host.send(req).await {
+            // Not banned any more (someone lifted it by hand): the record goes too.
+            Ok(_) | Err(crate::domain::outcome::Failure::Refused { .. }) => {
+                self.store().drop_ban(user.as_str())?;
+                Ok(json!({ "unbanned": true }))
+            }
+            Err(f) => Ok(json!({ "unbanned": false, "detail": f.describe() })),
+        }
+    }
+
+    /// A moderator's decision on a user's held knocks. An approval is checked against the
+    /// current block-list first: a blocked person's knock is closed as blocked, not invited.
+    pub(crate) async fn decide_held(&self, user_id: &str, approve: bool) -> Result<Value> {
+        let held: Vec<_> = self
+            .store()
+            .live_for(user_id)?
+            .into_iter()
+            .filter(|k| k.status == Status::Held)
+            .collect();
+        if held.is_empty() {
+            return Ok(json!({ "changed": 0 }));
+        }
+        let blocked = if approve {
+            let version = self.host.list_version().await?;
+            let index = self.host.index(version).await?;
+            UserId::parse(user_id)
+                .ok()
+                .and_then(|u| index.check_user(&u).map(|v| v.explain()))
+        } else {
+            None
+        };
+        let mut changed = 0;
+        for k in &held {
+            let event = match (&blocked, approve) {
+                (Some(why), _) => Event::Blocked {
+                    reason: why.clone(),
+                    ban: self.cfg()?.block_action == BlockAction::Ban,
+                },
+                (None, true) => Event::Approved,
+                (None, false) => Event::Rejected {
+                    reason: "rejected by a moderator".into(),
+                },
+            };
+            // Re-read after the block-list check: only knocks still held are decided.
+            if self
+                .transition(k.id, event)?
+                .is_some_and(|t| t.name != "unchanged")
+            {
+                changed += 1;
+            }
+        }
+        self.rearm().await?;
+        Ok(json!({ "changed": changed, "blocked": blocked }))
+    }
+
+    /// A moderator withdraws an invite, or removes someone who already joined.
+    pub(crate) async fn rescind(&self, user_id: &str) -> Result<Value> {
+        let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
+        let _busy = self.mark_busy(user.as_str());
+        let reason = "Invite withdrawn by a moderator";
+        let mut closed = 0;
+        for k in self.store().live_for(user.as_str())? {
+            let e = Event::Rescinded {
+                reason: reason.into(),
+            };
+            if self
+                .transition(k.id, e)?
+                .is_some_and(|t| t.name == "rescinded")
+            {
+                closed += 1;
+            }
+        }
+        self.rearm().await?;
+        let membership = match self.membership(&user).await {
+            Ok(m) => m,
+            Err(why) => {
+                return Ok(json!({ "action": "failed", "detail": why, "knocks_closed": closed }))
+            }
+        };
+        let action = match membership.as_deref() {
+            Some("invite") => "invite_rescinded",
+            Some("join") => "kicked",
+            _ => "none",
+        };
+        if action != "none" {
+            let req = self.api()?.kick(&self.cfg()?.room_id, &user, Some(reason));
+            if let Err(f) = self.host.send(req).await {
+                return Ok(json!({
+                    "membership_was": membership, "action": "failed", "detail": f.describe(),
+                    "knocks_closed": closed,
+                }));
+            }
+        }
+        for k in self.store().live_for(user.as_str())? {
+            if k.withdraw.is_some() && k.status == Status::Rescinded {
+                self.transition(k.id, Event::Withdrawn)?;
+            }
+        }
+        Ok(json!({ "membership_was": membership, "action": action, "knocks_closed": closed }))
+    }
+}

@@ -1,0 +1,303 @@
+//! What the worker asks of a room, and what the room answers: JSON in, JSON out, one round
+//! trip. Intake (storing a knock) lives here too, since it is the protocol's hot path and makes
+//! no homeserver call.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::store::KnockQuery;
+use super::{Host, Result, Room};
+use crate::domain::lifecycle::{self, Intake, Knock, Status};
+use crate::domain::rate_limit::{self, LimiterState, WaveState};
+
+/// What the worker asks the room to store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnockIn {
+    pub user_id: String,
+    pub source: String,
+    pub delivery_key: String,
+    /// `None` to process; `Some(status)` to record only (spam, blocked, held).
+    pub record_as: Option<Status>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnockOut {
+    /// `queued`, `repeat`, `recorded` or `limited`.
+    pub outcome: String,
+    pub knock_id: i64,
+    /// With `limited`: how long the client must wait.
+    #[serde(default)]
+    pub retry_after_ms: u64,
+    /// With `recorded`: the status it was stored with.
+    #[serde(default)]
+    pub status: Option<Status>,
+}
+
+impl KnockOut {
+    fn new(outcome: &str, knock_id: i64) -> KnockOut {
+        KnockOut {
+            outcome: outcome.into(),
+            knock_id,
+            retry_after_ms: 0,
+            status: None,
+        }
+    }
+}
+
+/// What the worker asks of a room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RoomOp {
+    Knock(KnockIn),
+    /// Someone was just blocked (a user ID or a glob): close their knocks and act on their
+    /// membership.
+    Enforce {
+        pattern: String,
+        reason: String,
+    },
+    /// Someone was unblocked: cancel owed kicks, lift any ban Knock placed.
+    Lift {
+        user_id: String,
+    },
+    /// Knocks waiting for a moderator.
+    Held,
+    /// A moderator approves or rejects a user's held knocks.
+    DecideHeld {
+        user_id: String,
+        approve: bool,
+    },
+    /// A cron run: observe the room and run the watchdog tasks that are due.
+    Tick,
+    /// A moderator withdraws someone's invite (a kick if they already joined).
+    Rescind {
+        user_id: String,
+    },
+    /// Tracked invites still pending, with their ages.
+    Pending,
+    /// The room's current members.
+    Members,
+    /// The room's raw state (for debugging; the only reply that shows the room ID).
+    State,
+    /// Knocks, newest first, a page at a time.
+    Knocks {
+        limit: u32,
+        #[serde(default)]
+        before: Option<i64>,
+        #[serde(default)]
+        verdict: Option<String>,
+    },
+    /// Deletes what Knock stores about a person.
+    Forget {
+        user_id: String,
+    },
+}
+
+impl RoomOp {
+    /// The path of the Durable Object request that carries it (for logs and routing).
+    pub fn path(&self) -> &'static str {
+        match self {
+            RoomOp::Knock(_) => "/knock",
+            RoomOp::Enforce { .. } => "/enforce",
+            RoomOp::Lift { .. } => "/lift",
+            RoomOp::Held => "/held",
+            RoomOp::DecideHeld { .. } => "/decide_held",
+            RoomOp::Tick => "/tick",
+            RoomOp::Rescind { .. } => "/rescind",
+            RoomOp::Pending => "/pending",
+            RoomOp::Members => "/members",
+            RoomOp::State => "/state",
+            RoomOp::Knocks { .. } => "/knocks",
+            RoomOp::Forget { .. } => "/forget",
+        }
+    }
+}
+
+/// A knock as admin replies show it. The reason is scrubbed when stored.
+pub fn knock_json(k: &Knock) -> Value {
+    json!({
+        "id": k.id, "user_id": k.user_id, "source": k.source, "verdict": k.status.as_str(),
+        "reason": k.last_error, "received_at": k.created_at, "updated_at": k.updated_at,
+        "closed_at": k.closed_at, "approved": k.approved,
+        "owes": k.withdraw.map(|w| w.as_str()),
+    })
+}
+
+impl<H: Host> Room<H> {
+    /// Handles one request.
+    pub async fn handle(&self, op: RoomOp) -> Result<Value> {
+        let to_json = |v: KnockOut| serde_json::to_value(v).map_err(|e| e.to_string());
+        match op {
+            RoomOp::Knock(k) => {
+                let out = self.store_knock(k)?;
+                // Stored first; the alarm is the one promise that it will be worked off.
+                self.rearm().await?;
+                to_json(out)
+            }
+            RoomOp::Enforce { pattern, reason } => self.enforce(&pattern, &reason).await,
+            RoomOp::Lift { user_id } => self.lift(&user_id).await,
+            RoomOp::Held => {
+                let held = self.store().page(&KnockQuery {
+                    limit: 1000,
+                    status: Some(Status::Held),
+                    ..Default::default()
+                })?;
+                let mut held: Vec<Knock> = held;
+                held.reverse();
+                Ok(json!({ "held": held }))
+            }
+            RoomOp::DecideHeld { user_id, approve } => self.decide_held(&user_id, approve).await,
+            RoomOp::Tick => {
+                // Every tick re-arms the queue, whatever else it does.
+                self.rearm().await?;
+                self.tick().await
+            }
+            RoomOp::Rescind { user_id } => self.rescind(&user_id).await,
+            RoomOp::Pending => self.pending(),
+            RoomOp::Members => self.members_now().await,
+            RoomOp::State => self.raw_state().await,
+            RoomOp::Knocks {
+                limit,
+                before,
+                verdict,
+            } => self.page(limit, before, verdict.as_deref()),
+            RoomOp::Forget { user_id } => {
+                let gone = self.store().forget(&user_id)?;
+                Ok(json!({ "forgotten": gone }))
+            }
+        }
+    }
+
+    /// Stores a knock: de-duplicated by delivery, limited per Matrix ID, held in a join wave or
+    /// after a moderator's decision, de-duplicated by user. Synchronous SQL only, so it all runs
+    /// without interleaving.
+    pub fn store_knock(&self, k: KnockIn) -> Result<KnockOut> {
+        let cfg = self.cfg()?;
+        let store = self.store();
+        let now = self.host.now();
+        let previous_delivery = match store.delivery(&k.delivery_key, now)? {
+            Some(id) => match store.get(id)? {
+                Some(prev) if lifecycle::is_retry(&k.delivery_key, &prev) => Some(id),
+                Some(_) => None,
+                // Forgotten or pruned: a new knock.
+                None => None,
+            },
+            None => None,
+        };
+        let limiter_key = format!("mxid:{}", k.user_id);
+        let (limit, limiter) = if previous_delivery.is_some() {
+            (rate_limit::Verdict::Allow { remaining: 0 }, None)
+        } else {
+            let state: LimiterState = store.limit_state(&limiter_key)?.unwrap_or_default();
+            let (verdict, next) = rate_limit::decide(&state, now, &cfg.mxid_quota);
+            (verdict, Some(next))
+        };
+        let wave_state: WaveState = store.meta("wave")?.unwrap_or_default();
+        let (wave, next_wave) = rate_limit::record_knock(&wave_state, now, &cfg.wave);
+        let latest = store.latest_for(&k.user_id)?;
+        let record_as = k.record_as.map(|status| {
+            let reason = k.note.clone().unwrap_or_else(|| match status {
+                Status::Held => "held for a moderator".to_owned(),
+                other => other.as_str().to_owned(),
+            });
+            (status, reason)
+        });
+        let decision =
+            lifecycle::intake(previous_delivery, limit, wave, record_as, latest.as_ref());
+
+        if let Some(next) = limiter {
+            let keep = now + cfg.mxid_quota.window_ms + cfg.mxid_quota.max_lockout_ms;
+            store.set_limit_state(&limiter_key, &next, keep)?;
+        }
+        if previous_delivery.is_none() {
+            store.set_meta("wave", &next_wave)?;
+        }
+        let out = match decision {
+            Intake::RepeatDelivery(id) => return Ok(KnockOut::new("repeat", id)),
+            Intake::Limited { retry_after_ms } => {
+                return Ok(KnockOut {
+                    retry_after_ms,
+                    ..KnockOut::new("limited", 0)
+                })
+            }
+            Intake::RepeatOf(id) => KnockOut::new("repeat", id),
+            Intake::Record(status, reason) => {
+                if status == Status::Blocked {
+                    // The verdict holds for the person's older knocks too (a block whose
+                    // enforcement never reached this room is caught up here).
+                    let ban = cfg.block_action == crate::domain::moderation::BlockAction::Ban;
+                    for old in store.live_for(&k.user_id)? {
+                        let e = lifecycle::Event::Blocked {
+                            reason: reason.clone(),
+                            ban,
+                        };
+                        self.transition(old.id, e)?;
+                    }
+                }
+                let row = Knock::recorded(&k.user_id, &k.source, status, &reason, now);
+                let stored = store.insert(&row)?;
+                KnockOut {
+                    status: Some(status),
+                    ..KnockOut::new("recorded", stored.id)
+                }
+            }
+            Intake::Queue => {
+                let stored = store.insert(&Knock::new(&k.user_id, &k.source, now))?;
+                KnockOut::new("queued", stored.id)
+            }
+        };
+        store.put_delivery(&k.delivery_key, out.knock_id, now)?;
+        Ok(out)
+    }
+
+    /// Tracked invites not yet accepted (and knocks on their way to one), with their ages.
+    fn pending(&self) -> Result<Value> {
+        let now = self.host.now();
+        let pending: Vec<Value> = self
+            .store()
+            .open_knocks()?
+            .into_iter()
+            .filter(|k| k.status.is_pending_invite() || k.status == Status::Queued)
+            .map(|k| {
+                json!({
+                    "user_id": k.user_id,
+                    "state": k.status.as_str(),
+                    "source": k.source,
+                    "age_seconds": now.saturating_sub(k.created_at) / 1000,
+                    "invited_seconds_ago": k.invited_at.map(|t| now.saturating_sub(t) / 1000),
+                    "reminded": k.status == Status::Reminded,
+                    "last_error": k.last_error,
+                })
+            })
+            .collect();
+        Ok(json!({ "pending": pending }))
+    }
+
+    /// A page of knocks, newest first, with the cursor of the next page.
+    fn page(&self, limit: u32, before: Option<i64>, verdict: Option<&str>) -> Result<Value> {
+        let status = match verdict {
+            None | Some("") => None,
+            Some(v) => match Status::parse(v) {
+                Some(s) => Some(s),
+                None => {
+                    let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                    return Ok(json!({
+                        "error": format!("unknown verdict {v:?}; use one of {}", known.join(", "))
+                    }));
+                }
+            },
+        };
+        let limit = limit.clamp(1, 1000);
+        let rows = self.store().page(&KnockQuery {
+            before,
+            limit,
+            status,
+            user_id: None,
+        })?;
+        let next = (rows.len() as u32 == limit)
+            .then(|| rows.last().map(|k| k.id))
+            .flatten();
+        let knocks: Vec<Value> = rows.iter().map(knock_json).collect();
+        Ok(json!({ "knocks": knocks, "next_before": next }))
+    }
+}

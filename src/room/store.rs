@@ -1,0 +1,694 @@
+//! The room's storage: a transactional store for the knock state machine, over any SQL engine
+//! with the Durable Object's semantics (synchronous statements; no other request runs between
+//! two statements that have no `await` between them).
+//!
+//! Decides nothing about knocks: it keeps the columns [`crate::domain::lifecycle`] derives
+//! (`open`, `due_at`) so that queries never name a status rule, and every knock write is a
+//! compare-and-set on the row's version, so a copy held across an `await` can never overwrite a
+//! newer one. Also here: the schema, and the migration of rows written by the first release.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::domain::lifecycle::{self, Knock, Status, Withdraw};
+use crate::domain::outcome::Member;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<bool> for SqlValue {
+    fn from(v: bool) -> Self {
+        SqlValue::Int(v as i64)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_owned())
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// A timestamp or count as a SQL integer.
+pub fn int(v: u64) -> SqlValue {
+    SqlValue::Int(v.min(i64::MAX as u64) as i64)
+}
+
+/// The SQL engine: the Durable Object's `SqlStorage` in the worker, SQLite natively.
+pub trait Sql {
+    /// Runs one statement and returns its rows, each deserialized from a column-name map.
+    fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>>;
+    /// Runs one statement and returns how many rows it wrote.
+    fn exec(&self, sql: &str, params: &[SqlValue]) -> Result<u64>;
+    /// Runs several statements without parameters (the schema).
+    fn batch(&self, sql: &str) -> Result<()>;
+}
+
+/// The schema of the first release, kept as it was: a new object starts from it too, so that
+/// there is exactly one upgrade path.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS knocks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id TEXT NOT NULL,
+  source TEXT NOT NULL,
+  status TEXT NOT NULL,
+  profile_checked INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  last_error TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  invited_at INTEGER,
+  display_name TEXT
+);
+CREATE INDEX IF NOT EXISTS knocks_by_user ON knocks(user_id, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+  key TEXT PRIMARY KEY,
+  knock_id INTEGER NOT NULL,
+  received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+  user_id TEXT PRIMARY KEY,
+  membership TEXT NOT NULL,
+  display_name TEXT,
+  event_id TEXT
+);
+CREATE TABLE IF NOT EXISTS bans (
+  user_id TEXT PRIMARY KEY,
+  reason TEXT NOT NULL,
+  placed_at INTEGER NOT NULL
+);
+";
+
+/// Version 2: row versions and the lifecycle's derived columns; deliveries that expire; per-ID
+/// limiter state in its own bounded table; daily counts that outlive pruned knocks.
+const SCHEMA_V2: &str = "
+ALTER TABLE knocks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE knocks ADD COLUMN open INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE knocks ADD COLUMN due_at INTEGER;
+ALTER TABLE knocks ADD COLUMN closed_at INTEGER;
+ALTER TABLE knocks ADD COLUMN approved INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE knocks ADD COLUMN inviting INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE knocks ADD COLUMN withdraw TEXT;
+ALTER TABLE knocks ADD COLUMN dm_room TEXT;
+DROP INDEX IF EXISTS knocks_due;
+CREATE INDEX IF NOT EXISTS knocks_due_at ON knocks(due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS knocks_closed ON knocks(open, closed_at);
+ALTER TABLE deliveries ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries(expires_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_knock ON deliveries(knock_id);
+ALTER TABLE members ADD COLUMN sender TEXT;
+CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS limits_expiry ON limits(expires_at);
+CREATE TABLE IF NOT EXISTS daily_counts (day INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, status));
+";
+
+pub const SCHEMA_VERSION: u64 = 2;
+
+const COLUMNS: &str = "id, version, user_id, source, status, profile_checked, approved, inviting, \
+    withdraw, attempts, next_attempt_at, last_error, created_at, updated_at, invited_at, closed_at, \
+    display_name, dm_room";
+
+#[derive(Deserialize)]
+struct Row {
+    id: i64,
+    version: i64,
+    user_id: String,
+    source: String,
+    status: String,
+    profile_checked: i64,
+    approved: i64,
+    inviting: i64,
+    withdraw: Option<String>,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    invited_at: Option<i64>,
+    closed_at: Option<i64>,
+    display_name: Option<String>,
+    dm_room: Option<String>,
+}
+
+fn ms(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+impl Row {
+    fn into_knock(self) -> Knock {
+        Knock {
+            id: self.id,
+            version: self.version,
+            user_id: self.user_id,
+            source: self.source,
+            // A status this release does not know (written by a newer one, rolled back) is
+            // shown as failed rather than acted on.
+            status: Status::parse(&self.status).unwrap_or(Status::Failed),
+            profile_checked: self.profile_checked != 0,
+            approved: self.approved != 0,
+            inviting: self.inviting != 0,
+            withdraw: self.withdraw.as_deref().and_then(Withdraw::parse),
+            attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
+            next_attempt_at: ms(self.next_attempt_at),
+            last_error: self.last_error,
+            created_at: ms(self.created_at),
+            updated_at: ms(self.updated_at),
+            invited_at: self.invited_at.map(ms),
+            closed_at: self.closed_at.map(ms),
+            display_name: self.display_name,
+            dm_room: self.dm_room,
+        }
+    }
+}
+
+/// Filters for reading knocks back, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct KnockQuery {
+    /// Only knocks older than this id (the cursor of the previous page).
+    pub before: Option<i64>,
+    pub limit: u32,
+    pub status: Option<Status>,
+    pub user_id: Option<String>,
+}
+
+/// What [`Store::forget`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Forgotten {
+    pub knocks: u64,
+    pub deliveries: u64,
+}
+
+pub struct Store<S: Sql> {
+    pub sql: S,
+}
+
+impl<S: Sql> Store<S> {
+    /// Opens the store, creating or upgrading the schema first.
+    pub fn open(sql: S) -> Result<Store<S>> {
+        let store = Store { sql };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        self.sql.batch(SCHEMA_V1)?;
+        let version = self.meta::<u64>("schema")?.unwrap_or(1);
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        self.sql.batch(SCHEMA_V2)?;
+        self.upgrade_v1_rows()?;
+        self.set_meta("schema", &SCHEMA_VERSION)
+    }
+
+    /// Gives every knock of the first release the columns its lifecycle derives, moves per-user
+    /// meta keys into their tables, and dates every delivery's expiry.
+    fn upgrade_v1_rows(&self) -> Result<()> {
+        for mut k in self.all_knocks()? {
+            // The first release recorded expiry as a rescind with a fixed reason.
+            if k.status == Status::Rescinded
+                && k.last_error.as_deref() == Some(lifecycle::EXPIRED_REASON)
+            {
+                k.status = Status::Expired;
+            }
+            if !k.is_open() && k.closed_at.is_none() {
+                k.closed_at = Some(k.updated_at);
+            }
+            self.write_derived(&k)?;
+        }
+        #[derive(Deserialize)]
+        struct Kv {
+            k: String,
+            v: String,
+        }
+        let keys: Vec<Kv> = self.sql.query(
+            "SELECT k, v FROM meta WHERE k LIKE 'dm:%' OR k LIKE 'mxid:%'",
+            &[],
+        )?;
+        for kv in keys {
+            if let Some(user) = kv.k.strip_prefix("dm:") {
+                if let Ok(room) = serde_json::from_str::<String>(&kv.v) {
+                    self.sql.exec(
+                        "UPDATE knocks SET dm_room = ? WHERE id = \
+                         (SELECT MAX(id) FROM knocks WHERE user_id = ?)",
+                        &[room.into(), user.into()],
+                    )?;
+                }
+            } else {
+                // Limiter state: kept for a day, far longer than any window it counts.
+                self.sql.exec(
+                    "INSERT OR REPLACE INTO limits (key, state, expires_at) VALUES (?, ?, ?)",
+                    &[kv.k.as_str().into(), kv.v.into(), i64::MAX.into()],
+                )?;
+            }
+            self.sql
+                .exec("DELETE FROM meta WHERE k = ?", &[kv.k.into()])?;
+        }
+        #[derive(Deserialize)]
+        struct D {
+            key: String,
+            received_at: i64,
+        }
+        let deliveries: Vec<D> = self
+            .sql
+            .query("SELECT key, received_at FROM deliveries", &[])?;
+        for d in deliveries {
+            let expires = ms(d.received_at).saturating_add(lifecycle::delivery_ttl_ms(&d.key));
+            self.sql.exec(
+                "UPDATE deliveries SET expires_at = ? WHERE key = ?",
+                &[int(expires), d.key.into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn all_knocks(&self) -> Result<Vec<Knock>> {
+        self.knocks("SELECT {COLUMNS} FROM knocks ORDER BY id", &[])
+    }
+
+    fn knocks(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Knock>> {
+        let rows: Vec<Row> = self.sql.query(&sql.replace("{COLUMNS}", COLUMNS), params)?;
+        Ok(rows.into_iter().map(Row::into_knock).collect())
+    }
+
+    fn one(&self, sql: &str, params: &[SqlValue]) -> Result<Option<Knock>> {
+        Ok(self.knocks(sql, params)?.into_iter().next())
+    }
+
+    /// Writes every column of `k` as it is, and the derived ones from it (migration only).
+    fn write_derived(&self, k: &Knock) -> Result<()> {
+        let mut params = Self::values(k);
+        params.push(k.id.into());
+        self.sql.exec(&format!("{UPDATE} WHERE id = ?"), &params)?;
+        Ok(())
+    }
+
+    fn values(k: &Knock) -> Vec<SqlValue> {
+        vec![
+            k.status.as_str().into(),
+            k.profile_checked.into(),
+            k.approved.into(),
+            k.inviting.into(),
+            k.withdraw.map(Withdraw::as_str).into(),
+            (k.attempts as i64).into(),
+            int(k.next_attempt_at),
+            k.last_error.clone().into(),
+            int(k.updated_at),
+            k.invited_at.map(int).unwrap_or(SqlValue::Null),
+            k.closed_at.map(int).unwrap_or(SqlValue::Null),
+            k.display_name.clone().into(),
+            k.dm_room.clone().into(),
+            k.is_open().into(),
+            k.due_at().map(int).unwrap_or(SqlValue::Null),
+        ]
+    }
+
+    pub fn insert(&self, k: &Knock) -> Result<Knock> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        let mut params: Vec<SqlValue> = vec![k.user_id.as_str().into(), k.source.as_str().into()];
+        params.extend(Self::values(k));
+        params.push(int(k.created_at));
+        let rows: Vec<Id> = self.sql.query(
+            "INSERT INTO knocks (user_id, source, status, profile_checked, approved, inviting, \
+             withdraw, attempts, next_attempt_at, last_error, updated_at, invited_at, closed_at, \
+             display_name, dm_room, open, due_at, created_at, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
+            &params,
+        )?;
+        let id = rows.first().map(|r| r.id).ok_or("insert returned no id")?;
+        Ok(Knock {
+            id,
+            version: 1,
+            ..k.clone()
+        })
+    }
+
+    /// Compare-and-set: stores `k` only if the row still has `k.version`, and returns the row
+    /// as stored (with its new version). `None` means someone changed it first: re-read and
+    /// decide again.
+    pub fn put(&self, k: &Knock) -> Result<Option<Knock>> {
+        let mut params = Self::values(k);
+        params.push(k.id.into());
+        params.push(k.version.into());
+        let written = self.sql.exec(
+            &format!("{UPDATE}, version = version + 1 WHERE id = ? AND version = ?"),
+            &params,
+        )?;
+        // Any row written means the one row with this id and version was (SQLite counts index
+        // writes in some engines, so this is not `== 1`).
+        Ok((written >= 1).then(|| Knock {
+            version: k.version + 1,
+            ..k.clone()
+        }))
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Knock>> {
+        self.one("SELECT {COLUMNS} FROM knocks WHERE id = ?", &[id.into()])
+    }
+
+    pub fn latest_for(&self, user: &str) -> Result<Option<Knock>> {
+        self.one(
+            "SELECT {COLUMNS} FROM knocks WHERE user_id = ? ORDER BY id DESC LIMIT 1",
+            &[user.into()],
+        )
+    }
+
+    /// A user's knocks that are open or still owe work.
+    pub fn live_for(&self, user: &str) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE user_id = ? \
+             AND (open = 1 OR due_at IS NOT NULL OR inviting = 1) ORDER BY id",
+            &[user.into()],
+        )
+    }
+
+    /// Every knock that is open or still owes work (a glob block visits them all).
+    pub fn live(&self) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE open = 1 OR due_at IS NOT NULL OR inviting = 1 \
+             ORDER BY id",
+            &[],
+        )
+    }
+
+    /// Knocks due by `now`, earliest first.
+    pub fn due(&self, now: u64, limit: u32) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE due_at IS NOT NULL AND due_at <= ? \
+             ORDER BY due_at, id LIMIT ?",
+            &[int(now), (limit as i64).into()],
+        )
+    }
+
+    /// Knocks with work due later than `now`.
+    pub fn waiting(&self, now: u64) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE due_at > ? ORDER BY due_at, id",
+            &[int(now)],
+        )
+    }
+
+    /// When the earliest owed work is due.
+    pub fn earliest_due(&self) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct T {
+            t: Option<i64>,
+        }
+        let rows: Vec<T> = self.sql.query(
+            "SELECT MIN(due_at) AS t FROM knocks WHERE due_at IS NOT NULL",
+            &[],
+        )?;
+        Ok(rows.first().and_then(|r| r.t).map(ms))
+    }
+
+    /// The newest knock of every user (the watchdog's view).
+    pub fn latest_per_user(&self) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE id IN \
+             (SELECT MAX(id) FROM knocks GROUP BY user_id) ORDER BY id",
+            &[],
+        )
+    }
+
+    /// Open knocks, oldest first.
+    pub fn open_knocks(&self) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE open = 1 ORDER BY id",
+            &[],
+        )
+    }
+
+    /// A page of knocks, newest first.
+    pub fn page(&self, q: &KnockQuery) -> Result<Vec<Knock>> {
+        let mut sql = String::from("SELECT {COLUMNS} FROM knocks WHERE 1 = 1");
+        let mut params = Vec::new();
+        if let Some(before) = q.before {
+            sql.push_str(" AND id < ?");
+            params.push(before.into());
+        }
+        if let Some(status) = q.status {
+            sql.push_str(" AND status = ?");
+            params.push(status.as_str().into());
+        }
+        if let Some(user) = &q.user_id {
+            sql.push_str(" AND user_id = ?");
+            params.push(user.as_str().into());
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        params.push((q.limit.clamp(1, 1000) as i64).into());
+        self.knocks(&sql, &params)
+    }
+
+    /// Deletes what Knock stores about a person: knocks, deliveries, limiter state, membership
+    /// record. A block-list entry and a ban record stay (they are the block itself).
+    pub fn forget(&self, user: &str) -> Result<Forgotten> {
+        // Counted first: some engines count index writes in what a statement wrote.
+        #[derive(Deserialize)]
+        struct N {
+            n: i64,
+        }
+        let count = |sql: &str| -> Result<u64> {
+            let rows: Vec<N> = self.sql.query(sql, &[user.into()])?;
+            Ok(rows.first().map_or(0, |r| ms(r.n)))
+        };
+        let knocks = count("SELECT COUNT(*) AS n FROM knocks WHERE user_id = ?")?;
+        let deliveries = count(
+            "SELECT COUNT(*) AS n FROM deliveries WHERE knock_id IN \
+             (SELECT id FROM knocks WHERE user_id = ?)",
+        )?;
+        self.sql.exec(
+            "DELETE FROM deliveries WHERE knock_id IN (SELECT id FROM knocks WHERE user_id = ?)",
+            &[user.into()],
+        )?;
+        self.sql
+            .exec("DELETE FROM knocks WHERE user_id = ?", &[user.into()])?;
+        self.sql.exec(
+            "DELETE FROM limits WHERE key = ?",
+            &[format!("mxid:{user}").into()],
+        )?;
+        self.sql
+            .exec("DELETE FROM members WHERE user_id = ?", &[user.into()])?;
+        Ok(Forgotten { knocks, deliveries })
+    }
+
+    /// Deletes closed knocks the lifecycle calls prunable, counting each by day and status
+    /// first. At most `limit` a call, so a large backlog spreads over runs.
+    pub fn prune(&self, now: u64, retention_ms: u64, limit: u32) -> Result<u64> {
+        let cutoff = now.saturating_sub(retention_ms);
+        let candidates = self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE open = 0 AND due_at IS NULL \
+             AND COALESCE(closed_at, updated_at) <= ? ORDER BY id LIMIT ?",
+            &[int(cutoff), (limit as i64).into()],
+        )?;
+        let mut pruned = 0;
+        for k in candidates.iter().filter(|k| k.prunable(now, retention_ms)) {
+            self.sql.exec(
+                "INSERT INTO daily_counts (day, status, n) VALUES (?, ?, 1) \
+                 ON CONFLICT(day, status) DO UPDATE SET n = n + 1",
+                &[
+                    int(lifecycle::day_of(k.created_at)),
+                    k.status.as_str().into(),
+                ],
+            )?;
+            self.sql
+                .exec("DELETE FROM deliveries WHERE knock_id = ?", &[k.id.into()])?;
+            if self
+                .sql
+                .exec("DELETE FROM knocks WHERE id = ?", &[k.id.into()])?
+                > 0
+            {
+                pruned += 1;
+            }
+        }
+        self.sql
+            .exec("DELETE FROM deliveries WHERE expires_at <= ?", &[int(now)])?;
+        self.sql
+            .exec("DELETE FROM limits WHERE expires_at <= ?", &[int(now)])?;
+        Ok(pruned)
+    }
+
+    /// Counts of pruned knocks: `(day, status, n)`.
+    pub fn daily_counts(&self) -> Result<Vec<(u64, String, u64)>> {
+        #[derive(Deserialize)]
+        struct C {
+            day: i64,
+            status: String,
+            n: i64,
+        }
+        let rows: Vec<C> = self.sql.query(
+            "SELECT day, status, n FROM daily_counts ORDER BY day, status",
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|c| (ms(c.day), c.status, ms(c.n)))
+            .collect())
+    }
+
+    // --- deliveries -----------------------------------------------------------------------
+
+    /// The knock a delivery key was stored for, if it has not expired.
+    pub fn delivery(&self, key: &str, now: u64) -> Result<Option<i64>> {
+        #[derive(Deserialize)]
+        struct D {
+            knock_id: i64,
+        }
+        let rows: Vec<D> = self.sql.query(
+            "SELECT knock_id FROM deliveries WHERE key = ? AND expires_at > ?",
+            &[key.into(), int(now)],
+        )?;
+        Ok(rows.first().map(|d| d.knock_id))
+    }
+
+    pub fn put_delivery(&self, key: &str, knock_id: i64, now: u64) -> Result<()> {
+        let expires = now.saturating_add(lifecycle::delivery_ttl_ms(key));
+        self.sql.exec(
+            "INSERT OR REPLACE INTO deliveries (key, knock_id, received_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+            &[key.into(), knock_id.into(), int(now), int(expires)],
+        )?;
+        Ok(())
+    }
+
+    // --- meta and limiter state -----------------------------------------------------------
+
+    pub fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        #[derive(Deserialize)]
+        struct V {
+            v: String,
+        }
+        let rows: Vec<V> = self
+            .sql
+            .query("SELECT v FROM meta WHERE k = ?", &[key.into()])?;
+        Ok(rows.first().and_then(|r| serde_json::from_str(&r.v).ok()))
+    }
+
+    pub fn set_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let v = serde_json::to_string(value).map_err(|e| e.to_string())?;
+        self.sql.exec(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            &[key.into(), v.into()],
+        )?;
+        Ok(())
+    }
+
+    /// A numeric meta value (timestamps, flags); 0 when unset.
+    pub fn meta_u64(&self, key: &str) -> Result<u64> {
+        Ok(self.meta::<u64>(key)?.unwrap_or(0))
+    }
+
+    pub fn limit_state<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        #[derive(Deserialize)]
+        struct V {
+            state: String,
+        }
+        let rows: Vec<V> = self
+            .sql
+            .query("SELECT state FROM limits WHERE key = ?", &[key.into()])?;
+        Ok(rows
+            .first()
+            .and_then(|r| serde_json::from_str(&r.state).ok()))
+    }
+
+    pub fn set_limit_state<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expires_at: u64,
+    ) -> Result<()> {
+        let v = serde_json::to_string(value).map_err(|e| e.to_string())?;
+        self.sql.exec(
+            "INSERT OR REPLACE INTO limits (key, state, expires_at) VALUES (?, ?, ?)",
+            &[key.into(), v.into(), int(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    // --- members and bans -----------------------------------------------------------------
+
+    pub fn upsert_member(&self, m: &Member) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO members (user_id, membership, display_name, event_id, sender) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET \
+             membership = excluded.membership, display_name = excluded.display_name, \
+             event_id = excluded.event_id, sender = excluded.sender",
+            &[
+                m.user_id.as_str().into(),
+                m.membership.as_str().into(),
+                m.display_name.clone().into(),
+                m.event_id.clone().into(),
+                m.sender.clone().into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn replace_members(&self, members: &[Member]) -> Result<()> {
+        self.sql.exec("DELETE FROM members", &[])?;
+        members.iter().try_for_each(|m| self.upsert_member(m))
+    }
+
+    pub fn members(&self) -> Result<Vec<Member>> {
+        self.sql.query(
+            "SELECT user_id, membership, display_name, event_id, sender FROM members \
+             ORDER BY user_id",
+            &[],
+        )
+    }
+
+    pub fn record_ban(&self, user: &str, reason: &str, now: u64) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO bans (user_id, reason, placed_at) VALUES (?, ?, ?)",
+            &[user.into(), reason.into(), int(now)],
+        )?;
+        Ok(())
+    }
+
+    pub fn has_ban(&self, user: &str) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct B {
+            #[allow(dead_code)]
+            user_id: String,
+        }
+        let rows: Vec<B> = self
+            .sql
+            .query("SELECT user_id FROM bans WHERE user_id = ?", &[user.into()])?;
+        Ok(!rows.is_empty())
+    }
+
+    pub fn drop_ban(&self, user: &str) -> Result<()> {
+        self.sql
+            .exec("DELETE FROM bans WHERE user_id = ?", &[user.into()])?;
+        Ok(())
+    }
+}
+
+const UPDATE: &str = "UPDATE knocks SET status = ?, profile_checked = ?, approved = ?, \
+    inviting = ?, withdraw = ?, attempts = ?, next_attempt_at = ?, last_error = ?, \
+    updated_at = ?, invited_at = ?, closed_at = ?, display_name = ?, dm_room = ?, open = ?, \
+    due_at = ?";
