@@ -8,6 +8,7 @@ mod fault_proxy;
 mod faults;
 mod form_flow;
 mod hostile;
+mod lifecycle;
 mod login;
 mod rate_limits;
 mod sandbox;

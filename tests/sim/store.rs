@@ -1,0 +1,203 @@
+//! The room's store on real SQLite: the upgrade of a first-release database, compare-and-set
+//! writes, retention, and forgetting a person.
+
+use std::rc::Rc;
+
+use knock::domain::lifecycle::{self, Event, Knock, RetryPolicy, Status, Withdraw};
+use knock::room::store::{KnockQuery, Sql, Store};
+
+use crate::SimSql;
+
+const T0: u64 = 1_800_000_000_000;
+const DAY: u64 = 86_400_000;
+
+fn fresh() -> (Rc<rusqlite::Connection>, Store<SimSql>) {
+    let db = Rc::new(rusqlite::Connection::open_in_memory().expect("sqlite"));
+    let store = Store::open(SimSql(db.clone())).expect("schema");
+    (db, store)
+}
+
+/// The first release's schema and rows, exactly as it wrote them.
+const FIRST_RELEASE: &str = "
+CREATE TABLE knocks (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+  source TEXT NOT NULL, status TEXT NOT NULL, profile_checked INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_error TEXT,
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, invited_at INTEGER, display_name TEXT);
+CREATE INDEX knocks_by_user ON knocks(user_id, id);
+CREATE INDEX knocks_due ON knocks(status, next_attempt_at);
+CREATE TABLE deliveries (key TEXT PRIMARY KEY, knock_id INTEGER NOT NULL, received_at INTEGER NOT NULL);
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE members (user_id TEXT PRIMARY KEY, membership TEXT NOT NULL, display_name TEXT, event_id TEXT);
+CREATE TABLE bans (user_id TEXT PRIMARY KEY, reason TEXT NOT NULL, placed_at INTEGER NOT NULL);
+INSERT INTO knocks (user_id, source, status, profile_checked, attempts, next_attempt_at, last_error, created_at, updated_at, invited_at) VALUES
+  ('@q:x', 'tally', 'queued', 1, 2, 1800000005000, 'homeserver error 502', 1800000000000, 1800000001000, NULL),
+  ('@i:x', 'json', 'invited', 1, 0, 1800000000000, NULL, 1800000000000, 1800000002000, 1800000002000),
+  ('@r:x', 'json', 'reminded', 1, 0, 1800000000000, NULL, 1800000000000, 1800000003000, 1800000002000),
+  ('@w:x', 'native', 'welcomed', 1, 0, 1800000000000, NULL, 1800000000000, 1800000004000, 1800000002000),
+  ('@e:x', 'json', 'rescinded', 1, 0, 1800000000000, 'Invite expired', 1800000000000, 1800000005000, 1800000002000),
+  ('@m:x', 'json', 'rescinded', 1, 0, 1800000000000, 'Invite withdrawn by a moderator', 1800000000000, 1800000006000, 1800000002000),
+  ('@h:x', 'html_form', 'held', 0, 0, 1800000000000, 'held for a moderator: join wave', 1800000000000, 1800000000000, NULL),
+  ('@b:x', 'json', 'blocked', 0, 0, 1800000000000, 'matches blocked @b:x (exact)', 1800000000000, 1800000000000, NULL),
+  ('@s:x', 'html_form', 'spam', 0, 0, 1800000000000, 'honeypot field filled', 1800000000000, 1800000000000, NULL);
+INSERT INTO deliveries VALUES ('tally:evt1', 1, 1800000000000), ('sha256:ab', 2, 1800000000000);
+INSERT INTO meta VALUES ('dm:@r:x', '\"!dm1:x\"'), ('mxid:@q:x', '{\"log\":[1800000000000]}'), ('since', '\"s42\"');
+INSERT INTO members VALUES ('@w:x', 'join', 'W', '$1');
+";
+
+#[test]
+fn a_first_release_database_is_upgraded_in_place_and_every_knock_keeps_its_meaning() {
+    let db = Rc::new(rusqlite::Connection::open_in_memory().expect("sqlite"));
+    db.execute_batch(FIRST_RELEASE).expect("first release");
+    let store = Store::open(SimSql(db.clone())).expect("upgrade");
+    let all = store
+        .page(&KnockQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .expect("read");
+    let by_user = |u: &str| all.iter().find(|k| k.user_id == u).expect(u).clone();
+    let q = by_user("@q:x");
+    assert_eq!(q.status, Status::Queued);
+    assert_eq!(q.attempts, 2);
+    assert_eq!(q.due_at(), Some(1_800_000_005_000), "queued work stays due");
+    assert_eq!(store.earliest_due().expect("due"), Some(1_800_000_005_000));
+    assert_eq!(by_user("@i:x").status, Status::Invited);
+    assert!(by_user("@i:x").is_open());
+    let r = by_user("@r:x");
+    assert_eq!(r.status, Status::Reminded);
+    assert_eq!(
+        r.dm_room.as_deref(),
+        Some("!dm1:x"),
+        "the DM moved onto the knock"
+    );
+    assert_eq!(by_user("@w:x").status, Status::Welcomed);
+    let e = by_user("@e:x");
+    assert_eq!(
+        e.status,
+        Status::Expired,
+        "the old release's expiry is named"
+    );
+    assert_eq!(e.closed_at, Some(1_800_000_005_000));
+    assert_eq!(by_user("@m:x").status, Status::Rescinded);
+    assert_eq!(by_user("@h:x").status, Status::Held);
+    assert_eq!(by_user("@b:x").status, Status::Blocked);
+    assert_eq!(by_user("@s:x").status, Status::Spam);
+    for k in &all {
+        assert_eq!(k.version, 0, "untouched rows start at version 0");
+        assert_eq!(k.withdraw, None);
+        assert!(!k.inviting);
+        if !k.is_open() {
+            assert!(k.closed_at.is_some(), "{} has a closing time", k.user_id);
+        }
+    }
+    // Deliveries got their expiry; meta keys moved into their tables.
+    assert_eq!(store.delivery("tally:evt1", T0 + DAY).expect("d"), Some(1));
+    assert_eq!(
+        store.delivery("sha256:ab", T0 + 11 * 60_000).expect("d"),
+        None
+    );
+    assert!(store.meta::<String>("dm:@r:x").expect("meta").is_none());
+    assert!(store
+        .limit_state::<serde_json::Value>("mxid:@q:x")
+        .expect("limit")
+        .is_some());
+    assert_eq!(
+        store.meta::<Option<String>>("since").expect("meta"),
+        Some(Some("s42".into()))
+    );
+    assert_eq!(store.members().expect("members").len(), 1);
+    // Opening again is a no-op, and the upgraded rows take compare-and-set writes.
+    let again = Store::open(SimSql(db)).expect("reopen");
+    let stored = again.put(&q).expect("put").expect("a fresh copy writes");
+    assert_eq!(stored.version, 1);
+}
+
+#[test]
+fn a_stale_copy_can_never_overwrite_a_newer_row() {
+    let (_db, store) = fresh();
+    let k = store
+        .insert(&Knock::new("@a:x", "json", T0))
+        .expect("insert");
+    let policy = RetryPolicy::default();
+    let blocked = lifecycle::apply(
+        &k,
+        Event::Blocked {
+            reason: "rule".into(),
+            ban: false,
+        },
+        T0 + 1,
+        &policy,
+    )
+    .knock;
+    assert!(store.put(&blocked).expect("put").is_some());
+    // The copy read before the block still says queued: its write is refused.
+    let stale = lifecycle::apply(&k, Event::Inviting, T0 + 2, &policy).knock;
+    assert!(store.put(&stale).expect("put").is_none());
+    assert_eq!(
+        store.get(k.id).expect("get").expect("row").status,
+        Status::Blocked
+    );
+}
+
+#[test]
+fn closed_knocks_are_pruned_into_daily_counts_and_owing_ones_are_kept() {
+    let (_db, store) = fresh();
+    let policy = RetryPolicy::default();
+    let mut ids = Vec::new();
+    for (user, event) in [
+        ("@d:x", Event::Declined),
+        ("@e:x", Event::Expired),
+        ("@f:x", Event::Declined),
+    ] {
+        let k = store
+            .insert(&Knock {
+                status: Status::Invited,
+                invited_at: Some(T0),
+                ..Knock::new(user, "json", T0)
+            })
+            .expect("insert");
+        let t = lifecycle::apply(&k, event, T0, &policy).knock;
+        ids.push(store.put(&t).expect("put").expect("stored").id);
+    }
+    let open = store.insert(&Knock::new("@o:x", "json", T0)).expect("open");
+    store
+        .put_delivery("sha256:x", ids[0], T0)
+        .expect("delivery");
+    assert_eq!(store.prune(T0 + 89 * DAY, 90 * DAY, 100).expect("prune"), 0);
+    // The expired one still owes its kick: it stays, whatever its age.
+    assert_eq!(store.prune(T0 + 90 * DAY, 90 * DAY, 100).expect("prune"), 2);
+    assert!(store.get(ids[1]).expect("get").is_some());
+    assert!(store.get(open.id).expect("get").is_some());
+    assert_eq!(
+        store.daily_counts().expect("counts"),
+        vec![(lifecycle::day_of(T0), "declined".to_owned(), 2)]
+    );
+    let owed = store.get(ids[1]).expect("get").expect("row");
+    assert_eq!(owed.withdraw, Some(Withdraw::Kick));
+}
+
+#[test]
+fn forgetting_a_person_leaves_nothing_of_theirs_but_others_untouched() {
+    let (db, store) = fresh();
+    let a = store.insert(&Knock::new("@a:x", "json", T0)).expect("a");
+    store
+        .insert(&Knock::new("@a:x", "json", T0 + 1))
+        .expect("a2");
+    let b = store.insert(&Knock::new("@b:x", "json", T0)).expect("b");
+    store.put_delivery("tally:1", a.id, T0).expect("d");
+    store.put_delivery("tally:2", b.id, T0).expect("d");
+    store
+        .set_limit_state("mxid:@a:x", &serde_json::json!({}), T0 + DAY)
+        .expect("limit");
+    let gone = store.forget("@a:x").expect("forget");
+    assert_eq!(gone.knocks, 2);
+    assert_eq!(gone.deliveries, 1);
+    assert!(store.latest_for("@a:x").expect("read").is_none());
+    assert!(store.latest_for("@b:x").expect("read").is_some());
+    assert_eq!(store.delivery("tally:2", T0).expect("d"), Some(b.id));
+    let sql = SimSql(db);
+    let left: Vec<serde_json::Value> = sql
+        .query("SELECT key FROM limits WHERE key = 'mxid:@a:x'", &[])
+        .expect("limits");
+    assert!(left.is_empty());
+}
