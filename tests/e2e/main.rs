@@ -13,4 +13,5 @@ mod login;
 mod rate_limits;
 mod sandbox;
 mod support;
+mod upgrade;
 mod watchdogs;

@@ -538,6 +538,38 @@ impl Worker {
         w
     }
 
+    /// Starts `wrangler dev` on state persisted earlier (a `--persist-to` directory packed with
+    /// `tar -czf`), as a redeploy onto an existing deployment would find it.
+    pub fn start_on_state(vars: &[(String, String)], state_tarball: &Path) -> Worker {
+        let dir = scratch_dir("worker");
+        let persist = dir.join("state");
+        fs::create_dir_all(&persist).expect("persist dir");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&persist)
+            .arg("-xzf")
+            .arg(state_tarball)
+            .status()
+            .expect("tar");
+        assert!(status.success(), "unpacking {}", state_tarball.display());
+        let room_id = vars
+            .iter()
+            .find(|(k, _)| k == "NEW_ROOM_ID")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let config = write_wrangler_config(&dir, vars);
+        let mut w = Worker {
+            url: String::new(),
+            persist,
+            config,
+            room_id,
+            process: None,
+            port: free_port(),
+        };
+        w.launch();
+        w
+    }
+
     /// Starts wrangler; one start at a time (wrangler picks some internal ports itself, and two
     /// starting at once can collide), with one retry if a port was taken meanwhile.
     fn launch(&mut self) {
@@ -734,4 +766,12 @@ fn write_wrangler_config(dir: &Path, vars: &[(String, String)]) -> PathBuf {
 
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).expect("string")
+}
+
+/// Wall-clock time in unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
