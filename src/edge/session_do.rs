@@ -5,6 +5,10 @@
 //! Durable Objects of this worker. No reply to a person and no log line ever carries it. When a
 //! token stops working it logs in again if it has the means, or reports that an operator is
 //! needed.
+//!
+//! Requests are served one at a time (single flight): the object awaits logins and Beeper's
+//! API, and another request would otherwise read the session while a login is under way, log in
+//! a second time, and overwrite the first one's token when it stores.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -74,15 +78,22 @@ struct Stored {
 pub struct SessionDo {
     state: State,
     env: Env,
+    /// Held from reading the session to storing it: one request at a time.
+    one_at_a_time: futures_util::lock::Mutex<()>,
 }
 
 impl DurableObject for SessionDo {
     fn new(state: State, env: Env) -> Self {
-        SessionDo { state, env }
+        SessionDo {
+            state,
+            env,
+            one_at_a_time: futures_util::lock::Mutex::new(()),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let op: SessionOp = req.json().await?;
+        let _turn = self.one_at_a_time.lock().await;
         let cfg = Config::from_lookup(env_lookup(&self.env)).map_err(|p| p.summary())?;
         let mut stored: Stored = self
             .state

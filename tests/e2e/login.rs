@@ -208,3 +208,31 @@ fn beeper_mode_logs_in_with_the_emailed_code_and_invites() {
         lead.body
     );
 }
+
+#[test]
+fn concurrent_cold_requests_log_in_once() {
+    let s = synapse();
+    let (bot, room) = own_bot("singleflightbot");
+    let w = Worker::start(&vars(
+        &room,
+        &[
+            ("MATRIX_USER_ID", &bot.user_id),
+            ("MATRIX_PASSWORD", &bot.password),
+        ],
+    ));
+    // Nothing has logged in yet: eight requests that each need the session arrive together.
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let who = whoami(&w);
+                assert_eq!(who.status, 200, "{}", who.body);
+                assert_eq!(who.json()["user_id"], bot.user_id.as_str());
+            });
+        }
+    });
+    let devices = s.client("GET", "/_matrix/client/v3/devices", &bot.token, None);
+    assert_eq!(devices.status, 200, "{}", devices.body);
+    let n = devices.json()["devices"].as_array().map_or(0, Vec::len);
+    // The registration's device, and exactly one login by Knock.
+    assert_eq!(n, 2, "{}", devices.body);
+}
