@@ -380,11 +380,9 @@ fn looks_like_mxid(value: &str) -> bool {
     (v.starts_with('@') || v.contains("matrix.to/#/@")) && UserId::parse(v).is_ok()
 }
 
+/// The SHA-256 digest of `bytes`, as lower-case hex.
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 #[cfg(test)]
