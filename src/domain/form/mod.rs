@@ -2,7 +2,8 @@
 //!
 //! Decides: what platform sent a body, whether it is a submission at all (a Typeform partial
 //! response is not), which field holds the Matrix ID, whether a honeypot field was filled, the
-//! idempotency key of a delivery. Never does: signature checks (see [`super::signature`]), any lookup of the
+//! idempotency key of a delivery, and whether the reply goes to a person or a program
+//! ([`audience`]). Never does: signature checks (see [`super::signature`]), any lookup of the
 //! ID, or any IO.
 //!
 //! Accepted shapes (one file each; the fixtures in `tests/fixtures/intake/` follow the
@@ -27,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::mxid::MxidError;
 
+mod audience;
 mod choose;
 mod fillout;
 mod formspree;
@@ -36,6 +38,7 @@ mod multipart;
 mod tally;
 mod typeform;
 
+pub use audience::{audience, Audience};
 pub use choose::Choice;
 
 /// Largest body Knock reads. Anything bigger is refused with 413 before it is parsed.
