@@ -104,7 +104,7 @@ const LINK_PREFIXES: [&str; 4] = [
 ];
 
 /// Characters that render as nothing, yet are pasted along with IDs copied from apps and pages.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' // soft hyphen
         | '\u{034F}' // combining grapheme joiner

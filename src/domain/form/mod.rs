@@ -26,7 +26,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::mxid::MxidError;
+use super::mxid::{is_invisible, MxidError};
 
 mod audience;
 mod choose;
@@ -280,7 +280,10 @@ fn excerpt(text: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(word.chars().filter(|c| !c.is_control() && *c != '"'));
+        out.extend(
+            word.chars()
+                .filter(|c| !c.is_control() && !is_invisible(*c) && *c != '"'),
+        );
     }
     if out.chars().count() > NAME_EXCERPT_CHARS {
         out = out.chars().take(NAME_EXCERPT_CHARS - 1).collect();
