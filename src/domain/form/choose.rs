@@ -10,8 +10,10 @@
 //! - otherwise the fields whose value is explicitly a Matrix ID (`@name:server`, a matrix.to
 //!   link or a `matrix:` URI): one is used, several are an error naming them, none is an error.
 //!
-//! A field of unknown kind answered yes/no/true/false/on/off is read as a yes/no question. Fields
-//! that agree on the same ID are one candidate, not an ambiguity.
+//! A field of unknown kind answered yes/no/true/false/on/off is read as a yes/no question. A
+//! hidden field left empty (the form link had no such parameter) was never the person's to fill,
+//! so it is no candidate; an empty visible one is a missing answer. Fields that agree on the same
+//! ID are one candidate, not an ambiguity.
 //!
 //! Honeypots match field ids (keys, refs, HTML names), and labels only of hidden fields, so that
 //! a visible "Website" question never marks honest people as spam.
@@ -72,9 +74,13 @@ impl Field {
         })
     }
 
-    /// Free text in which a person may have typed their ID (see the module doc).
+    /// Free text in which a person may have typed their ID, or a hidden field that was filled
+    /// in (see the module doc).
     fn may_hold_typed_id(&self) -> bool {
-        self.kind.is_free_text() && !(self.kind == FieldKind::Untyped && is_yes_no(&self.value))
+        let unfilled_hidden = self.is_hidden() && self.is_empty();
+        self.kind.is_free_text()
+            && !unfilled_hidden
+            && !(self.kind == FieldKind::Untyped && is_yes_no(&self.value))
     }
 
     /// A field whose answer a person typed, or one pre-filled from the form link.

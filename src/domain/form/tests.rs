@@ -639,6 +639,26 @@ mod choice {
     }
 
     #[test]
+    fn an_unfilled_hidden_matrix_field_is_no_candidate_but_an_empty_visible_one_is() {
+        let s = tally(serde_json::json!([
+            {"key": "q0", "label": "matrix_id", "type": "HIDDEN_FIELDS", "value": null},
+            {"key": "q1", "label": "Handle", "type": "INPUT_TEXT", "value": "@al:example.org"},
+        ]));
+        assert_eq!(s.matrix_id(None).unwrap().as_str(), "@al:example.org");
+        let s = tally(serde_json::json!([
+            {"key": "q0", "label": "Matrix ID", "type": "INPUT_TEXT", "value": ""},
+            {"key": "q1", "label": "Handle", "type": "INPUT_TEXT", "value": "@al:example.org"},
+        ]));
+        assert_eq!(
+            s.matrix_id(None),
+            Err(FormError::InvalidMxid {
+                field: "Matrix ID".into(),
+                error: MxidError::Empty
+            })
+        );
+    }
+
+    #[test]
     fn two_different_valid_matrix_fields_are_ambiguous_and_named() {
         let s = tally(serde_json::json!([
             {"key": "q1", "label": "Matrix ID", "type": "INPUT_TEXT", "value": "@a:x.org"},
