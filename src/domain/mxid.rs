@@ -8,10 +8,17 @@
 //! the server name is a DNS name, an IPv4 address or a bracketed IPv6 literal, with an optional
 //! port.
 //!
-//! Leniency for people typing into a form: surrounding white space is trimmed, a missing leading
-//! `@` is added, a `https://matrix.to/#/@user:server` link is unwrapped, and an upper-case localpart
-//! is lowered (homeservers register lower-case localparts only, so `@Alice:x` can only mean
-//! `@alice:x`).
+//! Leniency for people typing into a form ([`UserId::parse_typed`] says what it did):
+//! - invisible characters are dropped wherever they are (zero-width spaces and joiners, the BOM,
+//!   soft hyphens, bidi marks) and Unicode spaces such as NBSP are trimmed from the ends;
+//! - surrounding quotes (straight and curly), guillemets and angle brackets are taken off;
+//! - a missing leading `@` is added;
+//! - a `https://matrix.to/#/@user:server` link is unwrapped, percent-encoded or not
+//!   (`#/%40user%3Aserver`), and so is a `matrix:u/user:server` URI (MSC2312), with any
+//!   `?via=` or `?action=chat` query;
+//! - an upper-case localpart is lowered (homeservers register lower-case localparts only, so
+//!   `@Alice:x` can only mean `@alice:x`), and the result says so, so that a reply can tell the
+//!   person that their phone capitalised it.
 
 use std::fmt;
 
@@ -70,28 +77,123 @@ impl fmt::Display for MxidError {
 
 impl std::error::Error for MxidError {}
 
+/// A user ID read from what a person typed, with what the reading changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedId {
+    pub id: UserId,
+    /// The localpart was typed with capitals (phone keyboards capitalise the first letter) and
+    /// was folded to lower case.
+    pub case_folded: bool,
+    /// The text said outright that it is a Matrix ID: it started with `@`, or was a matrix.to
+    /// link or a `matrix:` URI. A bare `name:server` also parses, but so does a time like `12:30`.
+    pub explicit: bool,
+}
+
+/// The text of an ID once the decoration people and their apps put around it is taken off.
+struct Unwrapped {
+    text: String,
+    explicit: bool,
+}
+
+/// Links that wrap a user ID, in lower case (they are matched case-insensitively).
+const LINK_PREFIXES: [&str; 4] = [
+    "https://matrix.to/#/",
+    "http://matrix.to/#/",
+    "matrix.to/#/",
+    "matrix:u/",
+];
+
+/// Characters that render as nothing, yet are pasted along with IDs copied from apps and pages.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' // soft hyphen
+        | '\u{034F}' // combining grapheme joiner
+        | '\u{061C}' // Arabic letter mark
+        | '\u{180E}' // Mongolian vowel separator
+        | '\u{200B}'..='\u{200F}' // zero-width space, non-joiner, joiner; LRM, RLM
+        | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner and invisible operators
+        | '\u{2066}'..='\u{2069}' // bidi isolates
+        | '\u{FEFF}' // byte order mark, zero-width no-break space
+    )
+}
+
+/// Quotes and brackets that people (and their apps' autocorrect) put around an ID.
+fn is_wrapper(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\''
+            | '`'
+            | '<'
+            | '>'
+            | '\u{201C}'
+            | '\u{201D}'
+            | '\u{201E}'
+            | '\u{201F}'
+            | '\u{2018}'
+            | '\u{2019}'
+            | '\u{201A}'
+            | '\u{201B}'
+            | '\u{00AB}'
+            | '\u{00BB}'
+            | '\u{2039}'
+            | '\u{203A}'
+            | '\u{300C}'
+            | '\u{300D}'
+    )
+}
+
+/// Trims white space (Unicode's, NBSP included) and wrapping quotes, as often as they nest.
+fn strip_wrappers(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || is_wrapper(c))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn unwrap_typed(input: &str) -> Unwrapped {
+    let visible: String = input.chars().filter(|c| !is_invisible(*c)).collect();
+    let s = strip_wrappers(&visible);
+    for prefix in LINK_PREFIXES {
+        if let Some(rest) = strip_prefix_ignore_case(s, prefix) {
+            // The ID is one path segment; a query (`?via=`, `?action=chat`), a fragment or a
+            // further segment (an event) follows it. A `/` inside the localpart would be
+            // percent-encoded, so split before decoding.
+            let segment = rest.split(['?', '#', '/']).next().unwrap_or("");
+            let decoded = percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .unwrap_or_else(|_| segment.to_owned());
+            return Unwrapped {
+                text: strip_wrappers(&decoded).to_owned(),
+                explicit: true,
+            };
+        }
+    }
+    Unwrapped {
+        text: s.to_owned(),
+        explicit: s.starts_with('@'),
+    }
+}
+
 impl UserId {
     /// Parses what a person typed, with the leniency described in the module doc.
     pub fn parse(input: &str) -> Result<UserId, MxidError> {
-        let mut s = input.trim();
-        for prefix in [
-            "https://matrix.to/#/",
-            "http://matrix.to/#/",
-            "matrix.to/#/",
-        ] {
-            if let Some(rest) = s.strip_prefix(prefix) {
-                s = rest.split(['?', '/']).next().unwrap_or("").trim();
-                break;
-            }
-        }
-        if let Some(rest) = s.strip_prefix("matrix:u/") {
-            s = rest.split(['?', '/']).next().unwrap_or("").trim();
-        }
+        UserId::parse_typed(input).map(|t| t.id)
+    }
+
+    /// Parses what a person typed, and says how it was read.
+    pub fn parse_typed(input: &str) -> Result<TypedId, MxidError> {
+        let unwrapped = unwrap_typed(input);
+        let s = unwrapped.text.as_str();
         if s.is_empty() || s == "@" {
             return Err(MxidError::Empty);
         }
         let body = s.strip_prefix('@').unwrap_or(s);
-        // Cheap bound before any allocation: anything longer can never fit.
+        // Anything longer can never fit, whatever the checks below would say.
         if body.len() + 1 > MAX_USER_ID_BYTES {
             return Err(MxidError::TooLong);
         }
@@ -116,9 +218,13 @@ impl UserId {
         full.push_str(&local.to_ascii_lowercase());
         full.push(':');
         full.push_str(server);
-        Ok(UserId {
-            colon: local.len() + 1,
-            full,
+        Ok(TypedId {
+            id: UserId {
+                colon: local.len() + 1,
+                full,
+            },
+            case_folded: local.bytes().any(|b| b.is_ascii_uppercase()),
+            explicit: unwrapped.explicit,
         })
     }
 
@@ -298,6 +404,112 @@ mod tests {
             ok("matrix:u/alice:example.org?action=chat"),
             "@alice:example.org"
         );
+    }
+
+    #[test]
+    fn a_percent_encoded_matrix_to_link_is_decoded() {
+        assert_eq!(
+            ok("https://matrix.to/#/%40alice%3Aexample.org"),
+            "@alice:example.org"
+        );
+        assert_eq!(
+            ok("https://matrix.to/#/%40alice%3Aexample.org?via=example.org"),
+            "@alice:example.org"
+        );
+        assert_eq!(
+            ok("HTTPS://Matrix.To/#/@alice:example.org/"),
+            "@alice:example.org"
+        );
+        // An encoded slash belongs to the localpart; a literal one ends the segment.
+        assert_eq!(ok("https://matrix.to/#/@a%2Fb:x.org"), "@a/b:x.org");
+    }
+
+    #[test]
+    fn a_matrix_uri_is_unwrapped_with_its_query() {
+        for uri in [
+            "matrix:u/alice:example.org",
+            "matrix:u/alice:example.org?action=chat",
+            "matrix:u/alice:example.org?via=example.org&action=chat",
+            "Matrix:U/alice%3Aexample.org",
+            "matrix:u/@alice:example.org",
+        ] {
+            assert_eq!(ok(uri), "@alice:example.org", "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_capitalised_localpart_is_folded_and_the_fold_is_reported() {
+        let typed = UserId::parse_typed("@Alice:example.org").unwrap();
+        assert_eq!(typed.id.as_str(), "@alice:example.org");
+        assert!(typed.case_folded);
+        let plain = UserId::parse_typed("@alice:Example.org").unwrap();
+        assert!(
+            !plain.case_folded,
+            "the server's case is not the localpart's"
+        );
+        assert!(
+            UserId::parse_typed("https://matrix.to/#/@Bob:x.org")
+                .unwrap()
+                .case_folded
+        );
+    }
+
+    #[test]
+    fn quotes_and_angle_brackets_around_an_id_are_taken_off() {
+        for typed in [
+            "\"@alice:example.org\"",
+            "'@alice:example.org'",
+            "\u{201C}@alice:example.org\u{201D}",
+            "\u{2018}@alice:example.org\u{2019}",
+            "\u{00AB} @alice:example.org \u{00BB}",
+            "<@alice:example.org>",
+            "<https://matrix.to/#/@alice:example.org>",
+            "\"<@alice:example.org>\"",
+            "`@alice:example.org`",
+        ] {
+            assert_eq!(ok(typed), "@alice:example.org", "{typed}");
+        }
+    }
+
+    #[test]
+    fn invisible_characters_and_unicode_spaces_are_ignored() {
+        for typed in [
+            "\u{200B}@alice:example.org",
+            "@ali\u{200B}ce:example.org",
+            "@alice\u{200D}:example.org",
+            "\u{FEFF}@alice:example.org",
+            "\u{00A0}@alice:example.org\u{00A0}",
+            "\u{2003}@alice:example.org\u{3000}",
+            "\u{202F}@alice:exam\u{00AD}ple.org\u{2060}",
+            "\u{200E}@alice:example.org\u{200F}",
+        ] {
+            assert_eq!(ok(typed), "@alice:example.org", "{typed:?}");
+        }
+        // A visible space inside is still a mistake the person must fix.
+        assert_eq!(err("@ali ce:example.org"), MxidError::InvalidLocalpart);
+        assert_eq!(
+            err("@ali\u{00A0}ce:example.org"),
+            MxidError::InvalidLocalpart
+        );
+    }
+
+    #[test]
+    fn only_a_sigil_link_or_uri_makes_an_id_explicit() {
+        for typed in [
+            "@a:x.org",
+            "https://matrix.to/#/@a:x.org",
+            "matrix:u/a:x.org",
+        ] {
+            assert!(UserId::parse_typed(typed).unwrap().explicit, "{typed}");
+        }
+        assert!(!UserId::parse_typed("a:x.org").unwrap().explicit);
+        assert!(!UserId::parse_typed("12:30").unwrap().explicit);
+    }
+
+    #[test]
+    fn an_unwrapped_id_still_obeys_the_length_limit() {
+        let long = format!("https://matrix.to/#/%40{}%3Ax.org", "a".repeat(300));
+        assert_eq!(err(&long), MxidError::TooLong);
     }
 
     #[test]

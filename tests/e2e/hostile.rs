@@ -116,10 +116,16 @@ fn hostile_requests_get_defined_4xx_answers_and_the_worker_keeps_serving() {
             415,
         ),
         (
-            "multipart",
+            "a broken multipart body",
             "multipart/form-data; boundary=x",
             b"--x\r\n".to_vec(),
-            415,
+            400,
+        ),
+        (
+            "multipart without a boundary",
+            "multipart/form-data",
+            b"--x\r\n".to_vec(),
+            400,
         ),
         (
             "header injection in a form value",
