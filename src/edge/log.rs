@@ -41,5 +41,5 @@ pub fn random_id() -> String {
     if getrandom::fill(&mut bytes).is_err() {
         return format!("{:x}", super::now_ms());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
