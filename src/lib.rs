@@ -10,6 +10,7 @@
 pub mod domain;
 pub mod matrix;
 pub mod room;
+pub mod turnstile;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -11,6 +11,13 @@ use super::rate_limit::{Quota, WaveConfig};
 use super::signature::Secrets;
 use super::watchdog::{KnockPolicy, WatchConfig};
 
+/// Cloudflare Turnstile's siteverify endpoint.
+pub const DEFAULT_TURNSTILE_VERIFY_URL: &str =
+    "https://challenges.cloudflare.com/turnstile/v0/siteverify";
+
+/// Cloudflare's documented test site key that always passes (for the sandbox form).
+pub const TURNSTILE_TEST_SITE_KEY: &str = "1x00000000000000000000AA";
+
 /// Original service's default homeserver (Beeper).
 pub const DEFAULT_MATRIX_BASE_URL: &str = "https://matrix.beeper.com";
 
@@ -43,6 +50,10 @@ pub struct Config {
     pub blocklist_scan_interval_ms: u64,
     /// `KNOCK_RETENTION`: how long a closed knock is kept before only its daily count remains.
     pub retention_ms: u64,
+    /// Where Turnstile tokens are checked (`TURNSTILE_VERIFY_URL`; Cloudflare's by default).
+    pub turnstile_verify_url: String,
+    /// `TURNSTILE_SITE_KEY`, for the sandbox form's widget.
+    pub turnstile_site_key: Option<String>,
     /// How Knock logs in: chosen from which settings are present.
     pub login: Login,
 }
@@ -354,7 +365,19 @@ impl Config {
             typeform: get("TYPEFORM_SIGNING_SECRET"),
             formspree: get("FORMSPREE_SIGNING_SECRET"),
             shared: get("WEBHOOK_SECRET"),
+            turnstile: get("TURNSTILE_SECRET_KEY"),
         };
+        let turnstile_verify_url =
+            get("TURNSTILE_VERIFY_URL").unwrap_or_else(|| DEFAULT_TURNSTILE_VERIFY_URL.to_owned());
+        if !(turnstile_verify_url.starts_with("https://")
+            || turnstile_verify_url.starts_with("http://"))
+        {
+            bad(
+                "TURNSTILE_VERIFY_URL",
+                false,
+                "it must be an http(s) URL (default: Cloudflare's siteverify)".into(),
+            );
+        }
 
         match (room_id, problems.is_empty()) {
             (Some(room_id), true) => Ok(Config {
@@ -383,6 +406,8 @@ impl Config {
                 invite_check_interval_ms,
                 blocklist_scan_interval_ms,
                 retention_ms,
+                turnstile_verify_url,
+                turnstile_site_key: get("TURNSTILE_SITE_KEY"),
                 login,
             }),
             _ => Err(Problems(problems)),

@@ -189,6 +189,10 @@ pub struct Knock {
     pub display_name: Option<String>,
     /// The direct chat a reminder went to.
     pub dm_room: Option<String>,
+    /// What Knock noticed about the request itself (an ID read in lower case), kept whatever
+    /// happens next.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl Knock {
@@ -213,6 +217,7 @@ impl Knock {
             closed_at: None,
             display_name: None,
             dm_room: None,
+            note: None,
         }
     }
 

@@ -216,6 +216,24 @@ fn deny_until(at: u64, now: u64) -> Verdict {
 }
 
 /// A wait in whole seconds for a `Retry-After` header: rounded up, never zero.
+/// The limiter key of a client address. An IPv6 client usually holds a whole /64, so it is keyed
+/// by that prefix (any address in it is the same client); IPv4 by the full address. Text that is
+/// no address at all is kept as it is, shortened.
+pub fn address_key(address: &str) -> String {
+    let a = address.trim();
+    match a.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => format!("ip:{}", a.chars().take(64).collect::<String>()),
+    }
+}
+
 pub fn retry_after_secs(retry_after_ms: u64) -> u64 {
     retry_after_ms.div_ceil(1000).max(1)
 }
@@ -349,6 +367,23 @@ pub fn pause_for(p: &Pacer, now: u64, retry_after_ms: u64) -> Pacer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_slash_64_and_ipv4_by_the_address() {
+        use super::address_key;
+        assert_eq!(address_key("192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa::1"),
+            address_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(address_key("2001:db8:1:2::1"), "ip6:2001:db8:1:2::/64");
+        assert_ne!(
+            address_key("2001:db8:1:2::1"),
+            address_key("2001:db8:1:3::1")
+        );
+        assert_eq!(address_key("::ffff:192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(address_key(" unknown "), "ip:unknown");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -25,10 +25,17 @@ pub struct Secrets {
     pub typeform: Option<String>,
     pub formspree: Option<String>,
     pub shared: Option<String>,
+    /// `TURNSTILE_SECRET_KEY`: browser deliveries must pass Cloudflare Turnstile.
+    pub turnstile: Option<String>,
 }
 
 impl Secrets {
+    /// Any check at all is configured (otherwise the webhook is open).
     pub fn any(&self) -> bool {
+        self.signing_or_shared() || self.turnstile.is_some()
+    }
+
+    fn signing_or_shared(&self) -> bool {
         self.tally.is_some()
             || self.typeform.is_some()
             || self.formspree.is_some()
@@ -43,6 +50,7 @@ impl std::fmt::Debug for Secrets {
             .field("typeform", &self.typeform.is_some())
             .field("formspree", &self.formspree.is_some())
             .field("shared", &self.shared.is_some())
+            .field("turnstile", &self.turnstile.is_some())
             .finish()
     }
 }
@@ -55,6 +63,9 @@ pub struct Presented<'a> {
     pub formspree_signature: Option<&'a str>,
     /// `X-Knock-Secret` header, or else the `secret` query parameter.
     pub shared_secret: Option<&'a str>,
+    /// The shared secret came in the header (a URL's `?secret=` ends up in logs and in a public
+    /// form's HTML, so it is no proof where Turnstile is on).
+    pub shared_in_header: bool,
 }
 
 /// Which proof a request carried.
@@ -66,6 +77,47 @@ pub enum Proof {
     Typeform,
     Formspree,
     SharedSecret,
+    /// A valid Cloudflare Turnstile token (checked by the edge after [`Gate::Turnstile`]).
+    Turnstile,
+}
+
+impl Proof {
+    /// A form platform signed the delivery. Such deliveries come from a handful of the
+    /// platform's addresses and are retried: the per-address limit is not theirs.
+    pub fn is_platform_signature(self) -> bool {
+        matches!(self, Proof::Tally | Proof::Typeform | Proof::Formspree)
+    }
+}
+
+/// What a delivery needs before it may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Proven(Proof),
+    /// No platform signature and no shared secret in a header, and Turnstile is on: the body
+    /// must carry a valid `cf-turnstile-response`.
+    Turnstile,
+}
+
+/// [`verify`], with Turnstile: a delivery with a platform signature or the shared secret in a
+/// header is checked as always; any other delivery goes to Turnstile when it is configured
+/// (a secret in the URL is public on a plain form's page, so it proves nothing there).
+pub fn gate(
+    secrets: &Secrets,
+    presented: &Presented<'_>,
+    body: &[u8],
+    now_unix_secs: u64,
+) -> Result<Gate, AuthError> {
+    let signed = presented.tally_signature.is_some()
+        || presented.typeform_signature.is_some()
+        || presented.formspree_signature.is_some();
+    let header_secret = presented.shared_secret.is_some() && presented.shared_in_header;
+    if secrets.turnstile.is_some() && !signed && !header_secret {
+        return Ok(Gate::Turnstile);
+    }
+    if !secrets.signing_or_shared() {
+        return Ok(Gate::Proven(Proof::Open));
+    }
+    verify(secrets, presented, body, now_unix_secs).map(Gate::Proven)
 }
 
 /// Why a request was refused. The public reply is the same 401 for all of them; the variant is
@@ -92,7 +144,7 @@ pub fn verify(
     body: &[u8],
     now_unix_secs: u64,
 ) -> Result<Proof, AuthError> {
-    if !secrets.any() {
+    if !secrets.signing_or_shared() {
         return Ok(Proof::Open);
     }
     let mut failure = AuthError::Missing;
@@ -258,7 +310,64 @@ mod tests {
             typeform: Some("typeform-secret".into()),
             formspree: Some("formspree-secret".into()),
             shared: Some("shared-secret".into()),
+            turnstile: None,
         }
+    }
+
+    #[test]
+    fn with_turnstile_on_only_a_platform_signature_or_a_header_secret_skips_the_check() {
+        let on = Secrets {
+            turnstile: Some("ts".into()),
+            ..secrets()
+        };
+        let tally = sign_base64("tally-secret", BODY);
+        let signed = Presented {
+            tally_signature: Some(&tally),
+            ..Default::default()
+        };
+        assert_eq!(gate(&on, &signed, BODY, 0), Ok(Gate::Proven(Proof::Tally)));
+        let header = Presented {
+            shared_secret: Some("shared-secret"),
+            shared_in_header: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            gate(&on, &header, BODY, 0),
+            Ok(Gate::Proven(Proof::SharedSecret))
+        );
+        // The secret in a public form's URL proves nothing: the browser must pass Turnstile.
+        let query = Presented {
+            shared_secret: Some("shared-secret"),
+            shared_in_header: false,
+            ..Default::default()
+        };
+        assert_eq!(gate(&on, &query, BODY, 0), Ok(Gate::Turnstile));
+        assert_eq!(
+            gate(&on, &Presented::default(), BODY, 0),
+            Ok(Gate::Turnstile)
+        );
+        // Turnstile alone is a configured check: the webhook is not open.
+        let only = Secrets {
+            turnstile: Some("ts".into()),
+            ..Default::default()
+        };
+        assert!(only.any());
+        assert_eq!(
+            gate(&only, &Presented::default(), BODY, 0),
+            Ok(Gate::Turnstile)
+        );
+        // Without Turnstile, the URL secret works as before.
+        assert_eq!(
+            gate(&secrets(), &query, BODY, 0),
+            Ok(Gate::Proven(Proof::SharedSecret))
+        );
+        assert_eq!(
+            gate(&Secrets::default(), &Presented::default(), BODY, 0),
+            Ok(Gate::Proven(Proof::Open))
+        );
+        assert!(Proof::Typeform.is_platform_signature());
+        assert!(!Proof::SharedSecret.is_platform_signature());
+        assert!(!Proof::Turnstile.is_platform_signature());
     }
 
     #[test]

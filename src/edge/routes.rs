@@ -6,14 +6,18 @@ use worker::{Context, Env, Method, Request, Response, Result, Url};
 use super::http::{self, Body};
 use super::log::Logger;
 use super::room_do;
+use super::transport::FetchTransport;
 use super::{admin, blocklist, rate_limit_do, session_do};
 use super::{env_lookup, now_ms};
 use crate::domain::config::{Config, Problems};
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
 use crate::domain::lifecycle::Status;
+use crate::domain::rate_limit;
 use crate::domain::rate_limit::retry_after_secs;
-use crate::domain::signature::{self, AuthError, Presented};
+use crate::domain::signature::{self, AuthError, Gate, Presented, Proof};
+use crate::matrix::Transport;
 use crate::room::{KnockIn, KnockOut, RoomOp};
+use crate::turnstile;
 
 pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Result<Response> {
     let path = req.path();
@@ -21,7 +25,7 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Res
         (Method::Get, "/") | (Method::Head, "/") => health(env).await,
         (Method::Post, "/invite_from_form") => invite_from_form(req, env, ctx, log).await,
         (Method::Get, "/form") if env_lookup(env)("SANDBOX").as_deref() == Some("1") => {
-            sandbox_form()
+            sandbox_form(env)
         }
         // Never 404 or 410 here: Typeform disables a webhook for good on either.
         (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
@@ -58,13 +62,19 @@ async fn health(env: &Env) -> Result<Response> {
             needed
         }
     };
+    // With no secret at all, anyone can post knocks: say so where an operator looks.
+    let webhook = if cfg.secrets.any() {
+        "protected"
+    } else {
+        "open"
+    };
     if login_needed {
         http::json(
             200,
-            &json!({ "status": "degraded", "reason": "homeserver login needed" }),
+            &json!({ "status": "degraded", "reason": "homeserver login needed", "webhook": webhook }),
         )
     } else {
-        http::json(200, &json!({ "status": "running" }))
+        http::json(200, &json!({ "status": "running", "webhook": webhook }))
     }
 }
 
@@ -79,29 +89,37 @@ fn misconfigured(p: &Problems) -> serde_json::Value {
 
 /// The minimal HTML form the sandbox serves, to knock from a browser. Production deployments
 /// use their own form (any HTML form that posts `matrix_id` works the same way).
-fn sandbox_form() -> Result<Response> {
-    Response::from_html(
+fn sandbox_form(env: &Env) -> Result<Response> {
+    // The widget uses the configured site key, or Cloudflare's documented test key (always
+    // passes). Its script loads only in a person's browser; the worker never fetches it.
+    let site_key = env_lookup(env)("TURNSTILE_SITE_KEY")
+        .unwrap_or_else(|| crate::domain::config::TURNSTILE_TEST_SITE_KEY.to_owned());
+    let site_key: String = site_key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    Response::from_html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>Knock on the sandbox room</title><style>body{font-family:system-ui,sans-serif;\
-         max-width:32rem;margin:4rem auto;padding:0 1rem;line-height:1.5}input,button{font:inherit;\
-         padding:.4rem}.hp{position:absolute;left:-10000px}</style></head><body>\
+         <title>Knock on the sandbox room</title><style>body{{font-family:system-ui,sans-serif;\
+         max-width:32rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}input,button{{font:inherit;\
+         padding:.4rem}}.hp{{position:absolute;left:-10000px}}</style>\
+         <script src=\"https://challenges.cloudflare.com/turnstile/v0/api.js\" async defer></script>\
+         </head><body>\
          <h1>Ask to join the room</h1>\
          <form method=\"post\" action=\"/invite_from_form\">\
          <p><label>Your Matrix ID<br><input name=\"matrix_id\" required \
          placeholder=\"@demo:localhost\" size=\"30\"></label></p>\
          <p class=\"hp\" aria-hidden=\"true\"><label>Leave this empty\
          <input name=\"website\" tabindex=\"-1\" autocomplete=\"off\"></label></p>\
-         <p><button type=\"submit\">Knock</button></p></form></body></html>",
-    )
+         <div class=\"cf-turnstile\" data-sitekey=\"{site_key}\"></div>\
+         <p><button type=\"submit\">Knock</button></p></form></body></html>"
+    ))
 }
 
-/// How the reply is dressed: JSON for webhooks, a small page for people posting an HTML form.
-#[derive(Clone, Copy, PartialEq)]
-enum Audience {
-    Webhook,
-    Person,
-}
+/// How the reply is dressed: JSON for programs, a small page for people (decided in the core
+/// from `Accept`, `Sec-Fetch-Mode` and `Origin`).
+use crate::domain::form::Audience;
 
 fn reply_error(audience: Audience, status: u16, message: &str) -> Result<Response> {
     match audience {
@@ -138,17 +156,24 @@ fn too_many(audience: Audience, retry_after_ms: u64) -> Result<Response> {
     Ok(resp)
 }
 
+thread_local! {
+    /// This isolate already warned that the webhook has no secret at all.
+    static OPEN_WARNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 async fn invite_from_form(
     mut req: Request,
     env: &Env,
     ctx: &Context,
     log: &Logger,
 ) -> Result<Response> {
-    let content_type = req.headers().get("content-type")?;
-    let audience = match content_type.as_deref() {
-        Some(ct) if ct.to_ascii_lowercase().contains("x-www-form-urlencoded") => Audience::Person,
-        _ => Audience::Webhook,
-    };
+    let headers = req.headers();
+    let audience = form::audience(
+        headers.get("accept")?.as_deref(),
+        headers.get("sec-fetch-mode")?.as_deref(),
+        headers.get("origin")?.as_deref(),
+    );
+    let content_type = headers.get("content-type")?;
     let cfg = match Config::from_lookup(env_lookup(env)) {
         Ok(c) => c,
         Err(p) => {
@@ -180,9 +205,10 @@ async fn invite_from_form(
         typeform_signature: typeform.as_deref(),
         formspree_signature: formspree.as_deref(),
         shared_secret: shared_header.as_deref().or(shared_query.as_deref()),
+        shared_in_header: shared_header.is_some(),
     };
-    let proof = match signature::verify(&cfg.secrets, &presented, &body, now_ms() / 1000) {
-        Ok(p) => p,
+    let gate = match signature::gate(&cfg.secrets, &presented, &body, now_ms() / 1000) {
+        Ok(g) => g,
         Err(e) => {
             log.event("knock_refused", &[("reason", format!("{e:?}").into())]);
             let msg = match e {
@@ -193,37 +219,81 @@ async fn invite_from_form(
             return reply_error(audience, 401, msg);
         }
     };
-
-    // One round trip to the address's limiter, before anything that depends on the knock's
-    // verdict, so spam and blocked knocks are limited exactly like any other. An isolate that
-    // already refused this address answers alone until the wait is over.
-    let address = req
-        .headers()
-        .get("cf-connecting-ip")?
-        .unwrap_or_else(|| "unknown".into());
-    let key = format!("ip:{address}");
-    if let Some(wait) = rate_limit_do::known_denial(&key, now_ms()) {
-        rate_limit_do::report_violation(env, ctx, &key, cfg.ip_quota);
-        return too_many(audience, wait);
-    }
-    // The block-list is needed by every accepted knock: read it while the limiter answers.
-    let (answer, index) = futures_util::future::join(
-        rate_limit_do::check(env, &key, cfg.ip_quota),
-        blocklist::current(env),
-    )
-    .await;
-    let (answer, index) = (answer?, index?);
-    if !answer.allow {
-        log.event("knock_limited", &[("by", "address".into())]);
-        return too_many(audience, answer.retry_after_ms);
+    if gate == Gate::Proven(Proof::Open) && !OPEN_WARNED.with(|w| w.replace(true)) {
+        log.event(
+            "webhook_open",
+            &[(
+                "fix",
+                "no secret is configured: anyone can post knocks. Set WEBHOOK_SECRET (sent as \
+                 the X-Knock-Secret header), a platform's signing secret, or \
+                 TURNSTILE_SECRET_KEY for a plain HTML form."
+                    .into(),
+            )],
+        );
     }
 
-    let submission = match form::body_kind(content_type.as_deref(), &body)
-        .and_then(|kind| form::parse_submission(kind, &body))
+    let address = req.headers().get("cf-connecting-ip")?;
+    // A platform's signed delivery comes from a handful of its addresses and is retried: the
+    // per-ID limit and the join-wave breaker limit it, never the address limit (its retries
+    // must not double a lock-out). Everything else is limited per address (IPv6 per /64), in one
+    // round trip, before anything that depends on the knock's verdict.
+    let signed = matches!(gate, Gate::Proven(p) if p.is_platform_signature());
+    let index = if signed {
+        blocklist::current(env).await?
+    } else {
+        let key = rate_limit::address_key(address.as_deref().unwrap_or("unknown"));
+        if let Some(wait) = rate_limit_do::known_denial(&key, now_ms()) {
+            rate_limit_do::report_violation(env, ctx, &key, cfg.ip_quota);
+            return too_many(audience, wait);
+        }
+        // The block-list is needed by every accepted knock: read it while the limiter answers.
+        let (answer, index) = futures_util::future::join(
+            rate_limit_do::check(env, &key, cfg.ip_quota),
+            blocklist::current(env),
+        )
+        .await;
+        let (answer, index) = (answer?, index?);
+        if !answer.allow {
+            log.event("knock_limited", &[("by", "address".into())]);
+            return too_many(audience, answer.retry_after_ms);
+        }
+        index
+    };
+
+    let delivery = match form::body_kind(content_type.as_deref(), &body)
+        .and_then(|kind| form::parse_delivery(kind, &body))
     {
-        Ok(s) => s,
+        Ok(d) => d,
         Err(e) => return refuse(audience, log, &e),
     };
+    let submission = match delivery {
+        form::Delivery::Submission(s) => s,
+        form::Delivery::Partial(p) => {
+            // Someone left the form half-way: not a request to join. 200, so it is not retried.
+            log.event(
+                "knock_ignored",
+                &[
+                    ("source", p.platform.as_str().into()),
+                    ("why", "partial response".into()),
+                ],
+            );
+            return http::json(
+                200,
+                &json!({ "status": "ignored", "reason": "A partial response is not a submission." }),
+            );
+        }
+    };
+
+    let proof = match gate {
+        Gate::Proven(p) => p,
+        Gate::Turnstile => {
+            match check_turnstile(&cfg, &submission, address.as_deref(), log).await {
+                Ok(()) => Proof::Turnstile,
+                Err(msg) => return reply_error(audience, 403, msg),
+            }
+        }
+    };
+
     let source = submission.platform.as_str();
     let delivery_key = submission.delivery_key(&body);
 
@@ -250,16 +320,21 @@ async fn invite_from_form(
         return reply_accepted(audience, &cfg);
     }
 
-    let user = match submission.matrix_id(cfg.form_field.as_deref()) {
-        Ok(u) => u,
+    let choice = match submission.choose(cfg.form_field.as_deref()) {
+        Ok(c) => c,
         Err(e) => return refuse(audience, log, &e),
     };
+    let user = choice.id.clone();
     log.event(
         "knock_received",
         &[
             ("user_id", user.as_str().into()),
             ("source", source.into()),
             ("proof", format!("{proof:?}").into()),
+            (
+                "note",
+                choice.note().map_or(serde_json::Value::Null, Into::into),
+            ),
         ],
     );
     // The block-list comes before anything else that costs a subrequest. A blocked knock is
@@ -280,7 +355,7 @@ async fn invite_from_form(
         source: source.into(),
         delivery_key,
         record_as: verdict.as_ref().map(|_| Status::Blocked),
-        note: verdict,
+        note: verdict.or_else(|| choice.note().map(str::to_owned)),
     };
     let out: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
     if out.outcome == "limited" {
@@ -296,6 +371,62 @@ async fn invite_from_form(
         ],
     );
     reply_accepted(audience, &cfg)
+}
+
+/// Checks the submission's Turnstile token with siteverify. Fails closed, with a sentence for
+/// the person: a missing, invalid or spent token, and an unreachable siteverify.
+async fn check_turnstile(
+    cfg: &Config,
+    submission: &form::Submission,
+    address: Option<&str>,
+    log: &Logger,
+) -> std::result::Result<(), &'static str> {
+    let Some(secret) = cfg.secrets.turnstile.as_deref() else {
+        return Ok(());
+    };
+    let token = submission
+        .fields
+        .iter()
+        .find(|f| f.answers_to(turnstile::TOKEN_FIELD))
+        .map(|f| f.value.trim())
+        .filter(|t| !t.is_empty() && t.len() <= 2048);
+    let Some(token) = token else {
+        log.event("knock_refused", &[("reason", "no Turnstile token".into())]);
+        return Err(
+            "This form needs its anti-spam check: go back, wait for the check to \
+                    finish, and send the form again.",
+        );
+    };
+    let transport = FetchTransport {
+        timeout_ms: turnstile::TIMEOUT_MS,
+    };
+    let req = turnstile::siteverify(&cfg.turnstile_verify_url, secret, token, address);
+    match turnstile::outcome(transport.send(req).await) {
+        turnstile::Outcome::Valid => Ok(()),
+        turnstile::Outcome::Invalid(codes) => {
+            log.event(
+                "knock_refused",
+                &[
+                    ("reason", "Turnstile refused".into()),
+                    ("codes", json!(codes)),
+                ],
+            );
+            Err(
+                "The anti-spam check did not pass. Go back, reload the form, complete the check \
+                 and send it again.",
+            )
+        }
+        turnstile::Outcome::Unavailable => {
+            log.event(
+                "knock_refused",
+                &[("reason", "Turnstile unavailable".into())],
+            );
+            Err(
+                "The anti-spam check could not be completed just now. Go back and send the form \
+                 again in a minute.",
+            )
+        }
+    }
 }
 
 fn refuse(audience: Audience, log: &Logger, e: &FormError) -> Result<Response> {

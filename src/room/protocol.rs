@@ -119,7 +119,7 @@ pub fn knock_json(k: &Knock) -> Value {
         "id": k.id, "user_id": k.user_id, "source": k.source, "verdict": k.status.as_str(),
         "reason": k.last_error, "received_at": k.created_at, "updated_at": k.updated_at,
         "closed_at": k.closed_at, "approved": k.approved,
-        "owes": k.withdraw.map(|w| w.as_str()),
+        "owes": k.withdraw.map(|w| w.as_str()), "note": k.note,
     })
 }
 
@@ -242,7 +242,12 @@ impl<H: Host> Room<H> {
                 }
             }
             Intake::Queue => {
-                let stored = store.insert(&Knock::new(&k.user_id, &k.source, now))?;
+                // A note that came with it (the ID was read in lower case) stays with it.
+                let row = Knock {
+                    note: k.note.clone(),
+                    ..Knock::new(&k.user_id, &k.source, now)
+                };
+                let stored = store.insert(&row)?;
                 KnockOut::new("queued", stored.id)
             }
         };

@@ -112,6 +112,7 @@ ALTER TABLE knocks ADD COLUMN approved INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE knocks ADD COLUMN inviting INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE knocks ADD COLUMN withdraw TEXT;
 ALTER TABLE knocks ADD COLUMN dm_room TEXT;
+ALTER TABLE knocks ADD COLUMN note TEXT;
 DROP INDEX IF EXISTS knocks_due;
 CREATE INDEX IF NOT EXISTS knocks_due_at ON knocks(due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS knocks_closed ON knocks(open, closed_at);
@@ -128,7 +129,7 @@ pub const SCHEMA_VERSION: u64 = 2;
 
 const COLUMNS: &str = "id, version, user_id, source, status, profile_checked, approved, inviting, \
     withdraw, attempts, next_attempt_at, last_error, created_at, updated_at, invited_at, closed_at, \
-    display_name, dm_room";
+    display_name, dm_room, note";
 
 #[derive(Deserialize)]
 struct Row {
@@ -150,6 +151,7 @@ struct Row {
     closed_at: Option<i64>,
     display_name: Option<String>,
     dm_room: Option<String>,
+    note: Option<String>,
 }
 
 fn ms(v: i64) -> u64 {
@@ -179,6 +181,7 @@ impl Row {
             closed_at: self.closed_at.map(ms),
             display_name: self.display_name,
             dm_room: self.dm_room,
+            note: self.note,
         }
     }
 }
@@ -320,6 +323,7 @@ impl<S: Sql> Store<S> {
             k.closed_at.map(int).unwrap_or(SqlValue::Null),
             k.display_name.clone().into(),
             k.dm_room.clone().into(),
+            k.note.clone().into(),
             k.is_open().into(),
             k.due_at().map(int).unwrap_or(SqlValue::Null),
         ]
@@ -336,8 +340,8 @@ impl<S: Sql> Store<S> {
         let rows: Vec<Id> = self.sql.query(
             "INSERT INTO knocks (user_id, source, status, profile_checked, approved, inviting, \
              withdraw, attempts, next_attempt_at, last_error, updated_at, invited_at, closed_at, \
-             display_name, dm_room, open, due_at, created_at, version) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
+             display_name, dm_room, note, open, due_at, created_at, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id",
             &params,
         )?;
         let id = rows.first().map(|r| r.id).ok_or("insert returned no id")?;
@@ -690,5 +694,5 @@ impl<S: Sql> Store<S> {
 
 const UPDATE: &str = "UPDATE knocks SET status = ?, profile_checked = ?, approved = ?, \
     inviting = ?, withdraw = ?, attempts = ?, next_attempt_at = ?, last_error = ?, \
-    updated_at = ?, invited_at = ?, closed_at = ?, display_name = ?, dm_room = ?, open = ?, \
-    due_at = ?";
+    updated_at = ?, invited_at = ?, closed_at = ?, display_name = ?, dm_room = ?, note = ?, \
+    open = ?, due_at = ?";
