@@ -67,13 +67,9 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
         (Method::Post, "/approve_knock") => decide_held(&mut req, env, &cfg, log, true).await,
         (Method::Post, "/reject_knock") => decide_held(&mut req, env, &cfg, log, false).await,
         (Method::Post, "/rescind_invite") => {
-            let body: UnblockRequest = match read_json(&mut req).await {
-                Ok(b) => b,
-                Err(msg) => return http::json_error(400, &msg),
-            };
-            let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
+            let user = match read_user(&mut req).await {
                 Ok(u) => u,
-                Err(e) => return http::json_error(400, e.message()),
+                Err(reply) => return reply,
             };
             let op = RoomOp::Rescind {
                 user_id: user.as_str().into(),
@@ -150,13 +146,9 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
             http::json(200, &out)
         }
         (Method::Post, "/forget_user") => {
-            let body: UnblockRequest = match read_json(&mut req).await {
-                Ok(b) => b,
-                Err(msg) => return http::json_error(400, &msg),
-            };
-            let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
+            let user = match read_user(&mut req).await {
                 Ok(u) => u,
-                Err(e) => return http::json_error(400, e.message()),
+                Err(reply) => return reply,
             };
             let op = RoomOp::Forget {
                 user_id: user.as_str().into(),
@@ -287,13 +279,9 @@ async fn decide_held(
     log: &Logger,
     approve: bool,
 ) -> Result<Response> {
-    let body: UnblockRequest = match read_json(req).await {
-        Ok(b) => b,
-        Err(msg) => return http::json_error(400, &msg),
-    };
-    let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
+    let user = match read_user(req).await {
         Ok(u) => u,
-        Err(e) => return http::json_error(400, e.message()),
+        Err(reply) => return reply,
     };
     let op = RoomOp::DecideHeld {
         user_id: user.as_str().into(),
@@ -321,6 +309,17 @@ async fn decide_held(
         reply["rule"] = rule.clone().into();
     }
     http::json(200, &reply)
+}
+
+/// A body `{"user_id"}` read into a user ID, or the 400 that says what is wrong with it.
+async fn read_user(
+    req: &mut Request,
+) -> std::result::Result<crate::domain::mxid::UserId, Result<Response>> {
+    let body: UnblockRequest = read_json(req)
+        .await
+        .map_err(|msg| http::json_error(400, &msg))?;
+    crate::domain::mxid::UserId::parse(&body.user_id)
+        .map_err(|e| http::json_error(400, e.message()))
 }
 
 #[derive(Deserialize)]

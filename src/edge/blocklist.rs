@@ -25,6 +25,27 @@ thread_local! {
     static CACHE: RefCell<Option<(u64, Rc<BlockIndex>)>> = const { RefCell::new(None) };
 }
 
+/// This isolate's index, if it is at least as new as `version`.
+fn cached(version: u64) -> Option<Rc<BlockIndex>> {
+    CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(v, _)| *v >= version)
+            .map(|(_, idx)| idx.clone())
+    })
+}
+
+/// Keeps `index` (of `version`) for this isolate, never replacing a newer copy that another
+/// request put there meanwhile.
+fn remember(version: u64, index: &Rc<BlockIndex>) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(v, _)| *v < version) {
+            *c = Some((version, index.clone()));
+        }
+    });
+}
+
 /// The current index: from this isolate's cache when the stored version has not moved.
 pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
     let kv = env.kv(BLOCKLIST_KV)?;
@@ -34,12 +55,7 @@ pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
         .await?
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let hit = CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(v, _)| *v >= version)
-            .map(|(_, idx)| idx.clone())
-    });
+    let hit = cached(version);
     if let Some(index) = hit {
         return Ok(index);
     }
@@ -49,13 +65,7 @@ pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
     };
     let loaded = list.version.max(version);
     let index = Rc::new(BlockIndex::build(list.entries));
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        // Never replace a newer copy that another request put here meanwhile.
-        if c.as_ref().is_none_or(|(v, _)| *v < loaded) {
-            *c = Some((loaded, index.clone()));
-        }
-    });
+    remember(loaded, &index);
     Ok(index)
 }
 
@@ -82,12 +92,7 @@ pub async fn authoritative_version(env: &Env) -> Result<u64> {
 /// An index at least as new as `version`: this isolate's, KV's, or (when KV is still behind)
 /// the list object's own.
 pub async fn at_least(env: &Env, version: u64) -> Result<Rc<BlockIndex>> {
-    let hit = CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(v, _)| *v >= version)
-            .map(|(_, idx)| idx.clone())
-    });
+    let hit = cached(version);
     if let Some(index) = hit {
         return Ok(index);
     }
@@ -104,12 +109,6 @@ pub async fn at_least(env: &Env, version: u64) -> Result<Rc<BlockIndex>> {
     let list: BlockList = stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
     let loaded = list.version;
     let index = Rc::new(BlockIndex::build(list.entries));
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        // Never replace a newer copy that another request put here meanwhile.
-        if c.as_ref().is_none_or(|(v, _)| *v < loaded) {
-            *c = Some((loaded, index.clone()));
-        }
-    });
+    remember(loaded, &index);
     Ok(index)
 }

@@ -13,6 +13,10 @@ use serde::Deserialize;
 use crate::domain::lifecycle::{self, Knock, Status, Withdraw};
 use crate::domain::outcome::Member;
 
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
 pub type Result<T> = std::result::Result<T, String>;
 
 /// A value bound to a `?` placeholder.
@@ -64,69 +68,6 @@ pub trait Sql {
     fn batch(&self, sql: &str) -> Result<()>;
 }
 
-/// The schema of the first release, kept as it was: a new object starts from it too, so that
-/// there is exactly one upgrade path.
-const SCHEMA_V1: &str = "
-CREATE TABLE IF NOT EXISTS knocks (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  user_id TEXT NOT NULL,
-  source TEXT NOT NULL,
-  status TEXT NOT NULL,
-  profile_checked INTEGER NOT NULL DEFAULT 0,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at INTEGER NOT NULL,
-  last_error TEXT,
-  created_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  invited_at INTEGER,
-  display_name TEXT
-);
-CREATE INDEX IF NOT EXISTS knocks_by_user ON knocks(user_id, id);
-CREATE TABLE IF NOT EXISTS deliveries (
-  key TEXT PRIMARY KEY,
-  knock_id INTEGER NOT NULL,
-  received_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS members (
-  user_id TEXT PRIMARY KEY,
-  membership TEXT NOT NULL,
-  display_name TEXT,
-  event_id TEXT
-);
-CREATE TABLE IF NOT EXISTS bans (
-  user_id TEXT PRIMARY KEY,
-  reason TEXT NOT NULL,
-  placed_at INTEGER NOT NULL
-);
-";
-
-/// Version 2: row versions and the lifecycle's derived columns; deliveries that expire; per-ID
-/// limiter state in its own bounded table; daily counts that outlive pruned knocks.
-const SCHEMA_V2: &str = "
-ALTER TABLE knocks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE knocks ADD COLUMN open INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE knocks ADD COLUMN due_at INTEGER;
-ALTER TABLE knocks ADD COLUMN closed_at INTEGER;
-ALTER TABLE knocks ADD COLUMN approved INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE knocks ADD COLUMN inviting INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE knocks ADD COLUMN withdraw TEXT;
-ALTER TABLE knocks ADD COLUMN dm_room TEXT;
-ALTER TABLE knocks ADD COLUMN note TEXT;
-DROP INDEX IF EXISTS knocks_due;
-CREATE INDEX IF NOT EXISTS knocks_due_at ON knocks(due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS knocks_closed ON knocks(open, closed_at);
-ALTER TABLE deliveries ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries(expires_at);
-CREATE INDEX IF NOT EXISTS deliveries_by_knock ON deliveries(knock_id);
-ALTER TABLE members ADD COLUMN sender TEXT;
-CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS limits_expiry ON limits(expires_at);
-CREATE TABLE IF NOT EXISTS daily_counts (day INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, status));
-";
-
-pub const SCHEMA_VERSION: u64 = 2;
-
 const COLUMNS: &str = "id, version, user_id, source, status, profile_checked, approved, inviting, \
     withdraw, attempts, next_attempt_at, last_error, created_at, updated_at, invited_at, closed_at, \
     display_name, dm_room, note";
@@ -154,7 +95,7 @@ struct Row {
     note: Option<String>,
 }
 
-fn ms(v: i64) -> u64 {
+pub(super) fn ms(v: i64) -> u64 {
     v.max(0) as u64
 }
 
@@ -215,79 +156,7 @@ impl<S: Sql> Store<S> {
         Ok(store)
     }
 
-    fn migrate(&self) -> Result<()> {
-        self.sql.batch(SCHEMA_V1)?;
-        let version = self.meta::<u64>("schema")?.unwrap_or(1);
-        if version >= SCHEMA_VERSION {
-            return Ok(());
-        }
-        self.sql.batch(SCHEMA_V2)?;
-        self.upgrade_v1_rows()?;
-        self.set_meta("schema", &SCHEMA_VERSION)
-    }
-
-    /// Gives every knock of the first release the columns its lifecycle derives, moves per-user
-    /// meta keys into their tables, and dates every delivery's expiry.
-    fn upgrade_v1_rows(&self) -> Result<()> {
-        for mut k in self.all_knocks()? {
-            // The first release recorded expiry as a rescind with a fixed reason.
-            if k.status == Status::Rescinded
-                && k.last_error.as_deref() == Some(lifecycle::EXPIRED_REASON)
-            {
-                k.status = Status::Expired;
-            }
-            if !k.is_open() && k.closed_at.is_none() {
-                k.closed_at = Some(k.updated_at);
-            }
-            self.write_derived(&k)?;
-        }
-        #[derive(Deserialize)]
-        struct Kv {
-            k: String,
-            v: String,
-        }
-        let keys: Vec<Kv> = self.sql.query(
-            "SELECT k, v FROM meta WHERE k LIKE 'dm:%' OR k LIKE 'mxid:%'",
-            &[],
-        )?;
-        for kv in keys {
-            if let Some(user) = kv.k.strip_prefix("dm:") {
-                if let Ok(room) = serde_json::from_str::<String>(&kv.v) {
-                    self.sql.exec(
-                        "UPDATE knocks SET dm_room = ? WHERE id = \
-                         (SELECT MAX(id) FROM knocks WHERE user_id = ?)",
-                        &[room.into(), user.into()],
-                    )?;
-                }
-            } else {
-                // Limiter state: kept for a day, far longer than any window it counts.
-                self.sql.exec(
-                    "INSERT OR REPLACE INTO limits (key, state, expires_at) VALUES (?, ?, ?)",
-                    &[kv.k.as_str().into(), kv.v.into(), i64::MAX.into()],
-                )?;
-            }
-            self.sql
-                .exec("DELETE FROM meta WHERE k = ?", &[kv.k.into()])?;
-        }
-        #[derive(Deserialize)]
-        struct D {
-            key: String,
-            received_at: i64,
-        }
-        let deliveries: Vec<D> = self
-            .sql
-            .query("SELECT key, received_at FROM deliveries", &[])?;
-        for d in deliveries {
-            let expires = ms(d.received_at).saturating_add(lifecycle::delivery_ttl_ms(&d.key));
-            self.sql.exec(
-                "UPDATE deliveries SET expires_at = ? WHERE key = ?",
-                &[int(expires), d.key.into()],
-            )?;
-        }
-        Ok(())
-    }
-
-    fn all_knocks(&self) -> Result<Vec<Knock>> {
+    pub(super) fn all_knocks(&self) -> Result<Vec<Knock>> {
         self.knocks("SELECT {COLUMNS} FROM knocks ORDER BY id", &[])
     }
 
@@ -301,7 +170,7 @@ impl<S: Sql> Store<S> {
     }
 
     /// Writes every column of `k` as it is, and the derived ones from it (migration only).
-    fn write_derived(&self, k: &Knock) -> Result<()> {
+    pub(super) fn write_derived(&self, k: &Knock) -> Result<()> {
         let mut params = Self::values(k);
         params.push(k.id.into());
         self.sql.exec(&format!("{UPDATE} WHERE id = ?"), &params)?;

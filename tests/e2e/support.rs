@@ -518,7 +518,11 @@ impl Worker {
     /// Starts `wrangler dev --local` on the prebuilt bundle, with exactly these vars (the
     /// developer's own .dev.vars is never read: the config lives in a scratch directory).
     pub fn start(vars: &[(String, String)]) -> Worker {
-        let dir = scratch_dir("worker");
+        Worker::start_in(scratch_dir("worker"), vars)
+    }
+
+    /// Starts wrangler with its state directory under `dir` (which may hold state already).
+    fn start_in(dir: PathBuf, vars: &[(String, String)]) -> Worker {
         let persist = dir.join("state");
         let room_id = vars
             .iter()
@@ -552,22 +556,7 @@ impl Worker {
             .status()
             .expect("tar");
         assert!(status.success(), "unpacking {}", state_tarball.display());
-        let room_id = vars
-            .iter()
-            .find(|(k, _)| k == "NEW_ROOM_ID")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
-        let config = write_wrangler_config(&dir, vars);
-        let mut w = Worker {
-            url: String::new(),
-            persist,
-            config,
-            room_id,
-            process: None,
-            port: free_port(),
-        };
-        w.launch();
-        w
+        Worker::start_in(dir, vars)
     }
 
     /// Starts wrangler; one start at a time (wrangler picks some internal ports itself, and two

@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::rate_limit::{Verdict, WaveVerdict};
 use serde_json::json;
 
 const T0: u64 = 1_700_000_000_000;
