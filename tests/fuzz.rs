@@ -790,12 +790,14 @@ fn check_signature_inputs(header: &str, body: &[u8]) {
         typeform: Some(secret.into()),
         formspree: Some(secret.into()),
         shared: Some(secret.into()),
+        turnstile: None,
     };
     let presented = Presented {
         tally_signature: Some(header),
         typeform_signature: Some(header),
         formspree_signature: Some(header),
         shared_secret: Some(header),
+        shared_in_header: true,
     };
     if header != secret {
         assert!(verify(&secrets, &presented, body, now).is_err());
@@ -1878,5 +1880,44 @@ proptest! {
             }
         }
         check_config(&vars, fallback.as_deref());
+    }
+
+    // Homeserver text, Turnstile replies and client addresses.
+
+    #[test]
+    fn scrubbing_never_panics_and_never_leaves_a_room_id_behind(
+        before in "[a-zA-Z .,:()]{0,40}",
+        opaque in "[a-zA-Z0-9]{1,20}",
+        server in "[a-z0-9.]{1,20}(:[0-9]{1,5})?",
+        after in "[a-zA-Z .,:()]{0,40}",
+        noise in vec(any::<char>(), 0..80),
+    ) {
+        let text = format!("{before} !{opaque}:{server} {after}");
+        let clean = knock::domain::outcome::scrub(&text);
+        let room_id = format!("!{opaque}:{server}");
+        prop_assert!(!clean.contains(&room_id), "{clean:?}");
+        let noisy: String = noise.into_iter().collect();
+        let _ = knock::domain::outcome::scrub(&noisy);
+    }
+
+    #[test]
+    fn a_turnstile_reply_is_valid_only_when_it_says_success_true(
+        status in 100u16..600,
+        body in r#"[{}\[\]":,a-z0-9 -]{0,120}"#,
+    ) {
+        use knock::turnstile::{outcome, Outcome};
+        let r = outcome(Ok(knock::matrix::HttpResponse { status, retry_after: None, body: body.clone() }));
+        if r == Outcome::Valid {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            prop_assert_eq!(v.get("success"), Some(&serde_json::Value::Bool(true)));
+            prop_assert!((200..300).contains(&status));
+        }
+    }
+
+    #[test]
+    fn any_client_address_gets_a_short_key(address in "[0-9a-fA-F:.]{0,60}|.{0,80}") {
+        let key = knock::domain::rate_limit::address_key(&address);
+        prop_assert!(key.starts_with("ip:") || key.starts_with("ip6:"));
+        prop_assert!(key.chars().count() <= 70, "{key}");
     }
 }
