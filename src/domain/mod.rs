@@ -2,6 +2,7 @@
 
 pub mod blocklist;
 pub mod config;
+pub mod deployment;
 pub mod form;
 pub mod lifecycle;
 pub mod moderation;

@@ -19,7 +19,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub const FORMSPREE_TOLERANCE_SECS: u64 = 300;
 
 /// The secrets Knock may be configured with. Any `None` is simply not checked.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct Secrets {
     pub tally: Option<String>,
     pub typeform: Option<String>,
