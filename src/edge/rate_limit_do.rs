@@ -33,22 +33,36 @@ thread_local! {
 const MAX_REMEMBERED: usize = 10_000;
 
 thread_local! {
-    /// Keys with a violation report on its way to their limiter.
-    static REPORTING: RefCell<std::collections::HashSet<String>> = RefCell::new(Default::default());
+    /// Keys whose limiter was last told of a violation, and when.
+    static REPORTED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
 }
 
+/// At most one violation report per key in this long: a client hammering while refused costs
+/// one limiter round trip a second, not one a request, and its lock-out still doubles.
+const REPORT_EVERY_MS: u64 = 1_000;
+
 /// Tells the key's limiter, in the background, that the client knocked again while refused, so
-/// its lock-out still doubles although this isolate answered alone. One report at a time per key.
+/// its lock-out still doubles although this isolate answered alone.
 pub fn report_violation(env: &Env, ctx: &worker::Context, key: &str, quota: Quota) {
-    let fresh = REPORTING.with(|r| r.borrow_mut().insert(key.to_owned()));
-    if !fresh {
+    let now = now_ms();
+    let due = REPORTED.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.get(key).is_some_and(|at| now.saturating_sub(*at) < REPORT_EVERY_MS) {
+            return false;
+        }
+        if r.len() >= MAX_REMEMBERED {
+            r.clear();
+        }
+        r.insert(key.to_owned(), now);
+        true
+    });
+    if !due {
         return;
     }
     let env = env.clone();
     let key = key.to_owned();
     ctx.wait_until(async move {
         let _ = check(&env, &key, quota).await;
-        REPORTING.with(|r| r.borrow_mut().remove(&key));
     });
 }
 
