@@ -569,6 +569,8 @@ const QUIET_WINDOW: Duration = Duration::from_millis(100);
 const QUIET_NS: u64 = 200_000;
 /// Consecutive quiet windows before a batch counts as finished (deferred work included).
 const QUIET_WINDOWS: usize = 3;
+/// Connections of the concurrent kinds (each sends its share of the batch one at a time).
+const CPU_CONCURRENCY: usize = 8;
 
 /// The pids of one `wrangler dev` under this process.
 #[derive(Debug)]
@@ -823,15 +825,21 @@ enum CpuKind {
     Blocked,
     /// `GET /` on a trivial JavaScript worker under the same `wrangler dev`: the floor.
     Floor,
+    /// `GET /` on Knock over `CPU_CONCURRENCY` connections at once.
+    GetConcurrent,
+    /// Rejected knocks over `CPU_CONCURRENCY` connections at once.
+    RejectedConcurrent,
 }
 
 impl CpuKind {
-    const ALL: [CpuKind; 5] = [
+    const ALL: [CpuKind; 7] = [
         CpuKind::Get,
         CpuKind::Rejected,
         CpuKind::Accepted,
         CpuKind::Blocked,
         CpuKind::Floor,
+        CpuKind::GetConcurrent,
+        CpuKind::RejectedConcurrent,
     ];
 
     fn key(self) -> &'static str {
@@ -841,12 +849,23 @@ impl CpuKind {
             CpuKind::Accepted => "accepted",
             CpuKind::Blocked => "blocked",
             CpuKind::Floor => "floor",
+            CpuKind::GetConcurrent => "get_concurrent",
+            CpuKind::RejectedConcurrent => "rejected_concurrent",
+        }
+    }
+
+    /// The kind this one is compared with: `GET /` on Knock at the same concurrency.
+    fn baseline(self) -> CpuKind {
+        match self {
+            CpuKind::GetConcurrent | CpuKind::RejectedConcurrent => CpuKind::GetConcurrent,
+            _ => CpuKind::Get,
         }
     }
 }
 
 /// One batch's figures, per request.
 struct Batch {
+    requests: usize,
     worker_ns: f64,
     proxy_ns: f64,
     node_ns: f64,
@@ -860,19 +879,18 @@ struct Batch {
     worker_ticks: (u64, u64),
 }
 
-/// Sends `n` requests one after another, then waits until the workerd is quiet (and, with
-/// `drained`, until it says the queue is empty), and divides the CPU used by `n`.
+/// Runs `batch` (which sends its requests and returns how many), then waits until the workerd
+/// is quiet (and, with `drained`, until it says the queue is empty), and divides the CPU used by
+/// the number of requests.
 fn cpu_batch(
     procs: &DevProcesses,
-    n: usize,
-    request: &mut dyn FnMut(),
+    batch: &mut dyn FnMut() -> usize,
     drained: Option<&dyn Fn() -> bool>,
 ) -> Batch {
     let (_, before) = procs.settle();
     let t0 = Instant::now();
-    for _ in 0..n {
-        request();
-    }
+    let n = batch();
+    assert!(n > 0, "an empty batch");
     let wall = t0.elapsed();
     let mut excluded = CpuReading {
         worker: 0,
@@ -900,6 +918,7 @@ fn cpu_batch(
     };
     let per = |a: u64, b: u64, x: u64| (a.saturating_sub(b).saturating_sub(x)) as f64 / n as f64;
     Batch {
+        requests: n,
         worker_ns: per(after.worker, before.worker, excluded.worker),
         proxy_ns: per(after.proxy, before.proxy, excluded.proxy),
         node_ns: per(after.node, before.node, excluded.node),
@@ -1000,7 +1019,7 @@ fn count_knocks(agent: &ureq::Agent, url: &str, verdict: &str) -> usize {
 }
 
 fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
-    let (per_batch, rounds, warmup) = if mode.quick { (40, 3, 5) } else { (300, 5, 20) };
+    let (per_batch, rounds, warmup) = if mode.quick { (40, 3, 8) } else { (200, 5, 24) };
     let room = s.create_knock_room(&s.bot);
     let mut vars = Worker::base_vars(s);
     set_var(&mut vars, "NEW_ROOM_ID", &room);
@@ -1062,10 +1081,6 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
         )
     };
     let mut sent = Map::new();
-    let mut count = |kind: CpuKind| {
-        let e = sent.entry(kind.key()).or_insert(json!(0));
-        *e = json!(e.as_u64().unwrap_or(0) + 1);
-    };
     let drained = || {
         let r = agent
             .get(&format!("{}/knocks?verdict=queued&limit=1", w.url))
@@ -1076,54 +1091,74 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             serde_json::from_str(&r.into_string().unwrap_or_default()).expect("GET /knocks JSON");
         v["knocks"].as_array().is_some_and(|k| k.is_empty())
     };
+    let get_once = |url: &str| {
+        let st = send(&agent, "GET", url, &[], None);
+        assert_eq!(st, 200, "GET {url}");
+    };
+    let reject_once = || {
+        let st = send(
+            &agent,
+            "POST",
+            &knock_url,
+            &limited_headers,
+            Some(limited_body.as_bytes()),
+        );
+        assert_eq!(st, 429, "a knock over the address limit");
+    };
     let mut run = |kind: CpuKind, n: usize| -> Batch {
         let p = if kind == CpuKind::Floor {
             &floor
         } else {
             &procs
         };
-        let mut request = || {
-            count(kind);
+        let mut batch = || -> usize {
             match kind {
-                CpuKind::Get | CpuKind::Floor => {
-                    let url = if kind == CpuKind::Get {
-                        &get_url
-                    } else {
-                        &floor_get_url
-                    };
-                    let st = send(&agent, "GET", url, &[], None);
-                    assert_eq!(st, 200, "{kind:?}: GET /");
-                }
-                CpuKind::Rejected => {
-                    let st = send(
-                        &agent,
-                        "POST",
-                        &knock_url,
-                        &limited_headers,
-                        Some(limited_body.as_bytes()),
-                    );
-                    assert_eq!(st, 429, "a knock over the address limit");
+                CpuKind::Get => (0..n).for_each(|_| get_once(&get_url)),
+                CpuKind::Floor => (0..n).for_each(|_| get_once(&floor_get_url)),
+                CpuKind::Rejected => (0..n).for_each(|_| reject_once()),
+                CpuKind::GetConcurrent | CpuKind::RejectedConcurrent => {
+                    let share = n.div_ceil(CPU_CONCURRENCY);
+                    std::thread::scope(|sc| {
+                        for _ in 0..CPU_CONCURRENCY {
+                            sc.spawn(|| {
+                                for _ in 0..share {
+                                    if kind == CpuKind::GetConcurrent {
+                                        get_once(&get_url)
+                                    } else {
+                                        reject_once()
+                                    }
+                                }
+                            });
+                        }
+                    });
+                    return share * CPU_CONCURRENCY;
                 }
                 CpuKind::Accepted | CpuKind::Blocked => {
-                    let (n, address) = next();
-                    let body = if kind == CpuKind::Accepted {
-                        json!({ "matrix_id": format!("@cpu-ok-{n}:localhost") })
-                    } else {
-                        json!({ "matrix_id": format!("@cpublocked-{n}:localhost"), "delivery": n })
+                    for _ in 0..n {
+                        let (i, address) = next();
+                        let body = if kind == CpuKind::Accepted {
+                            json!({ "matrix_id": format!("@cpu-ok-{i}:localhost") })
+                        } else {
+                            json!({ "matrix_id": format!("@cpublocked-{i}:localhost"), "delivery": i })
+                        }
+                        .to_string();
+                        let headers = [json_ct, secret, ("CF-Connecting-IP", address.as_str())];
+                        let st = send(&agent, "POST", &knock_url, &headers, Some(body.as_bytes()));
+                        assert_eq!(st, 202, "{kind:?} knock from {address}");
                     }
-                    .to_string();
-                    let headers = [json_ct, secret, ("CF-Connecting-IP", address.as_str())];
-                    let st = send(&agent, "POST", &knock_url, &headers, Some(body.as_bytes()));
-                    assert_eq!(st, 202, "{kind:?} knock from {address}");
                 }
             }
+            n
         };
         let check: Option<&dyn Fn() -> bool> = if kind == CpuKind::Accepted {
             Some(&drained)
         } else {
             None
         };
-        cpu_batch(p, n, &mut request, check)
+        let b = cpu_batch(p, &mut batch, check);
+        let e = sent.entry(kind.key()).or_insert(json!(0));
+        *e = json!(e.as_u64().unwrap_or(0) + b.requests as u64);
+        b
     };
 
     // An unmeasured warm-up batch of each kind, then the rounds, each kind once per round in
@@ -1137,7 +1172,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             let kind = CpuKind::ALL[(i + r) % CpuKind::ALL.len()];
             let b = run(kind, per_batch);
             eprintln!(
-                "e2e_report: hot_path_cpu: round {r} {:>8}: {:>9.0} ns/request in the worker's workerd",
+                "e2e_report: hot_path_cpu: round {r} {:>19}: {:>9.0} ns/request in the worker's workerd",
                 kind.key(),
                 b.worker_ns
             );
@@ -1175,8 +1210,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             .map(|(_, b)| b)
             .collect()
     };
-    let get_rounds: Vec<f64> = of(CpuKind::Get).iter().map(|b| b.worker_ns).collect();
-    let get_median = median(&get_rounds);
+    let rounds_of = |kind: CpuKind| -> Vec<f64> { of(kind).iter().map(|b| b.worker_ns).collect() };
     let floor_median = median(
         &of(CpuKind::Floor)
             .iter()
@@ -1190,13 +1224,16 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
         let sys_ticks: u64 = bs.iter().map(|b| b.worker_ticks.1).sum();
         let worker: Vec<f64> = bs.iter().map(|b| b.worker_ns).collect();
         let med = median(&worker);
-        // Per round, against that round's GET / (rounds pair up in order).
-        let paired: Vec<f64> = worker.iter().zip(&get_rounds).map(|(k, g)| k / g).collect();
+        // Against GET / at the same concurrency; per round, against that round's GET / (rounds
+        // pair up in order).
+        let base = rounds_of(kind.baseline());
+        let paired: Vec<f64> = worker.iter().zip(&base).map(|(k, g)| k / g).collect();
         kinds.insert(
             kind.key().into(),
             json!({
                 "ns_per_request": med.round(),
-                "ratio_to_get": round(med / get_median, 3),
+                "baseline": kind.baseline().key(),
+                "ratio_to_get": round(med / median(&base), 3),
                 "paired_ratio_median": round(median(&paired), 3),
                 "above_floor_ns": (med - floor_median).round(),
                 "rounds_ns": worker.iter().map(|x| x.round()).collect::<Vec<_>>(),
@@ -1233,6 +1270,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             "note": "The worker's workerd over all measured batches: the sum of its threads' schedstat against utime + stime of /proc/<pid>/stat (whole process, 1/CLK_TCK ticks). They should agree within a few percent; system_share is stime / (utime + stime) per kind.",
         },
         "requests_per_batch": per_batch,
+        "concurrency_of_concurrent_kinds": CPU_CONCURRENCY,
         "rounds": rounds,
         "warmup_per_kind": warmup,
         "requests_sent": sent,
@@ -1242,7 +1280,8 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             "CPU = the first field of /proc/<pid>/task/*/schedstat (ns on CPU), summed over every \
              thread of the workerd process that runs the worker, read before and after each batch \
              of {per_batch} requests of one kind, sent one after another on a kept-alive \
-             connection from the bench; divided by the batch size. A batch ends when that workerd \
+             connection from the bench (the concurrent kinds: over {CPU_CONCURRENCY} such \
+             connections at once); divided by the number of requests. A batch ends when that workerd \
              has used under {} µs in each of {QUIET_WINDOWS} consecutive {} ms windows (deferred \
              work, alarms and garbage collection included), and, for accepted knocks, when GET \
              /knocks?verdict=queued is empty (the CPU of that check is measured and taken out). \
@@ -1251,7 +1290,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             QUIET_NS / 1000,
             QUIET_WINDOW.as_millis()
         ),
-        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
+        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
     })
 }
 
