@@ -7,6 +7,9 @@
 //!    straight to Synapse by the bot.
 //! 3. `bundle`: raw and `gzip -9` size of `build/index_bg.wasm`.
 //! 4. `cold_start`: spawning `wrangler dev` on the prebuilt bundle until the first 200 from `/`.
+//! 5. `hot_path_cpu`: CPU time per request in the workerd process that runs the worker (from
+//!    `/proc/<pid>/task/*/schedstat`), for `GET /`, a rejected (429), an accepted and a blocked
+//!    knock, in interleaved rounds of the same run.
 //!
 //! Only measures: the goals are judged by `scripts/bench`, which runs this binary as
 //! `cargo bench --bench e2e_report` with `KNOCK_BENCH_JSON=<path>` and merges the figures into
@@ -552,6 +555,747 @@ fn cold_start(mode: &Mode, s: Option<&Synapse>) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5. Hot-path CPU: nanoseconds on CPU in the worker's workerd process per request, by kind
+
+/// The admin key and webhook secret of the hot-path worker.
+const CPU_API_KEY: &str = "bench-cpu-admin-key";
+const CPU_WEBHOOK_SECRET: &str = "bench-cpu-webhook-secret";
+/// The address pushed over its limit for the rejected knocks (TEST-NET-3).
+const CPU_LIMITED_ADDRESS: &str = "203.0.113.77";
+/// Blocked knocks come from unique Matrix IDs under this glob (see `hot_path_cpu`).
+const CPU_BLOCKED_GLOB: &str = "@cpublocked-*:localhost";
+/// A quiet window: the worker's workerd used less than `QUIET_NS` of CPU in `QUIET_WINDOW`.
+const QUIET_WINDOW: Duration = Duration::from_millis(100);
+const QUIET_NS: u64 = 200_000;
+/// Consecutive quiet windows before a batch counts as finished (deferred work included).
+const QUIET_WINDOWS: usize = 3;
+/// Connections of the concurrent kinds (each sends its share of the batch one at a time).
+const CPU_CONCURRENCY: usize = 8;
+
+/// The pids of one `wrangler dev` under this process.
+#[derive(Debug)]
+struct DevProcesses {
+    /// The workerd that runs the worker (and its Durable Objects).
+    worker: u32,
+    /// The workerd that runs wrangler's own proxy, on the dev port.
+    proxy: u32,
+    /// wrangler's node processes (the launcher and the CLI).
+    nodes: Vec<u32>,
+    cmdlines: Value,
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Direct children, from every thread's `/proc/<pid>/task/<tid>/children`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(text) = fs::read_to_string(t.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|x| x.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = children(root);
+    while let Some(p) = todo.pop() {
+        out.push(p);
+        todo.extend(children(p));
+    }
+    out
+}
+
+fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// Finds the processes of the `wrangler dev` started with this `--config` and `--port`, among
+/// this bench's own descendants only: its node processes (matched on both arguments), and the
+/// workerd processes that are their direct children. wrangler 4 starts two: one runs wrangler's
+/// proxy and binds the dev port (`--socket-addr=entry=127.0.0.1:<port>`); the other runs the
+/// worker, its Durable Objects and miniflare's entry worker, on a port of its own.
+fn find_dev_processes(config: &Path, port: u16) -> DevProcesses {
+    let config = config.to_string_lossy().into_owned();
+    let port_arg = port.to_string();
+    let mine = descendants(std::process::id());
+    let nodes: Vec<u32> = mine
+        .iter()
+        .copied()
+        .filter(|p| {
+            let a = cmdline(*p);
+            a.first()
+                .and_then(|x| Path::new(x).file_name())
+                .is_some_and(|n| n == "node")
+                && a.iter().any(|x| x.contains("wrangler"))
+                && arg_after(&a, "--config") == Some(config.as_str())
+                && arg_after(&a, "--port") == Some(port_arg.as_str())
+        })
+        .collect();
+    assert!(
+        !nodes.is_empty(),
+        "no wrangler process with --config {config} --port {port} under this bench"
+    );
+    let is_workerd = |a: &[String]| {
+        a.first()
+            .and_then(|p| Path::new(p).file_name())
+            .is_some_and(|n| n == "workerd")
+            && a.get(1).map(String::as_str) == Some("serve")
+    };
+    let workerds: Vec<(u32, Vec<String>)> = nodes
+        .iter()
+        .flat_map(|n| children(*n))
+        .map(|p| (p, cmdline(p)))
+        .filter(|(_, a)| is_workerd(a))
+        .collect();
+    let entry = format!("--socket-addr=entry=127.0.0.1:{port}");
+    let (proxies, workers): (Vec<_>, Vec<_>) =
+        workerds.iter().partition(|(_, a)| a.contains(&entry));
+    let show = |list: &[&(u32, Vec<String>)]| {
+        list.iter()
+            .map(|(p, a)| format!("{p}: {}", a.join(" ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        proxies.len() == 1 && workers.len() == 1,
+        "expected one workerd on the dev port (wrangler's proxy) and one other (the worker) \
+         under wrangler {nodes:?}; found proxy:\n{}\nothers:\n{}",
+        show(&proxies),
+        show(&workers)
+    );
+    let root = repo_root().to_string_lossy().into_owned();
+    let line = |p: u32| cmdline(p).join(" ").replace(&root, ".");
+    DevProcesses {
+        worker: workers[0].0,
+        proxy: proxies[0].0,
+        cmdlines: json!({
+            "worker_workerd": { "pid": workers[0].0, "cmdline": line(workers[0].0) },
+            "proxy_workerd": { "pid": proxies[0].0, "cmdline": line(proxies[0].0) },
+            "node": nodes.iter().map(|p| json!({ "pid": p, "cmdline": line(*p) })).collect::<Vec<_>>(),
+        }),
+        nodes,
+    }
+}
+
+/// Nanoseconds on CPU of every thread of `pid` (the first field of each thread's `schedstat`),
+/// and the thread ids.
+fn cpu_ns(pid: u32) -> (u64, Vec<u32>) {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
+    let mut total = 0;
+    let mut tids = Vec::new();
+    for t in tasks.flatten() {
+        // A thread may end between the listing and the read: it then counts as gone.
+        if let Ok(text) = fs::read_to_string(t.path().join("schedstat")) {
+            if let Some(ns) = text
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+            {
+                total += ns;
+                if let Some(tid) = t.file_name().to_str().and_then(|x| x.parse().ok()) {
+                    tids.push(tid);
+                }
+            }
+        }
+    }
+    tids.sort_unstable();
+    (total, tids)
+}
+
+#[derive(Clone)]
+struct CpuReading {
+    worker: u64,
+    proxy: u64,
+    node: u64,
+    worker_tids: Vec<u32>,
+    /// The worker's workerd as `/proc/<pid>/stat` counts it, in clock ticks: user, system.
+    worker_ticks: (u64, u64),
+}
+
+/// utime and stime of the whole process (exited threads included), in clock ticks.
+fn stat_ticks(pid: u32) -> (u64, u64) {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &text[text.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // state is field 3 of stat, so utime (14) and stime (15) are at 11 and 12 here.
+    (f[11], f[12])
+}
+
+impl DevProcesses {
+    fn read(&self) -> CpuReading {
+        let (worker, worker_tids) = cpu_ns(self.worker);
+        CpuReading {
+            worker,
+            proxy: cpu_ns(self.proxy).0,
+            node: self.nodes.iter().map(|p| cpu_ns(*p).0).sum(),
+            worker_tids,
+            worker_ticks: stat_ticks(self.worker),
+        }
+    }
+
+    /// Waits until the worker's workerd has been quiet for `QUIET_WINDOWS` windows in a row.
+    /// Returns (the reading where the quiet stretch began, the latest reading): the first ends
+    /// a batch, deferred work included; the second starts one.
+    fn settle(&self) -> (CpuReading, CpuReading) {
+        let started = Instant::now();
+        let mut history = vec![self.read()];
+        loop {
+            std::thread::sleep(QUIET_WINDOW);
+            history.push(self.read());
+            let n = history.len();
+            if n > QUIET_WINDOWS
+                && (n - 1 - QUIET_WINDOWS..n - 1)
+                    .all(|i| history[i + 1].worker.saturating_sub(history[i].worker) < QUIET_NS)
+            {
+                return (
+                    history[n - 1 - QUIET_WINDOWS].clone(),
+                    history[n - 1].clone(),
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the worker's workerd did not go quiet within 120 s"
+            );
+        }
+    }
+}
+
+/// One request on a kept-alive connection; returns the status (the body is read to the end).
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> u16 {
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let _ = resp.into_string();
+    status
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CpuKind {
+    /// `GET /` on the worker: the baseline.
+    Get,
+    /// A knock the address limiter refuses (429).
+    Rejected,
+    /// A signed knock from a new Matrix ID and a new address, with the queue's work after it.
+    Accepted,
+    /// A signed knock from a Matrix ID on the block-list (answered 202: a shadow block).
+    Blocked,
+    /// `GET /` on a trivial JavaScript worker under the same `wrangler dev`: the floor.
+    Floor,
+    /// `GET /` on Knock over `CPU_CONCURRENCY` connections at once.
+    GetConcurrent,
+    /// Rejected knocks over `CPU_CONCURRENCY` connections at once.
+    RejectedConcurrent,
+}
+
+impl CpuKind {
+    const ALL: [CpuKind; 7] = [
+        CpuKind::Get,
+        CpuKind::Rejected,
+        CpuKind::Accepted,
+        CpuKind::Blocked,
+        CpuKind::Floor,
+        CpuKind::GetConcurrent,
+        CpuKind::RejectedConcurrent,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            CpuKind::Get => "get",
+            CpuKind::Rejected => "rejected",
+            CpuKind::Accepted => "accepted",
+            CpuKind::Blocked => "blocked",
+            CpuKind::Floor => "floor",
+            CpuKind::GetConcurrent => "get_concurrent",
+            CpuKind::RejectedConcurrent => "rejected_concurrent",
+        }
+    }
+
+    /// The kind this one is compared with: `GET /` on Knock at the same concurrency.
+    fn baseline(self) -> CpuKind {
+        match self {
+            CpuKind::GetConcurrent | CpuKind::RejectedConcurrent => CpuKind::GetConcurrent,
+            _ => CpuKind::Get,
+        }
+    }
+}
+
+/// One batch's figures, per request.
+struct Batch {
+    requests: usize,
+    worker_ns: f64,
+    proxy_ns: f64,
+    node_ns: f64,
+    wall_us: f64,
+    /// CPU of the drain checks (GET /knocks) that ran inside the batch, taken out of it.
+    excluded_ns: u64,
+    drain_checks: u32,
+    threads_changed: bool,
+    /// The whole batch in the worker's workerd: schedstat ns, and user and system ticks.
+    worker_total_ns: u64,
+    worker_ticks: (u64, u64),
+}
+
+/// Runs `batch` (which sends its requests and returns how many), then waits until the workerd
+/// is quiet (and, with `drained`, until it says the queue is empty), and divides the CPU used by
+/// the number of requests.
+fn cpu_batch(
+    procs: &DevProcesses,
+    batch: &mut dyn FnMut() -> usize,
+    drained: Option<&dyn Fn() -> bool>,
+) -> Batch {
+    let (_, before) = procs.settle();
+    let t0 = Instant::now();
+    let n = batch();
+    assert!(n > 0, "an empty batch");
+    let wall = t0.elapsed();
+    let mut excluded = CpuReading {
+        worker: 0,
+        proxy: 0,
+        node: 0,
+        worker_tids: Vec::new(),
+        worker_ticks: (0, 0),
+    };
+    let mut checks = 0;
+    let after = loop {
+        let (after, _) = procs.settle();
+        let Some(check) = drained else { break after };
+        // The check is itself a request to the worker: its CPU is measured and taken out.
+        let c0 = procs.read();
+        let done = check();
+        let c1 = procs.read();
+        checks += 1;
+        if done {
+            break after;
+        }
+        excluded.worker += c1.worker - c0.worker;
+        excluded.proxy += c1.proxy - c0.proxy;
+        excluded.node += c1.node - c0.node;
+        assert!(checks < 600, "the knock queue did not drain");
+    };
+    let per = |a: u64, b: u64, x: u64| (a.saturating_sub(b).saturating_sub(x)) as f64 / n as f64;
+    Batch {
+        requests: n,
+        worker_ns: per(after.worker, before.worker, excluded.worker),
+        proxy_ns: per(after.proxy, before.proxy, excluded.proxy),
+        node_ns: per(after.node, before.node, excluded.node),
+        wall_us: wall.as_secs_f64() * 1e6 / n as f64,
+        excluded_ns: excluded.worker,
+        drain_checks: checks,
+        threads_changed: before.worker_tids != after.worker_tids,
+        worker_total_ns: after.worker - before.worker,
+        worker_ticks: (
+            after.worker_ticks.0 - before.worker_ticks.0,
+            after.worker_ticks.1 - before.worker_ticks.1,
+        ),
+    }
+}
+
+/// A trivial JavaScript worker (one fixed JSON reply) under `wrangler dev --local`, as the
+/// harness starts Knock: what any worker costs in this local stack.
+fn start_floor_worker() -> (Guarded, String, PathBuf, u16) {
+    let dir = scratch_dir("floor");
+    fs::write(
+        dir.join("index.js"),
+        "export default {\n  async fetch() {\n    return new Response('{\"status\":\"running\"}', \
+         { headers: { 'content-type': 'application/json' } });\n  },\n};\n",
+    )
+    .expect("floor worker");
+    let config = dir.join("wrangler.toml");
+    fs::write(
+        &config,
+        "name = \"floor\"\nmain = \"index.js\"\ncompatibility_date = \"2025-09-01\"\n",
+    )
+    .expect("floor wrangler.toml");
+    for _ in 0..3 {
+        let port = free_port();
+        let mut cmd = wrangler_dev(port, &dir.join("state"), &config);
+        let process = Guarded::spawn("INT", &mut cmd, &dir.join(format!("wrangler-{port}.log")));
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = support::agent().get(&format!("{url}/")).call() {
+                if r.status() == 200 {
+                    return (process, url, config, port);
+                }
+            }
+            let tail = process.log_tail();
+            if tail.contains("Address already in use") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the floor worker did not start:\n{tail}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("the floor worker did not start: ports kept being taken");
+}
+
+fn url_port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let s = sorted(v);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Counts the room's knocks with this verdict (paging through GET /knocks).
+fn count_knocks(agent: &ureq::Agent, url: &str, verdict: &str) -> usize {
+    let auth = format!("Bearer {CPU_API_KEY}");
+    let mut before: Option<i64> = None;
+    let mut total = 0;
+    loop {
+        let mut u = format!("{url}/knocks?verdict={verdict}&limit=1000");
+        if let Some(b) = before {
+            u.push_str(&format!("&before={b}"));
+        }
+        let r = agent
+            .get(&u)
+            .set("Authorization", &auth)
+            .call()
+            .unwrap_or_else(|e| panic!("GET /knocks: {e}"));
+        let v: Value =
+            serde_json::from_str(&r.into_string().unwrap_or_default()).expect("GET /knocks JSON");
+        total += v["knocks"].as_array().map_or(0, Vec::len);
+        match v["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => return total,
+        }
+    }
+}
+
+fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
+    let (per_batch, rounds, warmup) = if mode.quick { (40, 3, 8) } else { (200, 5, 24) };
+    let room = s.create_knock_room(&s.bot);
+    let mut vars = Worker::base_vars(s);
+    set_var(&mut vars, "NEW_ROOM_ID", &room);
+    set_var(&mut vars, "MAX_REQUESTS_PER_WINDOW", "1");
+    set_var(&mut vars, "RATE_LIMIT_WINDOW", "1h");
+    set_var(&mut vars, "WAVE_MAX_KNOCKS", "100000");
+    set_var(&mut vars, "API_KEY", CPU_API_KEY);
+    set_var(&mut vars, "WEBHOOK_SECRET", CPU_WEBHOOK_SECRET);
+    let w = Worker::start(&vars);
+    let procs = find_dev_processes(&w.config, url_port(&w.url));
+    let (_floor_process, floor_url, floor_config, floor_port) = start_floor_worker();
+    let floor = find_dev_processes(&floor_config, floor_port);
+    assert!(
+        floor.worker != procs.worker,
+        "the floor worker and Knock share a workerd"
+    );
+
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .redirects(0)
+        .build();
+    let knock_url = format!("{}/invite_from_form", w.url);
+    let get_url = format!("{}/", w.url);
+    let floor_get_url = format!("{floor_url}/");
+    let auth = format!("Bearer {CPU_API_KEY}");
+    let json_ct = ("Content-Type", "application/json");
+    let secret = ("X-Knock-Secret", CPU_WEBHOOK_SECRET);
+
+    // Setup: put the limited address over its limit, and block the glob.
+    let limited_body = json!({ "matrix_id": "@cpulimited:localhost" }).to_string();
+    let limited_headers = [json_ct, secret, ("CF-Connecting-IP", CPU_LIMITED_ADDRESS)];
+    let first = send(
+        &agent,
+        "POST",
+        &knock_url,
+        &limited_headers,
+        Some(limited_body.as_bytes()),
+    );
+    assert_eq!(first, 202, "the first knock from {CPU_LIMITED_ADDRESS}");
+    let blocked = w.admin(
+        CPU_API_KEY,
+        "/block_user",
+        Some(json!({ "user_id": CPU_BLOCKED_GLOB, "reason": "benchmark" })),
+    );
+    assert_eq!(blocked.status, 200, "POST /block_user: {}", blocked.body);
+
+    // Every knock but the rejected ones has a Matrix ID and an address of its own.
+    let mut seq: u32 = 0;
+    let mut next = || {
+        seq += 1;
+        (
+            seq,
+            format!(
+                "10.{}.{}.{}",
+                (seq >> 16) & 255,
+                (seq >> 8) & 255,
+                seq & 255
+            ),
+        )
+    };
+    let mut sent = Map::new();
+    let drained = || {
+        let r = agent
+            .get(&format!("{}/knocks?verdict=queued&limit=1", w.url))
+            .set("Authorization", &auth)
+            .call()
+            .unwrap_or_else(|e| panic!("GET /knocks: {e}"));
+        let v: Value =
+            serde_json::from_str(&r.into_string().unwrap_or_default()).expect("GET /knocks JSON");
+        v["knocks"].as_array().is_some_and(|k| k.is_empty())
+    };
+    let get_once = |url: &str| {
+        let st = send(&agent, "GET", url, &[], None);
+        assert_eq!(st, 200, "GET {url}");
+    };
+    let reject_once = || {
+        let st = send(
+            &agent,
+            "POST",
+            &knock_url,
+            &limited_headers,
+            Some(limited_body.as_bytes()),
+        );
+        assert_eq!(st, 429, "a knock over the address limit");
+    };
+    let mut run = |kind: CpuKind, n: usize| -> Batch {
+        let p = if kind == CpuKind::Floor {
+            &floor
+        } else {
+            &procs
+        };
+        let mut batch = || -> usize {
+            match kind {
+                CpuKind::Get => (0..n).for_each(|_| get_once(&get_url)),
+                CpuKind::Floor => (0..n).for_each(|_| get_once(&floor_get_url)),
+                CpuKind::Rejected => (0..n).for_each(|_| reject_once()),
+                CpuKind::GetConcurrent | CpuKind::RejectedConcurrent => {
+                    let share = n.div_ceil(CPU_CONCURRENCY);
+                    std::thread::scope(|sc| {
+                        for _ in 0..CPU_CONCURRENCY {
+                            sc.spawn(|| {
+                                for _ in 0..share {
+                                    if kind == CpuKind::GetConcurrent {
+                                        get_once(&get_url)
+                                    } else {
+                                        reject_once()
+                                    }
+                                }
+                            });
+                        }
+                    });
+                    return share * CPU_CONCURRENCY;
+                }
+                CpuKind::Accepted | CpuKind::Blocked => {
+                    for _ in 0..n {
+                        let (i, address) = next();
+                        let body = if kind == CpuKind::Accepted {
+                            json!({ "matrix_id": format!("@cpu-ok-{i}:localhost") })
+                        } else {
+                            json!({ "matrix_id": format!("@cpublocked-{i}:localhost"), "delivery": i })
+                        }
+                        .to_string();
+                        let headers = [json_ct, secret, ("CF-Connecting-IP", address.as_str())];
+                        let st = send(&agent, "POST", &knock_url, &headers, Some(body.as_bytes()));
+                        assert_eq!(st, 202, "{kind:?} knock from {address}");
+                    }
+                }
+            }
+            n
+        };
+        let check: Option<&dyn Fn() -> bool> = if kind == CpuKind::Accepted {
+            Some(&drained)
+        } else {
+            None
+        };
+        let b = cpu_batch(p, &mut batch, check);
+        let e = sent.entry(kind.key()).or_insert(json!(0));
+        *e = json!(e.as_u64().unwrap_or(0) + b.requests as u64);
+        b
+    };
+
+    // An unmeasured warm-up batch of each kind, then the rounds, each kind once per round in
+    // an order that rotates from round to round.
+    for kind in CpuKind::ALL {
+        run(kind, warmup);
+    }
+    let mut batches: Vec<(CpuKind, Batch)> = Vec::new();
+    for r in 0..rounds {
+        for i in 0..CpuKind::ALL.len() {
+            let kind = CpuKind::ALL[(i + r) % CpuKind::ALL.len()];
+            let b = run(kind, per_batch);
+            eprintln!(
+                "e2e_report: hot_path_cpu: round {r} {:>19}: {:>9.0} ns/request in the worker's workerd",
+                kind.key(),
+                b.worker_ns
+            );
+            batches.push((kind, b));
+        }
+    }
+    drop(run);
+
+    // Every knock took the path it was meant to: all accepted ones were worked off by the queue
+    // (no such user on the homeserver), all blocked ones were recorded as blocked.
+    let accepted_sent = sent.get("accepted").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let blocked_sent = sent.get("blocked").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let verdicts = json!({
+        "no_such_user": count_knocks(&agent, &w.url, "no_such_user"),
+        "blocked": count_knocks(&agent, &w.url, "blocked"),
+        "queued": count_knocks(&agent, &w.url, "queued"),
+        "failed": count_knocks(&agent, &w.url, "failed"),
+    });
+    // The setup's first knock from the limited address was accepted too.
+    assert_eq!(
+        verdicts["no_such_user"].as_u64(),
+        Some(accepted_sent as u64 + 1),
+        "every accepted knock should end as no_such_user: {verdicts}"
+    );
+    assert_eq!(
+        verdicts["blocked"].as_u64(),
+        Some(blocked_sent as u64),
+        "every blocked knock should be recorded as blocked: {verdicts}"
+    );
+
+    let of = |kind: CpuKind| -> Vec<&Batch> {
+        batches
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, b)| b)
+            .collect()
+    };
+    let rounds_of = |kind: CpuKind| -> Vec<f64> { of(kind).iter().map(|b| b.worker_ns).collect() };
+    let floor_median = median(
+        &of(CpuKind::Floor)
+            .iter()
+            .map(|b| b.worker_ns)
+            .collect::<Vec<_>>(),
+    );
+    let mut kinds = Map::new();
+    for kind in CpuKind::ALL {
+        let bs = of(kind);
+        let user_ticks: u64 = bs.iter().map(|b| b.worker_ticks.0).sum();
+        let sys_ticks: u64 = bs.iter().map(|b| b.worker_ticks.1).sum();
+        let worker: Vec<f64> = bs.iter().map(|b| b.worker_ns).collect();
+        let med = median(&worker);
+        // Against GET / at the same concurrency; per round, against that round's GET / (rounds
+        // pair up in order).
+        let base = rounds_of(kind.baseline());
+        let paired: Vec<f64> = worker.iter().zip(&base).map(|(k, g)| k / g).collect();
+        kinds.insert(
+            kind.key().into(),
+            json!({
+                "ns_per_request": med.round(),
+                "baseline": kind.baseline().key(),
+                "ratio_to_get": round(med / median(&base), 3),
+                "paired_ratio_median": round(median(&paired), 3),
+                // The floor is sequential: only sequential kinds compare with it.
+                "above_floor_ns": (kind.baseline() == CpuKind::Get).then(|| (med - floor_median).round()),
+                "rounds_ns": worker.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                "min_ns": sorted(&worker)[0].round(),
+                "max_ns": sorted(&worker)[worker.len() - 1].round(),
+                "proxy_workerd_ns_per_request": median(&bs.iter().map(|b| b.proxy_ns).collect::<Vec<_>>()).round(),
+                "node_ns_per_request": median(&bs.iter().map(|b| b.node_ns).collect::<Vec<_>>()).round(),
+                "wall_us_per_request": round(median(&bs.iter().map(|b| b.wall_us).collect::<Vec<_>>()), 1),
+                "drain_checks": bs.iter().map(|b| b.drain_checks).sum::<u32>(),
+                "drain_checks_excluded_ns": bs.iter().map(|b| b.excluded_ns).sum::<u64>(),
+                "threads_changed": bs.iter().any(|b| b.threads_changed),
+                "system_share": round(sys_ticks as f64 / (user_ticks + sys_ticks).max(1) as f64, 3),
+            }),
+        );
+    }
+    // Cross-check of the two counters over every measured batch.
+    let clk_tck: u64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100);
+    let schedstat_total: u64 = batches.iter().map(|(_, b)| b.worker_total_ns).sum();
+    let ticks_total: u64 = batches
+        .iter()
+        .map(|(_, b)| b.worker_ticks.0 + b.worker_ticks.1)
+        .sum();
+    json!({
+        "kinds": kinds,
+        "cross_check": {
+            "schedstat_ms": round(schedstat_total as f64 / 1e6, 1),
+            "stat_ticks_ms": round(ticks_total as f64 * 1e3 / clk_tck as f64, 1),
+            "clk_tck": clk_tck,
+            "note": "The worker's workerd over all measured batches: the sum of its threads' schedstat against utime + stime of /proc/<pid>/stat (whole process, 1/CLK_TCK ticks). They should agree within a few percent; system_share is stime / (utime + stime) per kind.",
+        },
+        "requests_per_batch": per_batch,
+        "concurrency_of_concurrent_kinds": CPU_CONCURRENCY,
+        "rounds": rounds,
+        "warmup_per_kind": warmup,
+        "requests_sent": sent,
+        "verdicts": verdicts,
+        "processes": { "knock": procs.cmdlines, "floor": floor.cmdlines },
+        "method": format!(
+            "CPU = the first field of /proc/<pid>/task/*/schedstat (ns on CPU), summed over every \
+             thread of the workerd process that runs the worker, read before and after each batch \
+             of {per_batch} requests of one kind, sent one after another on a kept-alive \
+             connection from the bench (the concurrent kinds: over {CPU_CONCURRENCY} such \
+             connections at once); divided by the number of requests. A batch ends when that workerd \
+             has used under {} µs in each of {QUIET_WINDOWS} consecutive {} ms windows (deferred \
+             work, alarms and garbage collection included), and, for accepted knocks, when GET \
+             /knocks?verdict=queued is empty (the CPU of that check is measured and taken out). \
+             {rounds} rounds after one unmeasured warm-up batch of {warmup} per kind, the order of \
+             the kinds rotating each round; the figures are medians across rounds.",
+            QUIET_NS / 1000,
+            QUIET_WINDOW.as_millis()
+        ),
+        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     let mode = Mode::from_env();
@@ -577,6 +1321,12 @@ fn main() {
         "accepted_latency".into(),
         stage("accepted_latency", || {
             needs_synapse(&|s| accepted_latency(&mode, s))
+        }),
+    );
+    stages.insert(
+        "hot_path_cpu".into(),
+        stage("hot_path_cpu", || {
+            needs_synapse(&|s| hot_path_cpu(&mode, s))
         }),
     );
     stages.insert(
