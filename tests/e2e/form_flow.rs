@@ -92,7 +92,11 @@ fn assert_never_invited(user_ids: &[&str]) {
 fn health_probe_reports_running() {
     let r = worker().get("/", &[]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"status": "running"}));
+    // The shared worker has a secret: the webhook is not open.
+    assert_eq!(
+        r.json(),
+        json!({"status": "running", "webhook": "protected"})
+    );
 }
 
 #[test]
@@ -138,7 +142,11 @@ fn a_plain_html_form_invites_the_user_and_gets_a_page() {
     );
     let r = worker().post(
         &format!("/invite_from_form?secret={SHARED_SECRET}"),
-        &[("Content-Type", "application/x-www-form-urlencoded")],
+        // A browser submitting a form says so: that, not the content type, earns a page.
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Sec-Fetch-Mode", "navigate"),
+        ],
         body.as_bytes(),
     );
     assert_eq!(r.status, 202, "{}", r.body);
@@ -259,7 +267,10 @@ fn a_filled_honeypot_is_accepted_silently_and_never_invited() {
     );
     let r = worker().post(
         &format!("/invite_from_form?secret={SHARED_SECRET}"),
-        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        ],
         body.as_bytes(),
     );
     assert_eq!(r.status, 202, "{}", r.body);

@@ -184,10 +184,7 @@ fn every_platform_as_it_really_sends_invites_the_right_person() {
         .find(|k| k["user_id"] == "@alice:localhost")
         .expect("alice's knock");
     assert!(
-        alice["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("lower case"),
+        alice["note"].as_str().unwrap_or("").contains("lower case"),
         "{alice}"
     );
 }
