@@ -47,7 +47,9 @@ pub fn report_violation(env: &Env, ctx: &worker::Context, key: &str, quota: Quot
     let now = now_ms();
     let due = REPORTED.with(|r| {
         let mut r = r.borrow_mut();
-        if r.get(key).is_some_and(|at| now.saturating_sub(*at) < REPORT_EVERY_MS) {
+        if r.get(key)
+            .is_some_and(|at| now.saturating_sub(*at) < REPORT_EVERY_MS)
+        {
             return false;
         }
         if r.len() >= MAX_REMEMBERED {
