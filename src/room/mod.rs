@@ -145,7 +145,12 @@ impl<H: Host> Room<H> {
                     self.store().set_meta("pause_until", &until.max(current))?;
                 }
                 Effect::LoginNeeded => self.store().set_meta("login_needed", &1)?,
-                Effect::LoginWorks => self.store().set_meta("login_needed", &0)?,
+                // Written only when it changes: most calls succeed, and a write costs.
+                Effect::LoginWorks => {
+                    if self.store().meta_u64("login_needed")? != 0 {
+                        self.store().set_meta("login_needed", &0)?;
+                    }
+                }
                 Effect::RecordBan => self.store().record_ban(
                     &k.user_id,
                     k.last_error.as_deref().unwrap_or("blocked"),
@@ -192,7 +197,12 @@ impl<H: Host> Room<H> {
     /// lost mid-call a new one picks the run up when the lease runs out.
     async fn take_lease(&self) {
         let lease = self.cfg().map(lease_ms).unwrap_or(LEASE_MARGIN_MS);
-        let until = self.host.now() + lease;
+        let now = self.host.now();
+        // Renewed only once half of it is used up: one alarm write for several quick calls.
+        if self.running.get() && self.lease_until.get() > now + lease / 2 {
+            return;
+        }
+        let until = now + lease;
         self.lease_until.set(until);
         self.host.set_alarm(until).await;
     }
@@ -212,6 +222,8 @@ impl<H: Host> Room<H> {
             return Ok(serde_json::json!({ "ran": false, "why": "a run is under way" }));
         }
         self.running.set(true);
+        // The alarm that woke this run is spent: a fresh lease, whatever an earlier run held.
+        self.lease_until.set(0);
         self.take_lease().await;
         let result = self.run_queue().await;
         self.running.set(false);
