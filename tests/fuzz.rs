@@ -503,6 +503,7 @@ fn raw_entry() -> impl Strategy<Value = Entry> {
             kind,
             reason,
             added_at,
+            reach: None,
         },
     )
 }
