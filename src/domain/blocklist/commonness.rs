@@ -67,16 +67,21 @@ fn block_head(block: usize) -> Option<([u8; MAX_KEY], usize)> {
 
 /// The shares of one name, by its family key (as [`super::family_key`] reads it).
 pub fn share(key: &str) -> NameShare {
-    let key = key.as_bytes();
+    find(key.as_bytes()).0.unwrap_or_default()
+}
+
+/// The shares of `key` if the table has it, and whether the table has a longer key that starts
+/// with it (so that a longer prefix of a handle may still be a name).
+fn find(key: &[u8]) -> (Option<NameShare>, bool) {
     let (Some(&a), Some(&b)) = (key.first(), key.get(1)) else {
-        return NameShare::default();
+        return (None, key.len() == 1);
     };
     if table::KEYS == 0
         || key.len() >= MAX_KEY
         || !a.is_ascii_lowercase()
         || !b.is_ascii_lowercase()
     {
-        return NameShare::default();
+        return (None, false);
     }
     let prefix = usize::from(a - b'a') * 26 + usize::from(b - b'a');
     let lo = table::FROM.get(prefix).copied().unwrap_or(0) as usize;
@@ -91,46 +96,66 @@ pub fn share(key: &str) -> NameShare {
         }
     }
     let Some(&start) = table::OFFSETS.get(lo) else {
-        return NameShare::default();
+        return (None, false);
     };
-    scan(start as usize, key).unwrap_or_default()
+    match scan(start as usize, lo, key) {
+        Some(found) => found,
+        // Past the block's last key: the next block's first key may extend `key`.
+        None => (
+            None,
+            block_head(lo + 1).is_some_and(|(buf, len)| buf[..len].starts_with(key)),
+        ),
+    }
 }
 
-/// Finds `key` in the block at `at` without decoding its records: a record sharing more of the
+/// Looks `key` up in the block at `at` without decoding its records: a record sharing more of the
 /// previous record's prefix than the previous record shared with `key` still sorts before `key`,
-/// and one sharing less sorts after it.
-fn scan(mut at: usize, key: &[u8]) -> Option<NameShare> {
+/// and one sharing less sorts after it. `None` when every record of the block sorts before
+/// `key`; otherwise the shares if found, and whether the record after `key`'s place extends it.
+fn scan(mut at: usize, block: usize, key: &[u8]) -> Option<(Option<NameShare>, bool)> {
     let mut matched = 0usize;
     for n in 0..table::BLOCK {
         let shared = usize::from(*NAMES.get(at)?);
+        if n > 0 && shared < matched {
+            return Some((None, false));
+        }
         at += 1;
         let skip = n > 0 && shared > matched;
-        if n > 0 && shared < matched {
-            return None;
-        }
         let mut j = shared;
         loop {
             let b = *NAMES.get(at)?;
             if b & 0x80 != 0 {
+                let surname = *NAMES.get(at + 1)?;
+                at += 2;
                 if !skip && j == key.len() {
-                    return Some(NameShare {
+                    // The next record extends `key` if it keeps all of it.
+                    let more = if n + 1 < table::BLOCK {
+                        NAMES.get(at).is_some_and(|&s| usize::from(s) >= key.len())
+                            && table::OFFSETS.get(block + 1) != Some(&(at as u32))
+                    } else {
+                        block_head(block + 1).is_some_and(|(buf, len)| buf[..len].starts_with(key))
+                    };
+                    let share = NameShare {
                         given: ppm(b & 0x0f),
-                        surname: ppm(*NAMES.get(at + 1)?),
-                    });
+                        surname: ppm(surname),
+                    };
+                    return Some((Some(share), more));
                 }
                 if !skip {
                     matched = j;
                 }
-                at += 2;
                 break;
             }
             at += 1;
             if skip {
                 continue;
             }
-            let k = *key.get(j)?;
+            let Some(&k) = key.get(j) else {
+                // This record is longer than `key` and starts with it.
+                return Some((None, true));
+            };
             if b > k {
-                return None;
+                return Some((None, false));
             }
             if b < k {
                 matched = j;
@@ -183,17 +208,29 @@ pub fn namesakes_per_million(key: &str) -> u32 {
     if !key.is_ascii() || key.len() < 2 {
         return 0;
     }
+    let bytes = key.as_bytes();
     let mut best = share(key).either();
     for i in 1..key.len() {
         let left = &key[..i];
-        let lefts = part_share(left);
+        let lefts = if i == 1 {
+            part_share(left)
+        } else {
+            let (found, more) = find(&bytes[..i]);
+            let s = found.unwrap_or_default();
+            if found.is_none() && !more {
+                // No name starts with this prefix, so no longer one does either.
+                break;
+            }
+            [(Part::Given, s.given), (Part::Surname, s.surname)]
+        };
         if lefts.iter().all(|&(_, s)| s == 0) {
             continue;
         }
         let overlap = (i >= 2 && key.len() - i >= 2).then(|| &key[i - 1..]);
         for right in std::iter::once(&key[i..]).chain(overlap) {
+            let rights = part_share(right);
             for (lp, ls) in lefts {
-                for (rp, rs) in part_share(right) {
+                for &(rp, rs) in &rights {
                     if ls == 0 || rs == 0 || (lp == Part::Initial && rp == Part::Initial) {
                         continue;
                     }
@@ -266,6 +303,32 @@ mod tests {
         assert!(namesakes_per_million("vgautier") < namesakes_per_million("gautier"));
         assert!(namesakes_per_million("troiking") < 5);
         assert_eq!(namesakes_per_million("x"), 0);
+    }
+
+    #[test]
+    fn a_lookup_says_whether_a_longer_name_starts_with_the_key() {
+        let text = include_str!("../../../data/names/commonness.tsv");
+        let keys: Vec<&str> = text
+            .lines()
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        for (i, key) in keys.iter().enumerate().step_by(3) {
+            for probe in [
+                key.to_string(),
+                key[..key.len().min(3)].to_owned(),
+                format!("{key}z"),
+            ] {
+                let has = keys.binary_search(&probe.as_str()).is_ok();
+                let at = keys.partition_point(|k| *k <= probe.as_str());
+                let more = keys.get(at).is_some_and(|k| k.starts_with(probe.as_str()));
+                let (found, extends) = find(probe.as_bytes());
+                assert_eq!(
+                    (found.is_some(), extends),
+                    (has, more),
+                    "{probe} (near {i})"
+                );
+            }
+        }
     }
 
     #[test]

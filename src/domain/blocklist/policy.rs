@@ -159,10 +159,12 @@ pub enum Why {
     Edits {
         edits: u8,
     },
-    /// Hold: the near miss shares the counter but is itself a common name.
+    /// Hold: the near miss is itself a common name, or reads as two names.
     OtherName {
         per_million: u32,
     },
+    /// Hold: a near miss with another counter as well: two things differ.
+    CounterToo,
 }
 
 /// An outcome and its reason.
@@ -211,6 +213,7 @@ impl Grade {
             ),
             Why::FirstLetter => "only the first letter (an initial?) differs".to_owned(),
             Why::Edits { edits } => format!("{edits} edits apart is too far to be sure"),
+            Why::CounterToo => "the counter differs as well as a letter".to_owned(),
             Why::OtherName { per_million } => format!(
                 "{candidate_key} is itself a common name ({})",
                 in_a_million(per_million)
@@ -254,7 +257,7 @@ pub struct Policy {
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "BLOCKLIST_HOLD_COMMON_PER_MILLION",
-        "20",
+        "32",
         "names at least this common (per million people) are held, not blocked, when only a counter or the spelling differs",
     ),
     (
@@ -282,7 +285,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
 impl Default for Policy {
     fn default() -> Policy {
         Policy {
-            hold_common_per_million: 20,
+            hold_common_per_million: 32,
             block_min_chars: 5,
             hold_edits: 2,
             near_min_chars: 5,
@@ -431,22 +434,22 @@ impl Policy {
                 if evidence.leet {
                     return Grade::block(Why::Leet);
                 }
-                // Two different common names are likelier two people (`karolina`, `karoline`;
-                // `maria`, `daria`).
-                let single = |key: &str| share(key).either() >= self.hold_common_per_million;
-                let entry_key = names.first().copied().unwrap_or("");
-                if single(candidate_key) && single(entry_key) {
-                    return None;
-                }
-                // Only an initial differs (`vgautier`, `zgautier`): held. With another counter
-                // as well, two things differ: likelier two people (`koman14`, `roman`).
+                let differs = evidence.counter == CounterMatch::Differs;
+                // Only an initial differs (`vgautier`, `zgautier`; `gautier`, `agautier`): held.
+                // With another counter as well, likelier two people (`koman14`, `roman`).
                 if evidence.first_letter_differs {
-                    return match evidence.counter {
-                        CounterMatch::Differs => None,
-                        _ => Grade::hold(Why::FirstLetter),
+                    return if differs {
+                        None
+                    } else {
+                        Grade::hold(Why::FirstLetter)
                     };
                 }
-                // Another name, or a part of the blocked one (`ruiz` for `iruiz`): hold.
+                // A near miss that is itself a common name is likelier its own person
+                // (`karoline` for `karolina`, `troy` for `trowy`); one that reads as two names,
+                // or as a part of the blocked one, is held.
+                if share(candidate_key).either() >= self.hold_common_per_million {
+                    return None;
+                }
                 let other = namesakes_per_million(candidate_key);
                 if other >= self.hold_common_per_million {
                     return Grade::hold(Why::OtherName { per_million: other });
@@ -461,6 +464,8 @@ impl Policy {
                     || allowed_distance(usize::from(chars)) < usize::from(d)
                 {
                     Grade::hold(Why::ShortKey { chars })
+                } else if differs {
+                    Grade::hold(Why::CounterToo)
                 } else {
                     Grade::block(Why::Distinctive { per_million })
                 }
