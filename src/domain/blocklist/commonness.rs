@@ -200,8 +200,9 @@ fn part_share(part: &str) -> [(Part, u32); 2] {
 }
 
 /// About how many people in a million would have a handle with this family key: the largest of
-/// its share as one name and, for every split into two parts (an initial, given name or surname
-/// each, not two initials), the product of the parts' shares. A letter that both parts share at
+/// its share as one name and, for every split into two parts (given name and surname either way
+/// round, an initial and a surname, a given name and an initial), the product of the parts'
+/// shares. A letter that both parts share at
 /// the split is tried on both sides, since the family key collapses `annaahmed` to `anahmed`.
 /// 0 for a key the table knows nothing of.
 pub fn namesakes_per_million(key: &str) -> u32 {
@@ -231,7 +232,14 @@ pub fn namesakes_per_million(key: &str) -> u32 {
             let rights = part_share(right);
             for (lp, ls) in lefts {
                 for &(rp, rs) in &rights {
-                    if ls == 0 || rs == 0 || (lp == Part::Initial && rp == Part::Initial) {
+                    // An initial goes before a surname (`vgautier`) or after a given name
+                    // (`annas`); elsewhere it is just a letter.
+                    let allowed = match (lp, rp) {
+                        (Part::Initial, r) => r == Part::Surname,
+                        (l, Part::Initial) => l == Part::Given,
+                        _ => true,
+                    };
+                    if ls == 0 || rs == 0 || !allowed {
                         continue;
                     }
                     let product = (u64::from(ls) * u64::from(rs) / 1_000_000) as u32;

@@ -153,8 +153,9 @@ pub(crate) fn near<'a>(
 ) -> Option<Found<'a>> {
     let rule = MatchRule::Distance(d.min(usize::from(u8::MAX)) as u8);
     let (mine, theirs) = (near_key(candidate, kind), entry.near_key(kind));
+    let counter = counter_match(&candidate.counter, entry.lead, entry.trail);
     let evidence = Evidence {
-        counter: counter_match(&candidate.counter, entry.lead, entry.trail),
+        counter,
         leet: candidate.leet,
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
         key_chars: key_chars(entry.key),

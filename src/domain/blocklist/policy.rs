@@ -452,7 +452,11 @@ impl Policy {
                 }
                 let other = namesakes_per_million(candidate_key);
                 if other >= self.hold_common_per_million {
-                    return Grade::hold(Why::OtherName { per_million: other });
+                    return if d >= self.hold_edits {
+                        None
+                    } else {
+                        Grade::hold(Why::OtherName { per_million: other })
+                    };
                 }
                 if d >= self.hold_edits {
                     return Grade::hold(Why::Edits { edits: d });

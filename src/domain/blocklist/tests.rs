@@ -1228,9 +1228,9 @@ fn a_distinctive_name_blocks_under_leet_separators_repeats_counters_and_near_mis
 #[test]
 fn near_misses_of_a_short_name_count_only_with_the_same_counter() {
     let index = graded(&["@anna83:x.org"]);
-    // The same number, one letter off: an evasion unless it is another common name.
-    assert_eq!(outcome(&index, "@anan83:kde.org"), Outcome::Hold);
+    // The same number, one letter off: an evasion, held when it is another common name.
     assert_eq!(outcome(&index, "@annq83:kde.org"), Outcome::Block);
+    assert_eq!(outcome(&index, "@anan83:kde.org"), Outcome::Hold);
     // Another name and another number: nothing to go on.
     assert_eq!(outcome(&index, "@anja17:kde.org"), Outcome::Allow);
     assert_eq!(outcome(&index, "@annq17:kde.org"), Outcome::Allow);
