@@ -7,7 +7,7 @@
 //! policy weighs; how two matches rank (outcome, then rule, then the earlier entry).
 
 use super::normalize::{Counter, Reading};
-use super::policy::{CounterMatch, Evidence, Grade, Policy, Reach};
+use super::policy::{CounterMatch, Evidence, Grade, Namesakes, Policy, Reach};
 use super::{Entry, EntryKind, MatchRule};
 
 /// One reading of an entry as the index keeps it: key and counter as text.
@@ -92,6 +92,7 @@ pub(crate) fn family<'a, 'b>(
     same: MatchRule,
     candidate: &'b [Reading],
     entry: impl Iterator<Item = EntryReading<'a>> + Clone,
+    memo: &mut Namesakes,
 ) -> Option<Found<'b>>
 where
     'a: 'b,
@@ -117,9 +118,16 @@ where
                 key_chars: key_chars(e.key),
             };
             let grade = if ci > 0 {
-                policy.grade(kind, same, &evidence, &[e.key, candidate_primary], &c.key)
+                policy.grade(
+                    kind,
+                    same,
+                    &evidence,
+                    &[e.key, candidate_primary],
+                    &c.key,
+                    memo,
+                )
             } else {
-                policy.grade(kind, same, &evidence, &[e.key], &c.key)
+                policy.grade(kind, same, &evidence, &[e.key], &c.key, memo)
             };
             let Some(grade) = grade else {
                 continue;
@@ -150,6 +158,7 @@ pub(crate) fn near<'a>(
     candidate: &'a Reading,
     entry: EntryReading<'a>,
     d: usize,
+    memo: &mut Namesakes,
 ) -> Option<Found<'a>> {
     let rule = MatchRule::Distance(d.min(usize::from(u8::MAX)) as u8);
     let (mine, theirs) = (near_key(candidate, kind), entry.near_key(kind));
@@ -160,7 +169,7 @@ pub(crate) fn near<'a>(
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
         key_chars: key_chars(entry.key),
     };
-    let grade = policy.grade(kind, rule, &evidence, &[entry.key], &candidate.key)?;
+    let grade = policy.grade(kind, rule, &evidence, &[entry.key], &candidate.key, memo)?;
     Some(Found {
         rule,
         grade,

@@ -11,7 +11,7 @@ use super::normalize::{
     allowed_distance, deletion_hashes, display_name_readings, hash_parts, near_allowance,
     near_miss_str, probe_depth, readings, Allowance, Reading,
 };
-use super::policy::{Evidence, Grade, Policy, Reach, Why};
+use super::policy::{Evidence, Grade, Namesakes, Outcome, Policy, Reach, Why};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
@@ -299,6 +299,7 @@ impl FuzzyIndex {
         candidate: &'c [Reading],
     ) -> Option<(u32, Found<'c>)> {
         let mut best: Option<(u32, Found<'c>)> = None;
+        let mut memo = Namesakes::default();
         let consider = |member: u32, found: Found<'c>, best: &mut Option<(u32, Found<'c>)>| {
             let current = best
                 .as_ref()
@@ -331,20 +332,34 @@ impl FuzzyIndex {
         members.dedup();
         for &member in &members {
             let theirs = self.member_readings(member);
-            if let Some(found) = evidence::family(policy, self.kind, same, candidate, theirs) {
+            if let Some(found) =
+                evidence::family(policy, self.kind, same, candidate, theirs, &mut memo)
+            {
                 consider(member, found, &mut best);
             }
         }
 
+        // A near miss never beats a family match that blocks (its rule ranks lower).
+        if best
+            .as_ref()
+            .is_some_and(|(_, f)| f.grade.outcome == Outcome::Block)
+        {
+            return best;
+        }
         if let Some(primary) = candidate.first().filter(|r| !r.key.is_empty()) {
-            for (member, found) in self.near(policy, primary) {
+            for (member, found) in self.near(policy, primary, &mut memo) {
                 consider(member, found, &mut best);
             }
         }
         best
     }
 
-    fn near<'c>(&'c self, policy: &Policy, candidate: &'c Reading) -> Vec<(u32, Found<'c>)> {
+    fn near<'c>(
+        &'c self,
+        policy: &Policy,
+        candidate: &'c Reading,
+        memo: &mut Namesakes,
+    ) -> Vec<(u32, Found<'c>)> {
         let mut out = Vec::new();
         let mine = near_key(candidate, self.kind);
         let chars: Vec<char> = mine.chars().collect();
@@ -388,7 +403,8 @@ impl FuzzyIndex {
                 if reading.near_key(self.kind) != theirs {
                     continue;
                 }
-                if let Some(found) = evidence::near(policy, self.kind, candidate, reading, d) {
+                if let Some(found) = evidence::near(policy, self.kind, candidate, reading, d, memo)
+                {
                     out.push((other, found));
                 }
             }

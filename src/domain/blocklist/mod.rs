@@ -58,8 +58,8 @@ pub use normalize::{
     fold_free_text, near_allowance, osa_distance, readings, Counter, Reading, MAX_FUZZY_KEY_CHARS,
 };
 pub use policy::{
-    CounterMatch, Evidence, Grade, MemberAction, Outcome, Policy, Reach, SettingError, Why,
-    SETTINGS,
+    CounterMatch, Evidence, Grade, MemberAction, Namesakes, Outcome, Policy, Reach, SettingError,
+    Why, SETTINGS,
 };
 pub use preview::{preview, Caught, EntryRequest, Preview, Seen};
 pub use reference::LinearScan;

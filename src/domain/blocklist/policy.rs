@@ -232,6 +232,25 @@ fn in_a_million(per_million: u32) -> String {
     }
 }
 
+/// Commonness looked up during one lookup, so that a candidate weighed against many entries is
+/// looked up once.
+#[derive(Debug, Default)]
+pub struct Namesakes {
+    seen: Vec<(Box<str>, u32, u32)>,
+}
+
+impl Namesakes {
+    /// `(share as one name, namesakes per million)` of a key.
+    fn of(&mut self, key: &str) -> (u32, u32) {
+        if let Some(&(_, one, all)) = self.seen.iter().find(|(k, _, _)| &**k == key) {
+            return (one, all);
+        }
+        let found = (share(key).either(), namesakes_per_million(key));
+        self.seen.push((key.into(), found.0, found.1));
+        found
+    }
+}
+
 /// Thresholds of the policy. Every field is a setting; see [`SETTINGS`] for names and defaults.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -380,15 +399,10 @@ impl Policy {
         evidence: &Evidence,
         names: &[&str],
         candidate_key: &str,
+        memo: &mut Namesakes,
     ) -> Option<Grade> {
         let chars = evidence.key_chars;
-        let common = || {
-            names
-                .iter()
-                .map(|n| namesakes_per_million(n))
-                .max()
-                .unwrap_or(0)
-        };
+        let common = |memo: &mut Namesakes| names.iter().map(|n| memo.of(n).1).max().unwrap_or(0);
         match (kind, rule) {
             (_, MatchRule::Exact) => Grade::block(Why::ExactId),
             (_, MatchRule::Glob) => Grade::block(Why::Glob),
@@ -412,7 +426,7 @@ impl Policy {
                 if chars < self.block_min_chars {
                     return Grade::hold(Why::ShortKey { chars });
                 }
-                let per_million = common();
+                let per_million = common(memo);
                 if per_million >= self.hold_common_per_million {
                     Grade::hold(Why::CommonName { per_million })
                 } else {
@@ -421,7 +435,7 @@ impl Policy {
             }
             (_, MatchRule::Distance(d)) => {
                 if evidence.counter == CounterMatch::Shared {
-                    let other = namesakes_per_million(candidate_key);
+                    let other = memo.of(candidate_key).1;
                     return if other >= self.hold_common_per_million {
                         Grade::hold(Why::OtherName { per_million: other })
                     } else {
@@ -447,10 +461,10 @@ impl Policy {
                 // A near miss that is itself a common name is likelier its own person
                 // (`karoline` for `karolina`, `troy` for `trowy`); one that reads as two names,
                 // or as a part of the blocked one, is held.
-                if share(candidate_key).either() >= self.hold_common_per_million {
+                if memo.of(candidate_key).0 >= self.hold_common_per_million {
                     return None;
                 }
-                let other = namesakes_per_million(candidate_key);
+                let other = memo.of(candidate_key).1;
                 if other >= self.hold_common_per_million {
                     return if d >= self.hold_edits {
                         None
@@ -461,7 +475,7 @@ impl Policy {
                 if d >= self.hold_edits {
                     return Grade::hold(Why::Edits { edits: d });
                 }
-                let per_million = common();
+                let per_million = common(memo);
                 if per_million >= self.hold_common_per_million {
                     Grade::hold(Why::CommonName { per_million })
                 } else if chars < self.block_min_chars

@@ -10,7 +10,7 @@ use super::normalize::{
     allowed_distance, display_name_readings, near_allowance, osa_distance, readings, Allowance,
     Reading,
 };
-use super::policy::{Evidence, Grade, Policy, Reach, Why};
+use super::policy::{Evidence, Grade, Namesakes, Policy, Reach, Why};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
@@ -142,6 +142,7 @@ impl<'a> LinearScan<'a> {
         keys_of: impl Fn(&Prepared) -> Option<(&Vec<Reading>, Reach)>,
     ) -> Option<Verdict<'a>> {
         let mut best: Option<(usize, Found<'_>)> = None;
+        let mut memo = Namesakes::default();
         fn consider<'f>(i: usize, found: Found<'f>, best: &mut Option<(usize, Found<'f>)>) {
             let current = best.as_ref().map(|(bi, f)| (&f.grade, f.rule, *bi));
             if beats(&found.grade, found.rule, i, current) {
@@ -153,9 +154,14 @@ impl<'a> LinearScan<'a> {
                 continue;
             };
             let entry_readings = theirs.iter().map(EntryReading::of);
-            if let Some(found) =
-                evidence::family(&self.policy, kind, same, readings, entry_readings)
-            {
+            if let Some(found) = evidence::family(
+                &self.policy,
+                kind,
+                same,
+                readings,
+                entry_readings,
+                &mut memo,
+            ) {
                 consider(i, found, &mut best);
             }
             if reach < Reach::Fuzzy {
@@ -173,7 +179,7 @@ impl<'a> LinearScan<'a> {
             let b: Vec<char> = b.chars().collect();
             let d = osa_distance(&a, &b);
             if d >= 1 && d <= allowance(b.len()) {
-                if let Some(found) = evidence::near(&self.policy, kind, mine, entry, d) {
+                if let Some(found) = evidence::near(&self.policy, kind, mine, entry, d, &mut memo) {
                     consider(i, found, &mut best);
                 }
             }
