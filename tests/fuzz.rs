@@ -529,6 +529,7 @@ fn raw_entry() -> impl Strategy<Value = Entry> {
             kind,
             reason,
             added_at,
+            reach: None,
         },
     )
 }

@@ -1,14 +1,17 @@
 //! The lookup structures: a hash-bucketed posting table, the fuzzy index over family keys built
-//! on it, and [`BlockIndex`], which answers "is this user (or display name) blocked, and why?".
+//! on it, and [`BlockIndex`], which answers "is this user (or display name) blocked or held, and
+//! why?".
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::evidence::{self, beats, effective_reach, near_key, EntryReading, Found};
 use super::glob::{normalize_glob, GlobSet};
 use super::normalize::{
-    allowed_distance, deletion_hashes, display_readings, family_readings, hash_key, near_miss_str,
-    probe_depth,
+    allowed_distance, deletion_hashes, display_name_readings, hash_parts, near_allowance,
+    near_miss_str, probe_depth, readings, Allowance, Reading,
 };
+use super::policy::{Evidence, Grade, Namesakes, Outcome, Policy, Reach, Why};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
@@ -124,110 +127,247 @@ fn posting(hash: u32, member: u32) -> u64 {
 }
 
 /// Separates the readings of one member in [`FuzzyIndex::readings`]; never part of a key.
-const READING_SEPARATOR: &str = " ";
+const READING_SEPARATOR: char = ' ';
+/// Separates a reading's key, lead and trail digits; never part of a key.
+const FIELD_SEPARATOR: char = '\u{1}';
 
-/// Family keys of a set of names (localparts, or folded display names). Family matches look up
-/// every reading in a hash table; near misses use a deletion neighbourhood (SymSpell): every
-/// blocked key is filed under each string made by deleting up to its allowed distance of
-/// characters, a candidate looks up its own deletions, and each hit is verified with the real
-/// distance and the blocked key's allowance. A reading or key is filed for its earliest member
-/// only: a later member with the same one could never win, so a thousand entries of one family
-/// cost one posting.
-#[derive(Debug, Default)]
+/// Family keys of a set of names (localparts, or folded display names), with their counters.
+///
+/// Family matches look up every reading of the candidate in two hash tables: by key, filed for the
+/// earliest member with that reading, and by key and counter, filed for the earliest member with
+/// that reading and counter; both apart for members' family keys and their other readings. A
+/// pair's grade depends on nothing else of the member, and is monotone (the same counter is never
+/// weaker evidence than another), so those members are the only ones of a reading that can win.
+///
+/// Near misses use a deletion neighbourhood (SymSpell) over the members' family keys: every key
+/// is filed under each string made by deleting up to its allowance of characters, a candidate
+/// looks up its own deletions, and each hit is verified with the real distance; for each key
+/// found, the member with the candidate's counter is looked up as well. Only members whose reach
+/// is fuzzy are filed there; members of reach exact are not members at all.
+#[derive(Debug)]
 struct FuzzyIndex {
+    kind: EntryKind,
+    allowance: Allowance,
     entries: Vec<u32>,
     readings: Vec<Box<str>>,
     family: PostingTable,
+    family_counter: PostingTable,
     near: PostingTable,
+    near_counter: PostingTable,
 }
 
-/// A fuzzy match: the member, the reading or key compared, and the distance (0 for family).
-struct FuzzyHit {
-    member: u32,
-    candidate_key: String,
-    entry_key: String,
-    distance: usize,
+/// Whether a reading is its member's family key (the first) or another reading: the tables
+/// keep the two apart, because they grade differently (see [`evidence::family`]).
+const PRIMARY: &str = "p";
+const OTHER: &str = "o";
+
+fn class(reading: usize) -> &'static str {
+    if reading == 0 {
+        PRIMARY
+    } else {
+        OTHER
+    }
+}
+
+fn key_hash(key: &str, class: &str) -> u32 {
+    hash_parts(&[key, class])
+}
+
+fn counter_hash(r: EntryReading<'_>, class: &str) -> u32 {
+    hash_parts(&[r.key, r.lead, r.trail, class])
+}
+
+fn near_counter_hash(near_key: &str, counter: EntryReading<'_>) -> u32 {
+    hash_parts(&[near_key, counter.lead, counter.trail])
+}
+
+fn encode(readings: &[Reading]) -> Box<str> {
+    let mut out = String::new();
+    for (i, r) in readings.iter().enumerate() {
+        if i > 0 {
+            out.push(READING_SEPARATOR);
+        }
+        out.push_str(&r.key);
+        out.push(FIELD_SEPARATOR);
+        out.push_str(&r.counter.lead);
+        out.push(FIELD_SEPARATOR);
+        out.push_str(&r.counter.trail);
+        out.push(FIELD_SEPARATOR);
+        out.push_str(&r.spelling);
+    }
+    out.into_boxed_str()
+}
+
+fn decode(text: &str) -> impl Iterator<Item = EntryReading<'_>> + Clone {
+    text.split(READING_SEPARATOR).map(|r| {
+        let mut f = r.split(FIELD_SEPARATOR);
+        EntryReading {
+            key: f.next().unwrap_or(""),
+            lead: f.next().unwrap_or(""),
+            trail: f.next().unwrap_or(""),
+            spelling: f.next().unwrap_or(""),
+        }
+    })
+}
+
+/// A fuzzy member to be: the entry's index, its readings (family key first) and its reach.
+struct Member {
+    entry: u32,
+    readings: Vec<Reading>,
+    reach: Reach,
 }
 
 impl FuzzyIndex {
-    /// `members` are `(entry index, readings with the family key first)`, in entry order.
-    fn build(members: Vec<(u32, Vec<String>)>) -> FuzzyIndex {
+    /// `members` are in entry order.
+    fn build(kind: EntryKind, allowance: Allowance, members: Vec<Member>) -> FuzzyIndex {
         let mut family = Vec::new();
+        let mut family_counter = Vec::new();
         let mut near = Vec::new();
+        let mut near_counter = Vec::new();
         let mut hashes = Vec::new();
-        let mut seen_readings: FastSet<&str> = FastSet::default();
+        let mut seen_readings: FastSet<(&str, &str)> = FastSet::default();
+        let mut seen_counters: FastSet<(&str, &str, &str, &str)> = FastSet::default();
         let mut seen_keys: FastSet<&str> = FastSet::default();
-        for (member, (_, readings)) in members.iter().enumerate() {
+        let mut seen_key_counters: FastSet<(&str, &str, &str)> = FastSet::default();
+        for (member, m) in members.iter().enumerate() {
             let member = member as u32;
-            for reading in readings.iter().filter(|r| !r.is_empty()) {
-                if seen_readings.insert(reading) {
-                    family.push(posting(hash_key(reading), member));
+            for (i, r) in m.readings.iter().enumerate() {
+                if r.key.is_empty() {
+                    continue;
+                }
+                let er = EntryReading::of(r);
+                let c = class(i);
+                if seen_readings.insert((&r.key, c)) {
+                    family.push(posting(key_hash(&r.key, c), member));
+                }
+                if seen_counters.insert((er.key, er.lead, er.trail, c)) {
+                    family_counter.push(posting(counter_hash(er, c), member));
                 }
             }
-            let Some(key) = readings.first().filter(|k| seen_keys.insert(k)) else {
+            if m.reach < Reach::Fuzzy {
+                continue;
+            }
+            let Some(primary) = m.readings.first().filter(|r| !r.key.is_empty()) else {
                 continue;
             };
-            let key: Vec<char> = key.chars().collect();
-            let depth = allowed_distance(key.len());
-            if depth > 0 {
-                deletion_hashes(&key, depth, &mut hashes);
+            let er = EntryReading::of(primary);
+            let near_key = er.near_key(kind);
+            let chars: Vec<char> = near_key.chars().collect();
+            let depth = allowance(chars.len());
+            if depth == 0 {
+                continue;
+            }
+            if seen_key_counters.insert((near_key, er.lead, er.trail)) {
+                near_counter.push(posting(near_counter_hash(near_key, er), member));
+            }
+            if seen_keys.insert(near_key) {
+                deletion_hashes(&chars, depth, &mut hashes);
                 near.extend(hashes.iter().map(|&h| posting(h, member)));
             }
         }
+        let n = members.len();
         let mut index = FuzzyIndex {
-            family: PostingTable::build(family, members.len()),
-            near: PostingTable::build(near, members.len()),
-            ..FuzzyIndex::default()
+            kind,
+            allowance,
+            entries: Vec::with_capacity(n),
+            readings: Vec::with_capacity(n),
+            family: PostingTable::build(family, n),
+            family_counter: PostingTable::build(family_counter, n),
+            near: PostingTable::build(near, n),
+            near_counter: PostingTable::build(near_counter, n),
         };
-        for (entry, readings) in members {
-            index.entries.push(entry);
-            index
-                .readings
-                .push(readings.join(READING_SEPARATOR).into_boxed_str());
+        for m in members {
+            index.entries.push(m.entry);
+            index.readings.push(encode(&m.readings));
         }
         index
     }
 
-    fn member_readings(&self, member: u32) -> impl Iterator<Item = &str> {
-        self.readings
-            .get(member as usize)
-            .map(|r| r.split(READING_SEPARATOR))
-            .into_iter()
-            .flatten()
+    fn member_readings(&self, member: u32) -> impl Iterator<Item = EntryReading<'_>> + Clone {
+        decode(self.readings.get(member as usize).map_or("", |r| r))
     }
 
     fn entry(&self, member: u32) -> usize {
         self.entries.get(member as usize).copied().unwrap_or(0) as usize
     }
 
-    fn family(&self, readings: &[String]) -> Option<FuzzyHit> {
-        let mut best: Option<FuzzyHit> = None;
+    /// The strongest graded match among the members that can win, as `(member, match)`.
+    fn lookup<'c>(
+        &'c self,
+        policy: &Policy,
+        same: MatchRule,
+        candidate: &'c [Reading],
+    ) -> Option<(u32, Found<'c>)> {
+        let mut best: Option<(u32, Found<'c>)> = None;
+        let mut memo = Namesakes::default();
+        let consider = |member: u32, found: Found<'c>, best: &mut Option<(u32, Found<'c>)>| {
+            let current = best
+                .as_ref()
+                .map(|(m, f)| (&f.grade, f.rule, self.entry(*m)));
+            if beats(&found.grade, found.rule, self.entry(member), current) {
+                *best = Some((member, found));
+            }
+        };
+
+        // A candidate's family key meets both kinds of entry readings; its other readings meet
+        // only entries' family keys.
         let mut members = Vec::new();
-        for reading in readings.iter().filter(|r| !r.is_empty()) {
-            members.clear();
-            self.family.collect(&[hash_key(reading)], &mut members);
-            for &member in &members {
-                if best.as_ref().is_some_and(|b| b.member <= member) {
-                    continue;
-                }
-                if let Some(entry_key) = self.member_readings(member).find(|r| r == reading) {
-                    best = Some(FuzzyHit {
-                        member,
-                        candidate_key: reading.clone(),
-                        entry_key: entry_key.to_owned(),
-                        distance: 0,
-                    });
-                }
+        for (i, r) in candidate.iter().enumerate() {
+            if r.key.is_empty() {
+                continue;
+            }
+            let er = EntryReading::of(r);
+            let classes: &[&str] = if i == 0 {
+                &[PRIMARY, OTHER]
+            } else {
+                &[PRIMARY]
+            };
+            for c in classes {
+                self.family.collect(&[key_hash(&r.key, c)], &mut members);
+                self.family_counter
+                    .collect(&[counter_hash(er, c)], &mut members);
+            }
+        }
+        members.sort_unstable();
+        members.dedup();
+        for &member in &members {
+            let theirs = self.member_readings(member);
+            if let Some(found) =
+                evidence::family(policy, self.kind, same, candidate, theirs, &mut memo)
+            {
+                consider(member, found, &mut best);
+            }
+        }
+
+        // A near miss never beats a family match that blocks (its rule ranks lower).
+        if best
+            .as_ref()
+            .is_some_and(|(_, f)| f.grade.outcome == Outcome::Block)
+        {
+            return best;
+        }
+        if let Some(primary) = candidate.first().filter(|r| !r.key.is_empty()) {
+            for (member, found) in self.near(policy, primary, &mut memo) {
+                consider(member, found, &mut best);
             }
         }
         best
     }
 
-    fn near(&self, key: &str) -> Option<FuzzyHit> {
-        let chars: Vec<char> = key.chars().collect();
-        let depth = probe_depth(chars.len())?;
-        if chars.is_empty() || self.near.len() == 0 {
-            return None;
+    fn near<'c>(
+        &'c self,
+        policy: &Policy,
+        candidate: &'c Reading,
+        memo: &mut Namesakes,
+    ) -> Vec<(u32, Found<'c>)> {
+        let mut out = Vec::new();
+        let mine = near_key(candidate, self.kind);
+        let chars: Vec<char> = mine.chars().collect();
+        let Some(depth) = probe_depth(chars.len(), self.allowance) else {
+            return out;
+        };
+        if self.near.len() == 0 {
+            return out;
         }
         let mut hashes = Vec::new();
         deletion_hashes(&chars, depth, &mut hashes);
@@ -235,31 +375,41 @@ impl FuzzyIndex {
         self.near.collect(&hashes, &mut members);
         members.sort_unstable();
         members.dedup();
-        let mut best: Option<(usize, u32, &str)> = None;
-        for member in members {
-            let Some(entry_key) = self.member_readings(member).next() else {
+        let mut same_counter = Vec::new();
+        for &member in &members {
+            let Some(primary) = self.member_readings(member).next() else {
                 continue;
             };
-            if let Some(d) = near_miss_str(key, entry_key) {
-                if best
-                    .as_ref()
-                    .is_none_or(|(bd, bm, _)| (d, member) < (*bd, *bm))
+            let theirs = primary.near_key(self.kind);
+            let Some(d) = near_miss_str(mine, theirs, self.allowance) else {
+                continue;
+            };
+            same_counter.clear();
+            self.near_counter.collect(
+                &[near_counter_hash(
+                    theirs,
+                    EntryReading {
+                        lead: &candidate.counter.lead,
+                        trail: &candidate.counter.trail,
+                        ..primary
+                    },
+                )],
+                &mut same_counter,
+            );
+            for &other in same_counter.iter().chain([member].iter()) {
+                let Some(reading) = self.member_readings(other).next() else {
+                    continue;
+                };
+                if reading.near_key(self.kind) != theirs {
+                    continue;
+                }
+                if let Some(found) = evidence::near(policy, self.kind, candidate, reading, d, memo)
                 {
-                    best = Some((d, member, entry_key));
+                    out.push((other, found));
                 }
             }
         }
-        best.map(|(distance, member, entry_key)| FuzzyHit {
-            member,
-            candidate_key: key.to_owned(),
-            entry_key: entry_key.to_owned(),
-            distance,
-        })
-    }
-
-    fn lookup(&self, readings: &[String]) -> Option<FuzzyHit> {
-        self.family(readings)
-            .or_else(|| readings.first().and_then(|key| self.near(key)))
+        out
     }
 }
 
@@ -272,10 +422,12 @@ pub struct IndexStats {
     pub near_miss_postings: usize,
 }
 
-/// An immutable index over a block list, built once per list version. Lookups never scan the list.
+/// An immutable index over a block list and a policy, built once per list version. Lookups never
+/// scan the list.
 #[derive(Debug)]
 pub struct BlockIndex {
     entries: Vec<Entry>,
+    policy: Policy,
     exact: FastMap<Box<str>, u32>,
     globs: GlobSet,
     ids: FuzzyIndex,
@@ -283,9 +435,14 @@ pub struct BlockIndex {
 }
 
 impl BlockIndex {
+    /// Builds the index under the default policy.
+    pub fn build(entries: Vec<Entry>) -> BlockIndex {
+        BlockIndex::build_with(entries, Policy::default())
+    }
+
     /// Builds the index. Entries whose pattern is not valid for their kind are kept (so indices
     /// stay those of the list) but never match.
-    pub fn build(entries: Vec<Entry>) -> BlockIndex {
+    pub fn build_with(entries: Vec<Entry>, policy: Policy) -> BlockIndex {
         let mut exact: FastMap<Box<str>, u32> = FastMap::default();
         let mut globs = Vec::new();
         let mut ids = Vec::new();
@@ -298,7 +455,15 @@ impl BlockIndex {
                         exact
                             .entry(id.as_str().to_ascii_lowercase().into_boxed_str())
                             .or_insert(i);
-                        ids.push((i, family_readings(id.localpart())));
+                        let readings = readings(id.localpart());
+                        let reach = effective_reach(entry, readings.first(), &policy);
+                        if reach >= Reach::Family {
+                            ids.push(Member {
+                                entry: i,
+                                readings,
+                                reach,
+                            });
+                        }
                     }
                 }
                 EntryKind::Glob => {
@@ -307,29 +472,36 @@ impl BlockIndex {
                     }
                 }
                 EntryKind::DisplayName => {
-                    let readings = display_readings(&entry.pattern);
-                    if readings.first().is_some_and(|k| !k.is_empty()) {
-                        names.push((i, readings));
+                    let readings = display_name_readings(&entry.pattern);
+                    if readings.first().is_some_and(|k| !k.key.is_empty()) {
+                        let reach = effective_reach(entry, readings.first(), &policy);
+                        names.push(Member {
+                            entry: i,
+                            readings,
+                            reach,
+                        });
                     }
                 }
             }
         }
         BlockIndex {
             entries,
+            policy,
             exact,
             globs: GlobSet::build(globs),
-            ids: FuzzyIndex::build(ids),
-            names: FuzzyIndex::build(names),
+            ids: FuzzyIndex::build(EntryKind::UserId, near_allowance, ids),
+            names: FuzzyIndex::build(EntryKind::DisplayName, allowed_distance, names),
         }
     }
 
-    /// Whether `user` is blocked, trying in order: the exact ID, globs, the family of its
-    /// localpart, then near misses of that family. Family rules ignore the server. Within a rule
-    /// the earliest entry wins; among near misses, the closest and then the earliest.
+    /// The strongest evidence that `user` is blocked, if any grades as hold or block: the exact
+    /// ID, then globs, then the family of its localpart and near misses of it (which ignore the
+    /// server). Among several matches the strongest outcome wins, then the stronger rule (exact,
+    /// glob, family, one edit, two), then the earliest entry.
     pub fn check_user(&self, user: &UserId) -> Option<Verdict<'_>> {
         let full = user.as_str().to_ascii_lowercase();
         if let Some(&i) = self.exact.get(full.as_str()) {
-            return self.verdict(i as usize, MatchRule::Exact, user.as_str(), &full, &full);
+            return self.plain(i as usize, MatchRule::Exact, user.as_str(), &full, &full);
         }
         if let Some(i) = self.globs.first_match(full.as_bytes()) {
             let pattern = self
@@ -337,22 +509,41 @@ impl BlockIndex {
                 .get(i as usize)
                 .map(|e| e.pattern.clone())
                 .unwrap_or_default();
-            return self.verdict(i as usize, MatchRule::Glob, user.as_str(), &full, &pattern);
+            return self.plain(i as usize, MatchRule::Glob, user.as_str(), &full, &pattern);
         }
-        let readings = family_readings(user.localpart());
-        let hit = self.ids.lookup(&readings)?;
-        self.fuzzy_verdict(&self.ids, hit, user.as_str(), MatchRule::Family)
+        let readings = readings(user.localpart());
+        let (member, found) = self
+            .ids
+            .lookup(&self.policy, MatchRule::Family, &readings)?;
+        self.graded(self.ids.entry(member), user.as_str(), found)
     }
 
     /// Whether a display name impersonates a blocked one: same folded family, then near misses.
     pub fn check_display_name(&self, name: &str) -> Option<Verdict<'_>> {
-        let readings = display_readings(name);
-        let hit = self.names.lookup(&readings)?;
-        self.fuzzy_verdict(&self.names, hit, name, MatchRule::DisplayName)
+        let readings = display_name_readings(name);
+        let (member, found) = self
+            .names
+            .lookup(&self.policy, MatchRule::DisplayName, &readings)?;
+        self.graded(self.names.entry(member), name, found)
     }
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The reach of entry `index`: its own, or the policy's default for its name.
+    pub fn reach_of(&self, index: usize) -> Option<Reach> {
+        let entry = self.entries.get(index)?;
+        let readings = match entry.kind {
+            EntryKind::Glob => return Some(Reach::Exact),
+            EntryKind::UserId => readings(UserId::parse(&entry.pattern).ok()?.localpart()),
+            EntryKind::DisplayName => display_name_readings(&entry.pattern),
+        };
+        Some(effective_reach(entry, readings.first(), &self.policy))
     }
 
     pub fn len(&self) -> usize {
@@ -367,32 +558,31 @@ impl BlockIndex {
         IndexStats {
             entries: self.entries.len(),
             globs: self.globs.len(),
-            family_postings: self.ids.family.len() + self.names.family.len(),
-            near_miss_postings: self.ids.near.len() + self.names.near.len(),
+            family_postings: self.ids.family.len()
+                + self.ids.family_counter.len()
+                + self.names.family.len()
+                + self.names.family_counter.len(),
+            near_miss_postings: self.ids.near.len()
+                + self.ids.near_counter.len()
+                + self.names.near.len()
+                + self.names.near_counter.len(),
         }
     }
 
-    fn fuzzy_verdict(
-        &self,
-        index: &FuzzyIndex,
-        hit: FuzzyHit,
-        candidate: &str,
-        same: MatchRule,
-    ) -> Option<Verdict<'_>> {
-        let rule = match hit.distance {
-            0 => same,
-            d => MatchRule::Distance(d as u8),
-        };
-        self.verdict(
-            index.entry(hit.member),
-            rule,
+    fn graded(&self, index: usize, candidate: &str, found: Found<'_>) -> Option<Verdict<'_>> {
+        Verdict::at(
+            &self.entries,
+            index,
+            found.rule,
             candidate,
-            &hit.candidate_key,
-            &hit.entry_key,
+            found.candidate_key,
+            found.entry_key,
+            found.evidence,
+            found.grade,
         )
     }
 
-    fn verdict(
+    fn plain(
         &self,
         index: usize,
         rule: MatchRule,
@@ -400,6 +590,11 @@ impl BlockIndex {
         candidate_key: &str,
         entry_key: &str,
     ) -> Option<Verdict<'_>> {
+        let why = if rule == MatchRule::Exact {
+            Why::ExactId
+        } else {
+            Why::Glob
+        };
         Verdict::at(
             &self.entries,
             index,
@@ -407,6 +602,8 @@ impl BlockIndex {
             candidate,
             candidate_key,
             entry_key,
+            Evidence::plain(),
+            Grade::blocking(why),
         )
     }
 }

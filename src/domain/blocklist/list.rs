@@ -1,8 +1,8 @@
 //! The stored block list: one JSON document (the worker keeps it in a single KV value) and its pure
 //! edits: add, remove, import and export.
 //!
-//! JSON keeps readable field names (`pattern`, `kind`, `reason`, `added_at`) and leaves out an
-//! absent reason: a typical entry is 60 to 90 bytes, so 100,000 entries stay well inside KV's
+//! JSON keeps readable field names (`pattern`, `kind`, `reason`, `added_at`, `reach`) and leaves
+//! out an absent reason or reach (an entry stored before reach existed reads as one without): a typical entry is 60 to 90 bytes, so 100,000 entries stay well inside KV's
 //! 25 MiB. A list refuses entries past [`MAX_ENTRIES`] or past an upper bound of
 //! [`MAX_DOCUMENT_BYTES`] of JSON, so it always fits.
 //!
@@ -13,7 +13,8 @@
 //! @spam*:*            # text after whitespace and '#' is the reason
 //! display: Alice Admin  # impersonation
 //! ```
-//! `display:` marks a display name, which in this format cannot contain a `#` after a space.
+//! `display:` marks a display name, which in this format cannot contain a `#` after a space. The
+//! text format has no reach: entries read from it take the default.
 //! Imports add what they can and report every other line with its number and why.
 
 use std::collections::HashMap;
@@ -255,6 +256,7 @@ impl BlockList {
                         .and_then(|e| {
                             let at = if e.added_at == 0 { now } else { e.added_at };
                             Entry::new(&e.pattern, e.kind, e.reason, at)
+                                .map(|n| n.with_reach(e.reach))
                         });
                     (text, entry)
                 }

@@ -1,19 +1,29 @@
 //! The block list: who may not be invited, including people trying to dodge an earlier ban.
 //!
-//! Decides: whether a user ID or a display name matches a blocked entry, by which rule, and says
-//! so in a sentence. Entries are exact Matrix IDs, globs over full IDs (`@spam*:*`,
-//! `*:evil.example`), or display names (against impersonation).
+//! Decides: whether a user ID or a display name matches a blocked entry, by which rule, how strong
+//! that evidence is, what follows from it (block, hold for a moderator, or nothing), and says so in
+//! a sentence. Entries are exact Matrix IDs, globs over full IDs (`@spam*:*`, `*:evil.example`),
+//! or display names (against impersonation).
 //!
-//! Rules, tried in this order (the first that fires wins; within a rule, the earliest entry):
+//! Rules:
 //! 1. **exact**: the same user ID;
 //! 2. **glob**: a glob entry matches the full ID;
 //! 3. **family**: the localpart reads like a blocked ID's localpart once case, leet, separators,
 //!    repeated letters and counters at either end are folded away (see [`normalize`]); the server
 //!    is ignored, so a variant on another homeserver is caught;
-//! 4. **distance**: the family keys are a few edits apart (optimal string alignment): none for
-//!    keys of up to 5 characters, 1 for 6 to 9, 2 for 10 to 32 (see [`allowed_distance`]). So
-//!    blocking `troll` does not block `trolley`, nor `alice` block `alicia`, while `trollking`
-//!    catches `trollkin`. The closest near miss wins, then the earliest.
+//! 4. **distance**: the family keys are a few edits apart (optimal string alignment): 1 for keys
+//!    of 3 to 9 characters, 2 for 10 to 32 (see [`near_allowance`]).
+//!
+//! A match is **evidence**, not a verdict: [`policy`] grades it. The same ID or a glob blocks. A
+//! family match or near miss blocks when no honest namesake would leave it (the same counter,
+//! digits written for letters, a distinctive name); it is held for a moderator when the name is
+//! short or common (see [`commonness`]) and only the counter or spelling differs, when only the
+//! first letter differs, or when it is two edits away; and it is no match at all when the near miss
+//! is itself a common name, or a short key's near miss without the same counter. So blocking
+//! `@trollking` blocks `@tr0llk1ng` and `@trollkin`, blocking `@matthew41` holds `@matthew70`, and
+//! blocking `@anna83` holds `@anja83` but lets `@anja17` in. Each entry's **reach** (exact, family
+//! or fuzzy; by default from how distinctive its name is) bounds which rules apply to it. When
+//! several entries match, the strongest outcome wins, then the stronger rule, then the earliest.
 //!
 //! Display names are folded with the Unicode TS #39 confusables skeleton (Cyrillic `а`, fullwidth
 //! letters, `1` for `l`, ...) and then matched by family and near misses in the same way.
@@ -22,10 +32,14 @@
 //! [`BlockIndex`] answers from hash tables and a deletion neighbourhood; [`LinearScan`] is the
 //! slow, obviously correct reference used by tests and benchmarks.
 
+pub mod commonness;
+mod evidence;
 mod glob;
 mod index;
 mod list;
 pub mod normalize;
+pub mod policy;
+mod preview;
 mod reference;
 #[cfg(test)]
 mod tests;
@@ -40,9 +54,14 @@ pub use glob::{glob_match, MAX_GLOB_BYTES};
 pub use index::{BlockIndex, IndexStats};
 pub use list::{AddOutcome, BlockList, ImportReport, LineError, MAX_DOCUMENT_BYTES, MAX_ENTRIES};
 pub use normalize::{
-    allowed_distance, display_readings, family_key, family_readings, fold_free_text, osa_distance,
-    MAX_FUZZY_KEY_CHARS,
+    allowed_distance, display_name_readings, display_readings, family_key, family_readings,
+    fold_free_text, near_allowance, osa_distance, readings, Counter, Reading, MAX_FUZZY_KEY_CHARS,
 };
+pub use policy::{
+    CounterMatch, Evidence, Grade, MemberAction, Namesakes, Outcome, Policy, Reach, SettingError,
+    Why, SETTINGS,
+};
+pub use preview::{preview, Caught, EntryRequest, Preview, Seen};
 pub use reference::LinearScan;
 
 /// Longest display-name pattern, in bytes.
@@ -70,6 +89,10 @@ pub struct Entry {
     /// Unix milliseconds.
     #[serde(default)]
     pub added_at: u64,
+    /// How far the entry reaches; `None` (and a stored entry without one) takes the policy's
+    /// default for its name ([`Policy::default_reach`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
 }
 
 /// Why a pattern (or a line of an import) cannot be an entry. Each has a sentence fit to show.
@@ -161,7 +184,14 @@ impl Entry {
             kind,
             reason,
             added_at,
+            reach: None,
         })
+    }
+
+    /// The same entry with a reach of its own.
+    pub fn with_reach(mut self, reach: Option<Reach>) -> Entry {
+        self.reach = reach;
+        self
     }
 
     /// What makes two entries the same: their kind and normalised pattern (a display name folded).
@@ -223,11 +253,16 @@ pub struct Verdict<'a> {
     pub candidate_key: String,
     /// The normalised form of the entry it matched.
     pub entry_key: String,
+    /// The facts the policy weighed.
+    pub evidence: Evidence,
+    /// What follows, and why.
+    pub grade: Grade,
 }
 
 impl<'a> Verdict<'a> {
     /// The verdict for `entries[index]`, or `None` if there is no such entry. Both matchers
     /// (the index and the linear reference) build their verdicts here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn at(
         entries: &'a [Entry],
         index: usize,
@@ -235,6 +270,8 @@ impl<'a> Verdict<'a> {
         candidate: &str,
         candidate_key: &str,
         entry_key: &str,
+        evidence: Evidence,
+        grade: Grade,
     ) -> Option<Verdict<'a>> {
         Some(Verdict {
             entry: entries.get(index)?,
@@ -243,11 +280,21 @@ impl<'a> Verdict<'a> {
             candidate: candidate.to_owned(),
             candidate_key: candidate_key.to_owned(),
             entry_key: entry_key.to_owned(),
+            evidence,
+            grade,
         })
     }
 
+    /// Block or hold.
+    pub fn outcome(&self) -> Outcome {
+        self.grade.outcome
+    }
+
     /// One sentence for moderators, e.g.
-    /// `@tr0llk1ng:localhost matches blocked @trollking:localhost (family: both read as troiking)`.
+    /// `@tr0llk1ng:localhost matches blocked @trollking:localhost (family: both read as troiking)`;
+    /// a hold also says why it is no block:
+    /// `...; held for a moderator, not blocked: only the counter or spelling differs, and mathew is
+    /// a common name (about 4 in a thousand)`.
     pub fn explain(&self) -> String {
         let what = match self.entry.kind {
             EntryKind::DisplayName => format!("display name \"{}\"", self.candidate),
@@ -271,6 +318,10 @@ impl<'a> Verdict<'a> {
             ),
         };
         let mut out = format!("{what} matches {blocked} ({how})");
+        if let Some(held) = self.grade.hold_clause(&self.entry_key, &self.candidate_key) {
+            out.push_str("; ");
+            out.push_str(&held);
+        }
         if let Some(reason) = &self.entry.reason {
             out.push_str("; reason: ");
             out.push_str(reason);

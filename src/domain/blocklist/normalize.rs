@@ -39,14 +39,32 @@ pub fn allowed_distance(len: usize) -> usize {
     }
 }
 
+/// How many edits away near misses of a user ID are looked for, by the length of its spelling
+/// (the family key with double letters kept, so that `santonelbi` is one edit from `santonelli`
+/// although their family keys are two apart): 1 from 3 to 9 characters, 2 from 10 to
+/// [`MAX_FUZZY_KEY_CHARS`]. On short keys a near miss counts only together with the same counter
+/// (see the policy).
+pub fn near_allowance(len: usize) -> usize {
+    match len {
+        0..=2 => 0,
+        3..=9 => 1,
+        10..=MAX_FUZZY_KEY_CHARS => 2,
+        _ => 0,
+    }
+}
+
+/// How far near misses of a key may be, by its length: [`allowed_distance`] for display names,
+/// [`near_allowance`] for user IDs.
+pub(crate) type Allowance = fn(usize) -> usize;
+
 /// How many deletions a candidate key of `len` characters needs to meet every blocked key it may
 /// be a near miss of, or `None` when it can be a near miss of none. Against a blocked key of `m`
 /// characters and allowance `a`, a match keeps a common subsequence of at least `m - a`
 /// characters, so the candidate gives up at most `min(a, len + a - m)` of its own.
-pub(crate) fn probe_depth(len: usize) -> Option<usize> {
+pub(crate) fn probe_depth(len: usize, allowance: Allowance) -> Option<usize> {
     (len.saturating_sub(2)..=len + 2)
         .filter_map(|m| {
-            let a = allowed_distance(m);
+            let a = allowance(m);
             (a > 0 && m.abs_diff(len) <= a).then(|| a.min((len + a).saturating_sub(m)))
         })
         .max()
@@ -94,6 +112,26 @@ fn finish(chars: &[char]) -> String {
     out
 }
 
+/// [`finish`] with runs of one character kept up to two long instead of collapsed: the form near
+/// misses of user IDs are measured on, so that an edit next to a double letter stays one edit
+/// (`santonelli`, `santonelbi`).
+fn spell(chars: &[char]) -> String {
+    let mut out = String::with_capacity(chars.len());
+    let (mut last, mut run) = (None, 0);
+    for &c in chars {
+        let c = letter_for(c);
+        if last == Some(c) {
+            run += 1;
+        } else {
+            (last, run) = (Some(c), 1);
+        }
+        if run <= 2 {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The digit-free middle of `chars`, as `(start, end)`: where the end runs of ASCII digits stop.
 /// `None` when nothing but digits (or nothing at all) is there.
 fn core_bounds(chars: &[char]) -> Option<(usize, usize)> {
@@ -119,11 +157,52 @@ pub fn family_key(name: &str) -> String {
     }
 }
 
-/// Every reading of a name, the family key first, without repeats (at most nine).
-pub fn family_readings(name: &str) -> Vec<String> {
+/// The digits a reading leaves outside it at either end: a counter (`troll2024`, `2troll`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Counter {
+    pub lead: String,
+    pub trail: String,
+}
+
+impl Counter {
+    pub fn is_empty(&self) -> bool {
+        self.lead.is_empty() && self.trail.is_empty()
+    }
+}
+
+impl std::fmt::Display for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.lead.is_empty(), self.trail.is_empty()) {
+            (false, false) => write!(f, "{}\u{2026}{}", self.lead, self.trail),
+            (false, true) => f.write_str(&self.lead),
+            _ => f.write_str(&self.trail),
+        }
+    }
+}
+
+/// One reading of a name: its key, the counter left outside it, whether it reads a digit inside
+/// the name as a letter (`m4tthew`: people do not write their own names that way), and its
+/// spelling (the key with double letters kept, see [`near_allowance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub key: String,
+    pub counter: Counter,
+    pub leet: bool,
+    pub spelling: String,
+}
+
+/// Every reading of a name with its counter, the family key first, without repeated keys (at
+/// most nine; of two readings with one key, the first is kept).
+pub fn readings(name: &str) -> Vec<Reading> {
     let chars = clean(name);
+    let digits = |r: &[char]| r.iter().collect::<String>();
     let Some((start, end)) = core_bounds(&chars) else {
-        return vec![finish(&chars)];
+        return vec![Reading {
+            key: finish(&chars),
+            counter: Counter::default(),
+            leet: !chars.is_empty(),
+            spelling: spell(&chars),
+        }];
     };
     let (starts, from) = if start > 0 {
         ([start, start - 1, 0], 3)
@@ -135,16 +214,29 @@ pub fn family_readings(name: &str) -> Vec<String> {
     } else {
         ([end; 3], 1)
     };
-    let mut out: Vec<String> = Vec::with_capacity(from * to);
+    let mut out: Vec<Reading> = Vec::with_capacity(from * to);
     for &s in &starts[..from] {
         for &e in &ends[..to] {
             let key = finish(&chars[s..e]);
-            if !out.contains(&key) {
-                out.push(key);
+            if !out.iter().any(|r| r.key == key) {
+                out.push(Reading {
+                    key,
+                    counter: Counter {
+                        lead: digits(&chars[..s]),
+                        trail: digits(&chars[e..]),
+                    },
+                    leet: chars[s..e].iter().any(char::is_ascii_digit),
+                    spelling: spell(&chars[s..e]),
+                });
             }
         }
     }
     out
+}
+
+/// Every reading of a name, the family key first, without repeats (at most nine).
+pub fn family_readings(name: &str) -> Vec<String> {
+    readings(name).into_iter().map(|r| r.key).collect()
 }
 
 fn compatibility_letter(c: char) -> char {
@@ -187,6 +279,11 @@ pub fn fold_free_text(s: &str) -> String {
 /// The readings of a display name: [`family_readings`] of its folded form.
 pub fn display_readings(name: &str) -> Vec<String> {
     family_readings(&fold_free_text(name))
+}
+
+/// [`readings`] of a display name's folded form.
+pub fn display_name_readings(name: &str) -> Vec<Reading> {
+    readings(&fold_free_text(name))
 }
 
 /// Rows of up to this many cells live on the stack.
@@ -238,8 +335,12 @@ fn osa_rows<'r, T: PartialEq>(
 
 /// The near-miss distance of a candidate key from a blocked key, when it is within the blocked
 /// key's allowance and not zero.
-pub(crate) fn near_miss<T: PartialEq>(candidate: &[T], blocked: &[T]) -> Option<usize> {
-    let allowed = allowed_distance(blocked.len());
+pub(crate) fn near_miss<T: PartialEq>(
+    candidate: &[T],
+    blocked: &[T],
+    allowance: Allowance,
+) -> Option<usize> {
+    let allowed = allowance(blocked.len());
     if allowed == 0 || candidate.len().abs_diff(blocked.len()) > allowed {
         return None;
     }
@@ -248,13 +349,13 @@ pub(crate) fn near_miss<T: PartialEq>(candidate: &[T], blocked: &[T]) -> Option<
 }
 
 /// [`near_miss`] of two keys as text, compared byte by byte when both are ASCII.
-pub(crate) fn near_miss_str(candidate: &str, blocked: &str) -> Option<usize> {
+pub(crate) fn near_miss_str(candidate: &str, blocked: &str, allowance: Allowance) -> Option<usize> {
     if candidate.is_ascii() && blocked.is_ascii() {
-        near_miss(candidate.as_bytes(), blocked.as_bytes())
+        near_miss(candidate.as_bytes(), blocked.as_bytes(), allowance)
     } else {
         let a: Vec<char> = candidate.chars().collect();
         let b: Vec<char> = blocked.chars().collect();
-        near_miss(&a, &b)
+        near_miss(&a, &b, allowance)
     }
 }
 
@@ -274,11 +375,27 @@ fn digit(c: char) -> u64 {
 }
 
 /// A 32-bit hash of a key: a polynomial over its characters (so that the hash of any deletion
-/// can be had from prefix sums in constant time, see [`deletion_hashes`]), then mixed.
+/// can be had from prefix sums in constant time, see [`deletion_hashes`]), then mixed. The index
+/// hashes through [`hash_parts`], which agrees with it on one part; this is for tests.
+#[cfg(test)]
 pub(crate) fn hash_key(s: &str) -> u32 {
     mix(s.chars().fold(0u64, |h, c| {
         h.wrapping_mul(HASH_BASE).wrapping_add(digit(c))
     }))
+}
+
+/// [`hash_key`] of the parts joined by a character no key contains, without joining them.
+pub(crate) fn hash_parts(parts: &[&str]) -> u32 {
+    let mut h = 0u64;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h = h.wrapping_mul(HASH_BASE).wrapping_add(digit('\u{1}'));
+        }
+        h = part
+            .chars()
+            .fold(h, |h, c| h.wrapping_mul(HASH_BASE).wrapping_add(digit(c)));
+    }
+    mix(h)
 }
 
 /// Hashes of every string made by deleting up to `depth` (at most 2) characters from `chars`,

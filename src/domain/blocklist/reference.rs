@@ -1,50 +1,54 @@
 //! The reference matcher: every rule applied to every entry, one entry after another, with the
-//! edit distance to every entry's family key computed in full before its allowance is applied.
-//! It defines what [`BlockIndex`](super::BlockIndex) must answer (tests check they agree on
-//! random lists) and is the naive baseline of the benchmark. Far too slow for large lists.
+//! edit distance to every entry's family key computed in full before its allowance is applied,
+//! and every match graded before the strongest is kept. It defines what
+//! [`BlockIndex`](super::BlockIndex) must answer (tests check they agree on random lists) and is
+//! the naive baseline of the benchmark. Far too slow for large lists.
 
+use super::evidence::{self, beats, effective_reach, near_key, EntryReading, Found};
 use super::glob::{glob_match, normalize_glob};
-use super::normalize::{allowed_distance, display_readings, family_readings, osa_distance};
+use super::normalize::{
+    allowed_distance, display_name_readings, near_allowance, osa_distance, readings, Allowance,
+    Reading,
+};
+use super::policy::{Evidence, Grade, Namesakes, Policy, Reach, Why};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
 enum Prepared {
     Id {
         full: String,
-        readings: Vec<String>,
-        key_chars: Vec<char>,
+        readings: Vec<Reading>,
+        reach: Reach,
     },
     Glob(Vec<u8>),
     Name {
-        readings: Vec<String>,
-        key_chars: Vec<char>,
+        readings: Vec<Reading>,
+        reach: Reach,
     },
     Unusable,
 }
 
-fn key_chars(readings: &[String]) -> Vec<char> {
-    readings
-        .first()
-        .map(|k| k.chars().collect())
-        .unwrap_or_default()
-}
-
 pub struct LinearScan<'a> {
     entries: &'a [Entry],
+    policy: Policy,
     prepared: Vec<Prepared>,
 }
 
 impl<'a> LinearScan<'a> {
     pub fn new(entries: &'a [Entry]) -> LinearScan<'a> {
+        LinearScan::with_policy(entries, Policy::default())
+    }
+
+    pub fn with_policy(entries: &'a [Entry], policy: Policy) -> LinearScan<'a> {
         let prepared = entries
             .iter()
             .map(|e| match e.kind {
                 EntryKind::UserId => match UserId::parse(&e.pattern) {
                     Ok(id) => {
-                        let readings = family_readings(id.localpart());
+                        let readings = readings(id.localpart());
                         Prepared::Id {
                             full: id.as_str().to_ascii_lowercase(),
-                            key_chars: key_chars(&readings),
+                            reach: effective_reach(e, readings.first(), &policy),
                             readings,
                         }
                     }
@@ -55,15 +59,23 @@ impl<'a> LinearScan<'a> {
                     Err(_) => Prepared::Unusable,
                 },
                 EntryKind::DisplayName => {
-                    let readings = display_readings(&e.pattern);
-                    Prepared::Name {
-                        key_chars: key_chars(&readings),
-                        readings,
+                    let readings = display_name_readings(&e.pattern);
+                    if readings.first().is_some_and(|r| !r.key.is_empty()) {
+                        Prepared::Name {
+                            reach: effective_reach(e, readings.first(), &policy),
+                            readings,
+                        }
+                    } else {
+                        Prepared::Unusable
                     }
                 }
             })
             .collect();
-        LinearScan { entries, prepared }
+        LinearScan {
+            entries,
+            policy,
+            prepared,
+        }
     }
 
     pub fn check_user(&self, user: &UserId) -> Option<Verdict<'a>> {
@@ -72,7 +84,7 @@ impl<'a> LinearScan<'a> {
         for (i, p) in self.prepared.iter().enumerate() {
             if let Prepared::Id { full: f, .. } = p {
                 if *f == full {
-                    return self.verdict(i, MatchRule::Exact, candidate, &full, &full);
+                    return self.plain(i, MatchRule::Exact, candidate, &full, &full);
                 }
             }
         }
@@ -84,65 +96,108 @@ impl<'a> LinearScan<'a> {
                         .get(i)
                         .map(|e| e.pattern.clone())
                         .unwrap_or_default();
-                    return self.verdict(i, MatchRule::Glob, candidate, &full, &pattern);
+                    return self.plain(i, MatchRule::Glob, candidate, &full, &pattern);
                 }
             }
         }
-        let readings = family_readings(user.localpart());
-        self.fuzzy(&readings, candidate, MatchRule::Family, |p| match p {
-            Prepared::Id { readings, .. } => Some(readings),
-            _ => None,
-        })
+        let readings = readings(user.localpart());
+        self.fuzzy(
+            EntryKind::UserId,
+            &readings,
+            candidate,
+            MatchRule::Family,
+            near_allowance,
+            |p| match p {
+                Prepared::Id {
+                    readings, reach, ..
+                } if *reach >= Reach::Family => Some((readings, *reach)),
+                _ => None,
+            },
+        )
     }
 
     pub fn check_display_name(&self, name: &str) -> Option<Verdict<'a>> {
-        let readings = display_readings(name);
-        self.fuzzy(&readings, name, MatchRule::DisplayName, |p| match p {
-            Prepared::Name { readings, .. } => Some(readings),
-            _ => None,
-        })
+        let readings = display_name_readings(name);
+        self.fuzzy(
+            EntryKind::DisplayName,
+            &readings,
+            name,
+            MatchRule::DisplayName,
+            allowed_distance,
+            |p| match p {
+                Prepared::Name { readings, reach } => Some((readings, *reach)),
+                _ => None,
+            },
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fuzzy(
         &self,
-        readings: &[String],
+        kind: EntryKind,
+        readings: &[Reading],
         candidate: &str,
         same: MatchRule,
-        keys_of: impl Fn(&Prepared) -> Option<&Vec<String>>,
+        allowance: Allowance,
+        keys_of: impl Fn(&Prepared) -> Option<(&Vec<Reading>, Reach)>,
     ) -> Option<Verdict<'a>> {
-        for (i, p) in self.prepared.iter().enumerate() {
-            let Some(theirs) = keys_of(p) else { continue };
-            if let Some(r) = readings
-                .iter()
-                .find(|r| !r.is_empty() && theirs.contains(r))
-            {
-                return self.verdict(i, same, candidate, r, r);
+        let mut best: Option<(usize, Found<'_>)> = None;
+        let mut memo = Namesakes::default();
+        fn consider<'f>(i: usize, found: Found<'f>, best: &mut Option<(usize, Found<'f>)>) {
+            let current = best.as_ref().map(|(bi, f)| (&f.grade, f.rule, *bi));
+            if beats(&found.grade, found.rule, i, current) {
+                *best = Some((i, found));
             }
         }
-        let key = readings.first()?;
-        let chars: Vec<char> = key.chars().collect();
-        let mut best: Option<(usize, usize, &str)> = None;
         for (i, p) in self.prepared.iter().enumerate() {
-            let Some(blocked) = keys_of(p).and_then(|k| k.first()) else {
+            let Some((theirs, reach)) = keys_of(p) else {
                 continue;
             };
-            let blocked_chars = match p {
-                Prepared::Id { key_chars, .. } | Prepared::Name { key_chars, .. } => key_chars,
-                _ => continue,
+            let entry_readings = theirs.iter().map(EntryReading::of);
+            if let Some(found) = evidence::family(
+                &self.policy,
+                kind,
+                same,
+                readings,
+                entry_readings,
+                &mut memo,
+            ) {
+                consider(i, found, &mut best);
+            }
+            if reach < Reach::Fuzzy {
+                continue;
+            }
+            let (Some(mine), Some(primary)) = (readings.first(), theirs.first()) else {
+                continue;
             };
-            let d = osa_distance(&chars, blocked_chars);
-            if d >= 1
-                && d <= allowed_distance(blocked_chars.len())
-                && best.is_none_or(|(bd, _, _)| d < bd)
-            {
-                best = Some((d, i, blocked));
+            let entry = EntryReading::of(primary);
+            let (a, b) = (near_key(mine, kind), entry.near_key(kind));
+            if a.is_empty() || b.is_empty() {
+                continue;
+            }
+            let a: Vec<char> = a.chars().collect();
+            let b: Vec<char> = b.chars().collect();
+            let d = osa_distance(&a, &b);
+            if d >= 1 && d <= allowance(b.len()) {
+                if let Some(found) = evidence::near(&self.policy, kind, mine, entry, d, &mut memo) {
+                    consider(i, found, &mut best);
+                }
             }
         }
-        let (d, i, blocked) = best?;
-        self.verdict(i, MatchRule::Distance(d as u8), candidate, key, blocked)
+        let (i, found) = best?;
+        Verdict::at(
+            self.entries,
+            i,
+            found.rule,
+            candidate,
+            found.candidate_key,
+            found.entry_key,
+            found.evidence,
+            found.grade,
+        )
     }
 
-    fn verdict(
+    fn plain(
         &self,
         index: usize,
         rule: MatchRule,
@@ -150,6 +205,11 @@ impl<'a> LinearScan<'a> {
         candidate_key: &str,
         entry_key: &str,
     ) -> Option<Verdict<'a>> {
+        let why = if rule == MatchRule::Exact {
+            Why::ExactId
+        } else {
+            Why::Glob
+        };
         Verdict::at(
             self.entries,
             index,
@@ -157,6 +217,8 @@ impl<'a> LinearScan<'a> {
             candidate,
             candidate_key,
             entry_key,
+            Evidence::plain(),
+            Grade::blocking(why),
         )
     }
 }

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::normalize::{deletion_hashes, hash_key, probe_depth};
+use super::policy::{MemberAction, Why};
 use super::*;
 
 fn user(s: &str) -> UserId {
@@ -424,7 +425,7 @@ fn verdicts_explain_themselves() {
     );
     assert_eq!(
         say("@trollkin:localhost"),
-        "@trollkin:localhost matches blocked @trollking:localhost (near miss: troikin is 1 edit from troiking); reason: ban evasion"
+        "@trollkin:localhost matches blocked @trollking:localhost (near miss: troiikin is 1 edit from troiiking); reason: ban evasion"
     );
     let name = index
         .check_display_name("\u{410}lice Admin")
@@ -525,24 +526,26 @@ fn distance_thresholds_grow_with_the_key() {
     want.extend([2; 23]);
     want.extend([0; 2]);
     assert_eq!(got, want);
+    let probe = |allowance: fn(usize) -> usize| {
+        (0..14)
+            .map(|len| probe_depth(len, allowance))
+            .collect::<Vec<_>>()
+    };
+    let (o, a, b) = (Some(0), Some(1), Some(2));
     assert_eq!(
-        (0..14).map(probe_depth).collect::<Vec<_>>(),
-        [
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some(0),
-            Some(1),
-            Some(1),
-            Some(1),
-            Some(1),
-            Some(2),
-            Some(2),
-            Some(2),
-            Some(2)
-        ]
+        probe(allowed_distance),
+        [None, None, None, None, None, o, a, a, a, a, b, b, b, b]
+    );
+    // User IDs look for near misses of short keys too (they count only with the same counter).
+    let got: Vec<usize> = (0..=34).map(near_allowance).collect();
+    let mut want = vec![0; 3];
+    want.extend([1; 7]);
+    want.extend([2; 23]);
+    want.extend([0; 2]);
+    assert_eq!(got, want);
+    assert_eq!(
+        probe(near_allowance),
+        [None, None, o, a, a, a, a, a, a, a, b, b, b, b]
     );
 }
 
@@ -620,7 +623,8 @@ fn entries_infer_their_kind() {
             pattern: "@troll:example.org".into(),
             kind: EntryKind::UserId,
             reason: Some("spam".into()),
-            added_at: 5
+            added_at: 5,
+            reach: None,
         }
     );
     assert_eq!(
@@ -684,12 +688,14 @@ fn invalid_stored_entries_never_match() {
             kind: EntryKind::UserId,
             reason: None,
             added_at: 0,
+            reach: None,
         },
         Entry {
             pattern: "*".into(),
             kind: EntryKind::Glob,
             reason: None,
             added_at: 0,
+            reach: None,
         },
         Entry::parse("@bob:x.org", None, 0).unwrap(),
     ];
@@ -1059,7 +1065,10 @@ proptest! {
         suffix in "[0-9]{0,4}",
         server in prop_oneof![Just("localhost"), Just("other.example"), Just("b.org:8448")],
     ) {
-        let index = BlockIndex::build(vec![Entry::parse(&format!("@{base}:localhost"), None, 0).unwrap()]);
+        // Keys under three letters reach only their exact ID by default; the folding is what is
+        // tested here, so the entry asks for its family.
+        let entry = Entry::parse(&format!("@{base}:localhost"), None, 0).unwrap();
+        let index = BlockIndex::build(vec![entry.with_reach(Some(Reach::Family))]);
         let variant = format!("@{}:{server}", evade(&base, &picks, &prefix, &suffix));
         let verdict = index.check_user(&user(&variant));
         prop_assert!(
@@ -1127,4 +1136,349 @@ proptest! {
             prop_assert_eq!(index.check_display_name(n), scan.check_display_name(n), "name {:?}", n);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graded verdicts, reach, preview
+
+fn graded(list: &[&str]) -> BlockIndex {
+    BlockIndex::build(
+        list.iter()
+            .map(|p| Entry::parse(p, Some("ban evasion".into()), 0).unwrap())
+            .collect(),
+    )
+}
+
+fn outcome(index: &BlockIndex, id: &str) -> Outcome {
+    index
+        .check_user(&user(id))
+        .map_or(Outcome::Allow, |v| v.outcome())
+}
+
+#[test]
+fn a_counter_only_variant_of_a_common_name_is_held_not_blocked() {
+    let index = graded(&["@matthew41:matrix.org"]);
+    for namesake in [
+        "@matthew70:kde.org",
+        "@mathew59:kde.org",
+        "@matthew:kde.org",
+    ] {
+        let v = index.check_user(&user(namesake)).unwrap();
+        assert_eq!(v.outcome(), Outcome::Hold, "{namesake}");
+        assert!(
+            matches!(v.grade.why, Why::CommonName { per_million } if per_million >= 1_000),
+            "{namesake}: {:?}",
+            v.grade
+        );
+    }
+}
+
+#[test]
+fn the_same_counter_or_digits_for_letters_block_even_on_a_common_name() {
+    let index = graded(&["@matthew41:matrix.org"]);
+    let why = |id: &str| {
+        index
+            .check_user(&user(id))
+            .map(|v| (v.outcome(), v.grade.why))
+    };
+    assert_eq!(
+        why("@mathew41:kde.org"),
+        Some((Outcome::Block, Why::SameCounter))
+    );
+    assert_eq!(
+        why("@matthew41:kde.org"),
+        Some((Outcome::Block, Why::SameCounter))
+    );
+    assert_eq!(why("@m4tthew70:kde.org"), Some((Outcome::Block, Why::Leet)));
+    assert_eq!(
+        why("@matt.hew41:kde.org"),
+        Some((Outcome::Block, Why::SameCounter))
+    );
+}
+
+#[test]
+fn michele_is_held_for_michelle_and_one_letter_of_an_initial_is_held() {
+    let index = graded(&["@michelle38:matrix.org", "@vgautier:matrix.org"]);
+    assert_eq!(outcome(&index, "@michele65:kde.org"), Outcome::Hold);
+    let v = index.check_user(&user("@zgautier:kde.org")).unwrap();
+    assert_eq!(
+        (v.outcome(), v.grade.why, v.rule),
+        (Outcome::Hold, Why::FirstLetter, MatchRule::Distance(1))
+    );
+    // Another initial and another counter: two things differ, likelier two people.
+    assert_eq!(outcome(&index, "@zgautier12:kde.org"), Outcome::Allow);
+}
+
+#[test]
+fn a_distinctive_name_blocks_under_leet_separators_repeats_counters_and_near_misses() {
+    let index = graded(&["@trollking:localhost"]);
+    for evader in [
+        "@tr0llk1ng:matrix.org",
+        "@troll.king:matrix.org",
+        "@trooollking:matrix.org",
+        "@trollking2024:matrix.org",
+        "@trollkin:matrix.org",
+        "@trollkign:matrix.org",
+    ] {
+        assert_eq!(outcome(&index, evader), Outcome::Block, "{evader}");
+    }
+    assert_eq!(outcome(&index, "@trolley:matrix.org"), Outcome::Allow);
+}
+
+#[test]
+fn near_misses_of_a_short_name_count_only_with_the_same_counter() {
+    let index = graded(&["@anna83:x.org"]);
+    // The same number, one letter off: an evasion, held when it is another common name.
+    assert_eq!(outcome(&index, "@annq83:kde.org"), Outcome::Block);
+    assert_eq!(outcome(&index, "@anan83:kde.org"), Outcome::Hold);
+    // Another name and another number: nothing to go on.
+    assert_eq!(outcome(&index, "@anja17:kde.org"), Outcome::Allow);
+    assert_eq!(outcome(&index, "@annq17:kde.org"), Outcome::Allow);
+}
+
+#[test]
+fn two_different_common_names_a_letter_apart_are_two_people() {
+    let index = graded(&["@karolina:x.org", "@maria72:x.org"]);
+    assert_eq!(outcome(&index, "@karoline:kde.org"), Outcome::Allow);
+    assert_eq!(outcome(&index, "@daria72x:kde.org"), Outcome::Allow);
+}
+
+#[test]
+fn the_strongest_outcome_wins_over_an_earlier_weaker_match() {
+    // Entry 0 only holds @zork5 (another counter on a short key); entry 1 blocks it (one edit
+    // and the same counter).
+    let index = graded(&["@zork:matrix.org", "@zorks5:matrix.org"]);
+    let v = index.check_user(&user("@zork5:kde.org")).unwrap();
+    assert_eq!((v.index, v.outcome()), (1, Outcome::Block));
+}
+
+#[test]
+fn a_hold_explains_why_it_is_not_a_block() {
+    let index = graded(&["@matthew41:matrix.org", "@vgautier:matrix.org"]);
+    assert_eq!(
+        index
+            .check_user(&user("@matthew70:kde.org"))
+            .unwrap()
+            .explain(),
+        "@matthew70:kde.org matches blocked @matthew41:matrix.org (family: both read as mathew); \
+         held for a moderator, not blocked: only the counter or spelling differs, and mathew is a \
+         common name (about 4 in a thousand); reason: ban evasion"
+    );
+    assert_eq!(
+        index
+            .check_user(&user("@zgautier:kde.org"))
+            .unwrap()
+            .explain(),
+        "@zgautier:kde.org matches blocked @vgautier:matrix.org (near miss: zgautier is 1 edit \
+         from vgautier); held for a moderator, not blocked: only the first letter (an initial?) \
+         differs; reason: ban evasion"
+    );
+    // A block says nothing more than before.
+    assert!(!index
+        .check_user(&user("@m4tthew41:kde.org"))
+        .unwrap()
+        .explain()
+        .contains("held"));
+}
+
+#[test]
+fn an_approved_knock_is_stopped_only_by_block_level_evidence() {
+    assert_eq!(Outcome::Hold.for_knock(true), Outcome::Allow);
+    assert_eq!(Outcome::Hold.for_knock(false), Outcome::Hold);
+    assert_eq!(Outcome::Block.for_knock(true), Outcome::Block);
+    assert_eq!(Outcome::Allow.for_knock(false), Outcome::Allow);
+    assert_eq!(Outcome::Block.for_member(), MemberAction::Remove);
+    assert_eq!(Outcome::Hold.for_member(), MemberAction::Report);
+    assert_eq!(Outcome::Allow.for_member(), MemberAction::Keep);
+    assert!(Outcome::Allow < Outcome::Hold && Outcome::Hold < Outcome::Block);
+}
+
+#[test]
+fn reach_bounds_which_rules_apply_to_an_entry() {
+    let entry = |reach| {
+        Entry::parse("@trollking:localhost", None, 0)
+            .unwrap()
+            .with_reach(Some(reach))
+    };
+    let check = |reach, id: &str| {
+        BlockIndex::build(vec![entry(reach)])
+            .check_user(&user(id))
+            .map(|v| v.rule)
+    };
+    assert_eq!(
+        check(Reach::Exact, "@trollking:localhost"),
+        Some(MatchRule::Exact)
+    );
+    assert_eq!(check(Reach::Exact, "@trollking:other.org"), None);
+    assert_eq!(
+        check(Reach::Family, "@tr0llking:other.org"),
+        Some(MatchRule::Family)
+    );
+    assert_eq!(check(Reach::Family, "@trollkin:other.org"), None);
+    assert_eq!(
+        check(Reach::Fuzzy, "@trollkin:other.org"),
+        Some(MatchRule::Distance(1))
+    );
+}
+
+#[test]
+fn the_default_reach_follows_how_distinctive_the_name_is() {
+    let index = graded(&[
+        "@al:x.org",
+        "@al7:x.org",
+        "@anna:x.org",
+        "@anna83:x.org",
+        "@trollking:x.org",
+        "@annaschmidt:x.org",
+        "@spam*:*",
+    ]);
+    let reaches: Vec<Option<Reach>> = (0..8).map(|i| index.reach_of(i)).collect();
+    assert_eq!(
+        reaches,
+        [
+            Some(Reach::Exact),
+            Some(Reach::Fuzzy),
+            Some(Reach::Family),
+            Some(Reach::Fuzzy),
+            Some(Reach::Fuzzy),
+            Some(Reach::Fuzzy),
+            Some(Reach::Exact),
+            None
+        ]
+    );
+    assert_eq!(
+        outcome(&graded(&["@al:x.org"]), "@a.l:y.org"),
+        Outcome::Allow
+    );
+    assert_eq!(
+        outcome(&graded(&["@al7:x.org"]), "@a.l7:y.org"),
+        Outcome::Block
+    );
+}
+
+#[test]
+fn reach_is_stored_with_the_entry_and_old_entries_read_without_one() {
+    let mut list = BlockList::new();
+    list.add(
+        Entry::parse("@troll:x.org", None, 5)
+            .unwrap()
+            .with_reach(Some(Reach::Exact)),
+    );
+    list.add(Entry::parse("@bob:x.org", None, 5).unwrap());
+    let json = list.to_json().unwrap();
+    assert_eq!(
+        json,
+        r#"{"version":2,"entries":[{"pattern":"@troll:x.org","kind":"user_id","added_at":5,"reach":"exact"},{"pattern":"@bob:x.org","kind":"user_id","added_at":5}]}"#
+    );
+    assert_eq!(BlockList::from_json(&json).unwrap(), list);
+    let old =
+        r#"{"version":1,"entries":[{"pattern":"@troll:x.org","kind":"user_id","added_at":5}]}"#;
+    assert_eq!(BlockList::from_json(old).unwrap().entries[0].reach, None);
+    let mut imported = BlockList::new();
+    imported.import_json(&json, 9).unwrap();
+    assert_eq!(imported.entries, list.entries);
+    assert!(BlockList::from_json(
+        r#"{"entries":[{"pattern":"@a:x.org","kind":"user_id","reach":"far"}]}"#
+    )
+    .is_err());
+}
+
+#[test]
+fn an_entry_request_has_the_shape_of_block_users_body_with_an_optional_reach() {
+    let req: EntryRequest =
+        serde_json::from_str(r#"{"user_id":"@Troll:x.org","reason":"spam","reach":"family"}"#)
+            .unwrap();
+    let e = req.to_entry(7).unwrap();
+    assert_eq!(
+        (e.pattern.as_str(), e.reach, e.added_at),
+        ("@troll:x.org", Some(Reach::Family), 7)
+    );
+    let name: EntryRequest =
+        serde_json::from_str(r#"{"user_id":"Alice Admin","display_name":true}"#).unwrap();
+    assert_eq!(name.to_entry(0).unwrap().kind, EntryKind::DisplayName);
+    let bad: EntryRequest = serde_json::from_str(r#"{"user_id":"not an id"}"#).unwrap();
+    assert!(bad.to_entry(0).is_err());
+}
+
+#[test]
+fn preview_lists_who_an_entry_would_catch_with_outcome_and_reason() {
+    let entry = Entry::parse("@matthew41:matrix.org", Some("spam".into()), 0).unwrap();
+    let knocks = [
+        user("@m4tthew41:kde.org"),
+        user("@matthew70:kde.org"),
+        user("@bob:kde.org"),
+    ];
+    let members = [
+        (user("@mathew41:x.org"), Some("Mathew".to_owned())),
+        (user("@alice:x.org"), None),
+    ];
+    let p = preview(&entry, &knocks, &members, &Policy::default());
+    assert_eq!((p.reach, p.blocked, p.held), (Reach::Fuzzy, 2, 1));
+    let who: Vec<(Seen, &str, Outcome)> = p
+        .caught
+        .iter()
+        .map(|c| (c.seen, c.user_id.as_str(), c.outcome))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (Seen::Knock, "@m4tthew41:kde.org", Outcome::Block),
+            (Seen::Member, "@mathew41:x.org", Outcome::Block),
+            (Seen::Knock, "@matthew70:kde.org", Outcome::Hold),
+        ]
+    );
+    assert!(p.caught[2].explanation.contains("held for a moderator"));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["caught"][0]["outcome"], "block");
+    assert_eq!(json["caught"][0]["rule"], "family");
+    assert_eq!(json["reach"], "fuzzy");
+
+    let name = Entry::display_name("Alice Admin", None, 0).unwrap();
+    let members = [(user("@x:y.org"), Some("\u{410}lice Admin".to_owned()))];
+    let p = preview(&name, &[], &members, &Policy::default());
+    assert_eq!((p.blocked, p.caught[0].seen), (1, Seen::Member));
+}
+
+#[test]
+fn policy_settings_have_defaults_and_refuse_bad_values_by_name() {
+    assert_eq!(Policy::from_vars(|_| None), Ok(Policy::default()));
+    assert_eq!(SETTINGS.len(), 5);
+    let vars = |name: &str| match name {
+        "BLOCKLIST_HOLD_COMMON_PER_MILLION" => Some("50".to_owned()),
+        "BLOCKLIST_HOLD_EDITS" => Some(" 3 ".to_owned()),
+        _ => None,
+    };
+    let p = Policy::from_vars(vars).unwrap();
+    assert_eq!((p.hold_common_per_million, p.hold_edits), (50, 3));
+    let bad = |name: &str| match name {
+        "BLOCKLIST_BLOCK_MIN_CHARS" => Some("five".to_owned()),
+        "BLOCKLIST_HOLD_EDITS" => Some("0".to_owned()),
+        _ => None,
+    };
+    let errors = Policy::from_vars(bad).unwrap_err();
+    let names: Vec<&str> = errors.iter().map(|e| e.name).collect();
+    assert_eq!(names, ["BLOCKLIST_BLOCK_MIN_CHARS", "BLOCKLIST_HOLD_EDITS"]);
+    assert!(errors[0].to_string().contains("whole number"));
+    // Every setting's documented default is the default.
+    let defaults = |name: &str| {
+        SETTINGS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, d, _)| d.to_string())
+    };
+    assert_eq!(Policy::from_vars(defaults), Ok(Policy::default()));
+}
+
+#[test]
+fn a_stricter_policy_blocks_what_the_default_holds() {
+    let strict = Policy {
+        hold_common_per_million: 1_000_000,
+        ..Policy::default()
+    };
+    let entries = vec![Entry::parse("@matthew41:matrix.org", None, 0).unwrap()];
+    let index = BlockIndex::build_with(entries.clone(), strict);
+    assert_eq!(outcome(&index, "@matthew70:kde.org"), Outcome::Block);
+    let scan = LinearScan::with_policy(&entries, strict);
+    let id = user("@matthew70:kde.org");
+    assert_eq!(index.check_user(&id), scan.check_user(&id));
 }

@@ -1,0 +1,523 @@
+//! A seeded generator of realistic Matrix handles and of evasions of them, for the block-list
+//! benchmark. Bench-only: it is never part of the worker.
+//!
+//! Names come from `benches/data/handles/` (Faker's person lists for ten locales, see the
+//! README there), deliberately another source than the matcher's commonness table
+//! (`data/names/`). Handles follow the shapes people use: a first name with digits, a first name
+//! and a surname (with or without a separator), an initial and a surname, and so on.
+//!
+//! Honesty: some locales and some shapes are **held out**. The policy was tuned on the in-sample
+//! split only; the held-out split ([`Split::HeldOut`]: only held-out locales, only held-out
+//! shapes) is reported separately and was never used to choose a threshold.
+
+use std::fmt;
+
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    fn digits(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
+    }
+
+    fn letter(&mut self) -> char {
+        char::from(b'a' + self.below(26) as u8)
+    }
+}
+
+/// Names of one kind, with cumulative weights for sampling.
+struct Pool {
+    names: Vec<String>,
+    cumulative: Vec<f64>,
+}
+
+impl Pool {
+    fn new(rows: Vec<(String, f64)>) -> Pool {
+        let mut total = 0.0;
+        let mut names = Vec::with_capacity(rows.len());
+        let mut cumulative = Vec::with_capacity(rows.len());
+        for (name, w) in rows {
+            total += w.max(0.0);
+            names.push(name);
+            cumulative.push(total);
+        }
+        Pool { names, cumulative }
+    }
+
+    fn pick(&self, rng: &mut Rng) -> &str {
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        let x = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let i = self.cumulative.partition_point(|&c| c <= x);
+        &self.names[i.min(self.names.len() - 1)]
+    }
+}
+
+pub struct Locale {
+    pub name: &'static str,
+    pub held_out: bool,
+    given: Pool,
+    surnames: Pool,
+}
+
+const LOCALES: &[(&str, bool, &str)] = &[
+    ("en_US", false, include_str!("../data/handles/en_US.tsv")),
+    ("de_DE", false, include_str!("../data/handles/de_DE.tsv")),
+    ("fr_FR", false, include_str!("../data/handles/fr_FR.tsv")),
+    ("es_ES", false, include_str!("../data/handles/es_ES.tsv")),
+    ("it_IT", false, include_str!("../data/handles/it_IT.tsv")),
+    ("pl_PL", false, include_str!("../data/handles/pl_PL.tsv")),
+    ("nl_NL", true, include_str!("../data/handles/nl_NL.tsv")),
+    ("sv_SE", true, include_str!("../data/handles/sv_SE.tsv")),
+    ("tr_TR", true, include_str!("../data/handles/tr_TR.tsv")),
+    ("ja_JP", true, include_str!("../data/handles/ja_JP.tsv")),
+];
+
+pub fn locales() -> Vec<Locale> {
+    LOCALES
+        .iter()
+        .map(|&(name, held_out, text)| {
+            let (mut given, mut surnames) = (Vec::new(), Vec::new());
+            for line in text.lines() {
+                let mut f = line.split('\t');
+                let (Some(kind), Some(n), Some(w)) = (f.next(), f.next(), f.next()) else {
+                    continue;
+                };
+                let w: f64 = w.parse().unwrap_or(1.0);
+                match kind {
+                    "g" => given.push((n.to_owned(), w)),
+                    _ => surnames.push((n.to_owned(), w)),
+                }
+            }
+            Locale {
+                name,
+                held_out,
+                given: Pool::new(given),
+                surnames: Pool::new(surnames),
+            }
+        })
+        .collect()
+}
+
+/// The shape of a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Shape {
+    /// `matthew41`
+    FirstDigits,
+    /// `annaschmidt`, `anna.schmidt`
+    FirstSurname,
+    /// `vgautier`
+    InitialSurname,
+    /// `anna_schmidt87`
+    FirstSurnameDigits,
+    /// `schmidt82`
+    SurnameDigits,
+    /// Held out: `matthew1994`
+    FirstYear,
+    /// Held out: `schmidt.anna`
+    SurnameFirst,
+    /// Held out: `annas7`, `matthewk`
+    FirstInitial,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 8] = [
+        Shape::FirstDigits,
+        Shape::FirstSurname,
+        Shape::InitialSurname,
+        Shape::FirstSurnameDigits,
+        Shape::SurnameDigits,
+        Shape::FirstYear,
+        Shape::SurnameFirst,
+        Shape::FirstInitial,
+    ];
+
+    pub fn held_out(self) -> bool {
+        matches!(
+            self,
+            Shape::FirstYear | Shape::SurnameFirst | Shape::FirstInitial
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// In-sample locales and shapes: what the policy was tuned on.
+    InSample,
+    /// Held-out locales and held-out shapes only.
+    HeldOut,
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::InSample => "in_sample",
+            Split::HeldOut => "held_out",
+        })
+    }
+}
+
+const SERVERS: &[&str] = &[
+    "matrix.org",
+    "kde.org",
+    "mozilla.org",
+    "tchncs.de",
+    "envs.net",
+    "nitro.chat",
+    "converser.eu",
+    "matrix.im",
+    "fosdem.org",
+    "gnome.org",
+    "beeper.com",
+    "t2bot.io",
+    "pikaviestin.fi",
+    "matrix.cat",
+    "tedomum.net",
+];
+
+/// A generated handle: its localpart and server, and how it was made.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    pub local: String,
+    pub server: &'static str,
+    pub shape: Shape,
+    pub locale: &'static str,
+}
+
+impl Handle {
+    pub fn id(&self) -> String {
+        format!("@{}:{}", self.local, self.server)
+    }
+}
+
+pub struct Generator {
+    locales: Vec<Locale>,
+}
+
+fn separator(rng: &mut Rng) -> &'static str {
+    ["", "", "", ".", "_", "-"][rng.below(6)]
+}
+
+fn counter(rng: &mut Rng) -> String {
+    match rng.below(10) {
+        0 => rng.digits(1),
+        1 => rng.digits(3),
+        _ => rng.digits(2),
+    }
+}
+
+impl Generator {
+    pub fn new() -> Generator {
+        Generator { locales: locales() }
+    }
+
+    /// One handle of the split's locales and shapes.
+    pub fn handle(&self, split: Split, rng: &mut Rng) -> Handle {
+        let locales: Vec<&Locale> = self
+            .locales
+            .iter()
+            .filter(|l| l.held_out == (split == Split::HeldOut))
+            .collect();
+        let shapes: Vec<Shape> = Shape::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.held_out() == (split == Split::HeldOut))
+            .collect();
+        let locale = locales[rng.below(locales.len())];
+        let shape = shapes[rng.below(shapes.len())];
+        let first = locale.given.pick(rng).to_owned();
+        let last = locale.surnames.pick(rng).to_owned();
+        let initial = first.chars().next().unwrap_or('x');
+        let sep = separator(rng);
+        let local = match shape {
+            Shape::FirstDigits => format!("{first}{}", counter(rng)),
+            Shape::FirstSurname => format!("{first}{sep}{last}"),
+            Shape::InitialSurname => format!("{initial}{last}"),
+            Shape::FirstSurnameDigits => format!("{first}{sep}{last}{}", counter(rng)),
+            Shape::SurnameDigits => format!("{last}{}", counter(rng)),
+            Shape::FirstYear => format!("{first}{}", 1960 + rng.below(50)),
+            Shape::SurnameFirst => format!("{last}{sep}{first}"),
+            Shape::FirstInitial => {
+                let i = last.chars().next().unwrap_or('x');
+                if rng.chance(50) {
+                    format!("{first}{i}{}", counter(rng))
+                } else {
+                    format!("{first}{i}")
+                }
+            }
+        };
+        Handle {
+            local,
+            server: SERVERS[rng.below(SERVERS.len())],
+            shape,
+            locale: locale.name,
+        }
+    }
+}
+
+/// How an evasion was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Technique {
+    Leet,
+    Separators,
+    Repeats,
+    Counter,
+    Substitution,
+    Transposition,
+    Deletion,
+    Insertion,
+    LeetSeparators,
+    LeetCounter,
+    SeparatorsCounter,
+    EditSeparators,
+    EditLeet,
+    EditCounter,
+}
+
+impl Technique {
+    pub const ALL: [Technique; 14] = [
+        Technique::Leet,
+        Technique::Separators,
+        Technique::Repeats,
+        Technique::Counter,
+        Technique::Substitution,
+        Technique::Transposition,
+        Technique::Deletion,
+        Technique::Insertion,
+        Technique::LeetSeparators,
+        Technique::LeetCounter,
+        Technique::SeparatorsCounter,
+        Technique::EditSeparators,
+        Technique::EditLeet,
+        Technique::EditCounter,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Technique::Leet => "leet",
+            Technique::Separators => "separators",
+            Technique::Repeats => "repeats",
+            Technique::Counter => "counter",
+            Technique::Substitution => "substitution",
+            Technique::Transposition => "transposition",
+            Technique::Deletion => "deletion",
+            Technique::Insertion => "insertion",
+            Technique::LeetSeparators => "leet+separators",
+            Technique::LeetCounter => "leet+counter",
+            Technique::SeparatorsCounter => "separators+counter",
+            Technique::EditSeparators => "edit+separators",
+            Technique::EditLeet => "edit+leet",
+            Technique::EditCounter => "edit+counter",
+        }
+    }
+}
+
+/// The name part of a localpart (letters and separators) and its trailing counter.
+fn split_counter(local: &str) -> (String, String) {
+    let digits = local.chars().rev().take_while(char::is_ascii_digit).count();
+    let cut = local.len() - digits;
+    (local[..cut].to_owned(), local[cut..].to_owned())
+}
+
+/// Positions of letters in `name`, excluding the first and last (an edit there reads as another
+/// word far more often than as a disguise, and a leet digit at the end merges with a counter).
+fn inner_letters(name: &[char]) -> Vec<usize> {
+    (1..name.len().saturating_sub(1))
+        .filter(|&i| name[i].is_ascii_lowercase())
+        .collect()
+}
+
+fn leet(name: &mut Vec<char>, rng: &mut Rng) -> bool {
+    const MAP: &[(char, char)] = &[
+        ('a', '4'),
+        ('e', '3'),
+        ('i', '1'),
+        ('o', '0'),
+        ('s', '5'),
+        ('t', '7'),
+        ('l', '1'),
+        ('b', '8'),
+        ('g', '9'),
+    ];
+    let spots: Vec<usize> = inner_letters(name)
+        .into_iter()
+        .filter(|&i| MAP.iter().any(|(l, _)| *l == name[i]))
+        .collect();
+    if spots.is_empty() {
+        return false;
+    }
+    let times = 1 + rng.below(2);
+    for _ in 0..times {
+        let i = spots[rng.below(spots.len())];
+        if let Some(&(_, d)) = MAP.iter().find(|(l, _)| *l == name[i]) {
+            name[i] = d;
+        }
+    }
+    true
+}
+
+fn separators(name: &mut Vec<char>, rng: &mut Rng) -> bool {
+    if name.len() < 2 {
+        return false;
+    }
+    let times = 1 + rng.below(2);
+    for _ in 0..times {
+        let at = 1 + rng.below(name.len() - 1);
+        name.insert(at, ['.', '_', '-'][rng.below(3)]);
+    }
+    true
+}
+
+fn repeats(name: &mut Vec<char>, rng: &mut Rng) -> bool {
+    let letters: Vec<usize> = (0..name.len())
+        .filter(|&i| name[i].is_ascii_lowercase())
+        .collect();
+    if letters.is_empty() {
+        return false;
+    }
+    let i = letters[rng.below(letters.len())];
+    for _ in 0..1 + rng.below(2) {
+        name.insert(i, name[i]);
+    }
+    true
+}
+
+fn new_counter(old: &str, rng: &mut Rng) -> String {
+    loop {
+        let next = match (old.is_empty(), rng.below(4)) {
+            (true, _) => counter(rng),
+            (false, 0) => String::new(),
+            (false, 1) => counter(rng),
+            _ => rng.digits(old.len()),
+        };
+        if next != old {
+            return next;
+        }
+    }
+}
+
+fn letters_of(name: &[char]) -> Vec<usize> {
+    (0..name.len())
+        .filter(|&i| name[i].is_ascii_lowercase())
+        .collect()
+}
+
+fn edit(name: &mut Vec<char>, which: Technique, rng: &mut Rng) -> bool {
+    let letters = letters_of(name);
+    if letters.len() < 3 {
+        return false;
+    }
+    match which {
+        Technique::Substitution => {
+            let i = letters[rng.below(letters.len())];
+            let mut c = rng.letter();
+            while c == name[i] {
+                c = rng.letter();
+            }
+            name[i] = c;
+        }
+        Technique::Transposition => {
+            let pairs: Vec<usize> = (0..name.len() - 1)
+                .filter(|&i| {
+                    name[i].is_ascii_lowercase()
+                        && name[i + 1].is_ascii_lowercase()
+                        && name[i] != name[i + 1]
+                })
+                .collect();
+            if pairs.is_empty() {
+                return false;
+            }
+            let i = pairs[rng.below(pairs.len())];
+            name.swap(i, i + 1);
+        }
+        Technique::Deletion => {
+            let i = letters[rng.below(letters.len())];
+            name.remove(i);
+        }
+        _ => {
+            let at = rng.below(name.len() + 1);
+            name.insert(at, rng.letter());
+        }
+    }
+    true
+}
+
+fn random_edit(rng: &mut Rng) -> Technique {
+    [
+        Technique::Substitution,
+        Technique::Transposition,
+        Technique::Deletion,
+        Technique::Insertion,
+    ][rng.below(4)]
+}
+
+/// An evasion of `blocked` by `technique`, on some server (the blocked one a third of the time),
+/// or `None` when the technique does not apply (no letter to write in leet, say) or gives the
+/// same localpart back.
+pub fn evade(blocked: &Handle, technique: Technique, rng: &mut Rng) -> Option<Handle> {
+    let (name, count) = split_counter(&blocked.local);
+    let mut chars: Vec<char> = name.chars().collect();
+    let mut count = count;
+    let ok = match technique {
+        Technique::Leet => leet(&mut chars, rng),
+        Technique::Separators => separators(&mut chars, rng),
+        Technique::Repeats => repeats(&mut chars, rng),
+        Technique::Counter => {
+            count = new_counter(&count, rng);
+            true
+        }
+        Technique::Substitution
+        | Technique::Transposition
+        | Technique::Deletion
+        | Technique::Insertion => edit(&mut chars, technique, rng),
+        Technique::LeetSeparators => leet(&mut chars, rng) && separators(&mut chars, rng),
+        Technique::LeetCounter => {
+            count = new_counter(&count, rng);
+            leet(&mut chars, rng)
+        }
+        Technique::SeparatorsCounter => {
+            count = new_counter(&count, rng);
+            separators(&mut chars, rng)
+        }
+        Technique::EditSeparators => {
+            edit(&mut chars, random_edit(rng), rng) && separators(&mut chars, rng)
+        }
+        Technique::EditLeet => edit(&mut chars, random_edit(rng), rng) && leet(&mut chars, rng),
+        Technique::EditCounter => {
+            count = new_counter(&count, rng);
+            edit(&mut chars, random_edit(rng), rng)
+        }
+    };
+    let name: String = chars.into_iter().collect();
+    let name = name.trim_matches(|c| matches!(c, '.' | '_' | '-'));
+    let local = format!("{name}{count}");
+    if !ok || local == blocked.local || name.is_empty() {
+        return None;
+    }
+    let server = if rng.chance(33) {
+        blocked.server
+    } else {
+        SERVERS[rng.below(SERVERS.len())]
+    };
+    Some(Handle {
+        local,
+        server,
+        shape: blocked.shape,
+        locale: blocked.locale,
+    })
+}

@@ -1,0 +1,493 @@
+//! The block-list policy: how strong the evidence of a match is, and what follows from it.
+//!
+//! Decides: for one match between a candidate and an entry, one of three [`Outcome`]s and the
+//! reason ([`Why`]): **block** (the same ID, a glob, or evidence no namesake would leave: the same
+//! counter, digits written for letters, a distinctive name); **hold** (weak evidence: only the
+//! counter or the spelling differs on a short or common name, only the initial differs, a near
+//! miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
+//! evasion, e.g. a near miss that is itself a common name). How common a name is comes from
+//! [`super::commonness`]. Also: which [`Reach`] an entry has when it names none, what a knock a
+//! moderator approved gets ([`Outcome::for_knock`]), and what the member scan does
+//! ([`Outcome::for_member`]). Thresholds are [`Policy`] settings with documented defaults, read
+//! from `BLOCKLIST_*` variables by [`Policy::from_vars`].
+//!
+//! Never does: matching (the index finds the evidence), IO, or clock reads.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::commonness::{namesakes_per_million, share};
+use super::normalize::allowed_distance;
+use super::{EntryKind, MatchRule};
+
+/// What a match leads to. Ordered: `Allow < Hold < Block`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Hold,
+    Block,
+}
+
+/// What the block-list scan does with a member.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberAction {
+    /// Block-level evidence: kick or ban, as configured.
+    Remove,
+    /// Hold-level evidence: tell the moderators, touch nothing.
+    Report,
+    Keep,
+}
+
+impl Outcome {
+    /// What a knock gets once a moderator approved it: approval overrides hold-level evidence
+    /// (the moderator has seen it), never block-level evidence (found later, it still stops it).
+    pub fn for_knock(self, approved: bool) -> Outcome {
+        match self {
+            Outcome::Hold if approved => Outcome::Allow,
+            other => other,
+        }
+    }
+
+    /// What the block-list scan does with a member whose strongest match has this outcome.
+    pub fn for_member(self) -> MemberAction {
+        match self {
+            Outcome::Block => MemberAction::Remove,
+            Outcome::Hold => MemberAction::Report,
+            Outcome::Allow => MemberAction::Keep,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Hold => "hold",
+            Outcome::Block => "block",
+        }
+    }
+}
+
+/// How far an entry reaches beyond its own ID. Stored with the entry as `"reach"`; an entry
+/// without one gets [`Policy::default_reach`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// Only the ID itself (or, for a display name, its folded family).
+    Exact,
+    /// Also IDs of the same family: leet, separators, repeated letters, counters, other servers.
+    Family,
+    /// Also near misses of the family key (one or two edits).
+    Fuzzy,
+}
+
+impl Reach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Exact => "exact",
+            Reach::Family => "family",
+            Reach::Fuzzy => "fuzzy",
+        }
+    }
+}
+
+/// How the counters (digits at either end) of a candidate and an entry compare.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterMatch {
+    /// Both carry the same digits: `matthew41` and `m4tthew41`.
+    Shared,
+    /// Neither has any.
+    Neither,
+    /// One has digits the other lacks, or other digits: `matthew41` and `matthew70`.
+    Differs,
+}
+
+/// The facts of one match, found by the matcher, weighed by [`Policy::grade`].
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    pub counter: CounterMatch,
+    /// The candidate writes digits inside the name (`m4tthew`).
+    pub leet: bool,
+    /// Near misses only: the one edit is at the first letter (`vgautier`, `zgautier`; `gautier`,
+    /// `agautier`).
+    pub first_letter_differs: bool,
+    /// Characters of the entry's key that was compared.
+    pub key_chars: u8,
+}
+
+impl Evidence {
+    /// The evidence of an exact or glob match: nothing to weigh.
+    pub(crate) fn plain() -> Evidence {
+        Evidence {
+            counter: CounterMatch::Neither,
+            leet: false,
+            first_letter_differs: false,
+            key_chars: 0,
+        }
+    }
+}
+
+/// Why a match got its outcome.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum Why {
+    ExactId,
+    Glob,
+    /// Same folded display name.
+    LookAlike,
+    /// The same counter as well as the name: no namesake picks the same number by chance often.
+    SameCounter,
+    /// Digits written for letters inside the name.
+    Leet,
+    /// The name is rare and long enough that a namesake is unlikely.
+    Distinctive {
+        per_million: u32,
+    },
+    /// Hold: only the counter or the spelling differs, and the name is common.
+    CommonName {
+        per_million: u32,
+    },
+    /// Hold: the key is too short to tell a namesake from an evasion.
+    ShortKey {
+        chars: u8,
+    },
+    /// Hold: only the first letter differs (often an initial: `vgautier`, `zgautier`).
+    FirstLetter,
+    /// Hold: the near miss is this many edits away.
+    Edits {
+        edits: u8,
+    },
+    /// Hold: the near miss is itself a common name, or reads as two names.
+    OtherName {
+        per_million: u32,
+    },
+    /// Hold: a near miss with another counter as well: two things differ.
+    CounterToo,
+}
+
+/// An outcome and its reason.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grade {
+    pub outcome: Outcome,
+    #[serde(flatten)]
+    pub why: Why,
+}
+
+impl Grade {
+    /// A block for this reason.
+    pub(crate) fn blocking(why: Why) -> Grade {
+        Grade {
+            outcome: Outcome::Block,
+            why,
+        }
+    }
+
+    fn block(why: Why) -> Option<Grade> {
+        Some(Grade {
+            outcome: Outcome::Block,
+            why,
+        })
+    }
+
+    fn hold(why: Why) -> Option<Grade> {
+        Some(Grade {
+            outcome: Outcome::Hold,
+            why,
+        })
+    }
+
+    /// For a hold, the clause that says why it is not a block; `None` for a block.
+    pub fn hold_clause(&self, entry_key: &str, candidate_key: &str) -> Option<String> {
+        if self.outcome != Outcome::Hold {
+            return None;
+        }
+        let why = match self.why {
+            Why::CommonName { per_million } => format!(
+                "only the counter or spelling differs, and {entry_key} is a common name ({})",
+                in_a_million(per_million)
+            ),
+            Why::ShortKey { chars } => format!(
+                "{entry_key} is too short ({chars} letters) to tell a namesake from an evasion"
+            ),
+            Why::FirstLetter => "only the first letter (an initial?) differs".to_owned(),
+            Why::Edits { edits } => format!("{edits} edits apart is too far to be sure"),
+            Why::CounterToo => "the counter differs as well as a letter".to_owned(),
+            Why::OtherName { per_million } => format!(
+                "{candidate_key} is itself a common name ({})",
+                in_a_million(per_million)
+            ),
+            _ => "the evidence is weak".to_owned(),
+        };
+        Some(format!("held for a moderator, not blocked: {why}"))
+    }
+}
+
+fn in_a_million(per_million: u32) -> String {
+    if per_million >= 1_000 {
+        format!("about {} in a thousand", per_million / 1_000)
+    } else {
+        format!("about {per_million} in a million")
+    }
+}
+
+/// Commonness looked up during one lookup, so that a candidate weighed against many entries is
+/// looked up once.
+#[derive(Debug, Default)]
+pub struct Namesakes {
+    seen: Vec<(Box<str>, u32, u32)>,
+}
+
+impl Namesakes {
+    /// `(share as one name, namesakes per million)` of a key.
+    fn of(&mut self, key: &str) -> (u32, u32) {
+        if let Some(&(_, one, all)) = self.seen.iter().find(|(k, _, _)| &**k == key) {
+            return (one, all);
+        }
+        let found = (share(key).either(), namesakes_per_million(key));
+        self.seen.push((key.into(), found.0, found.1));
+        found
+    }
+}
+
+/// Thresholds of the policy. Every field is a setting; see [`SETTINGS`] for names and defaults.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `BLOCKLIST_HOLD_COMMON_PER_MILLION`: a name at least this common (people in a million
+    /// who bear it, alone or as a two-part handle) is held rather than blocked when only its
+    /// counter, separators or a repeated letter set it apart from a blocked one; and a near miss
+    /// at least this common is taken for another person's name.
+    pub hold_common_per_million: u32,
+    /// `BLOCKLIST_BLOCK_MIN_CHARS`: family keys shorter than this never block on the name alone
+    /// (only with the same counter, or with digits for letters); they are held.
+    pub block_min_chars: u8,
+    /// `BLOCKLIST_HOLD_EDITS`: near misses this many edits away, or more, are held, not blocked.
+    pub hold_edits: u8,
+    /// `BLOCKLIST_NEAR_MIN_CHARS`: near misses of family keys shorter than this count only when
+    /// the counter is the same too (`anna83`, `anan83`); longer ones count on the name alone.
+    pub near_min_chars: u8,
+    /// `BLOCKLIST_FAMILY_MIN_CHARS`: an entry with no counter whose family key is shorter than
+    /// this reaches only its exact ID unless it names a reach.
+    pub family_min_chars: u8,
+}
+
+/// `(variable, default, what it sets)` of every policy setting.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "BLOCKLIST_HOLD_COMMON_PER_MILLION",
+        "32",
+        "names at least this common (per million people) are held, not blocked, when only a counter or the spelling differs",
+    ),
+    (
+        "BLOCKLIST_BLOCK_MIN_CHARS",
+        "5",
+        "family keys shorter than this are held, not blocked, unless the counter is the same too",
+    ),
+    (
+        "BLOCKLIST_HOLD_EDITS",
+        "2",
+        "near misses this many edits away or more are held, not blocked",
+    ),
+    (
+        "BLOCKLIST_NEAR_MIN_CHARS",
+        "5",
+        "near misses of shorter family keys count only when the counter is the same too",
+    ),
+    (
+        "BLOCKLIST_FAMILY_MIN_CHARS",
+        "3",
+        "entries with no counter and a shorter family key match only their exact ID unless they name a reach",
+    ),
+];
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            hold_common_per_million: 32,
+            block_min_chars: 5,
+            hold_edits: 2,
+            near_min_chars: 5,
+            family_min_chars: 3,
+        }
+    }
+}
+
+/// A policy setting that is not a whole number in its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    pub name: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+impl Policy {
+    /// The policy from configuration variables (`get` returns a variable's value, if set); unset
+    /// ones keep their defaults. Every bad value is reported, and the rest still read.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Policy, Vec<SettingError>> {
+        let mut policy = Policy::default();
+        let mut errors = Vec::new();
+        let mut read = |name: &'static str, min: u32, max: u32| -> Option<u32> {
+            let value = get(name)?;
+            match value.trim().parse::<u32>() {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                _ => {
+                    errors.push(SettingError {
+                        name,
+                        message: format!("it must be a whole number from {min} to {max}"),
+                    });
+                    None
+                }
+            }
+        };
+        if let Some(n) = read("BLOCKLIST_HOLD_COMMON_PER_MILLION", 0, 1_000_000) {
+            policy.hold_common_per_million = n;
+        }
+        if let Some(n) = read("BLOCKLIST_BLOCK_MIN_CHARS", 1, 32) {
+            policy.block_min_chars = n as u8;
+        }
+        if let Some(n) = read("BLOCKLIST_HOLD_EDITS", 1, 3) {
+            policy.hold_edits = n as u8;
+        }
+        if let Some(n) = read("BLOCKLIST_NEAR_MIN_CHARS", 1, 32) {
+            policy.near_min_chars = n as u8;
+        }
+        if let Some(n) = read("BLOCKLIST_FAMILY_MIN_CHARS", 1, 32) {
+            policy.family_min_chars = n as u8;
+        }
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The reach of an entry that names none, from its family key and counter: only the exact
+    /// ID for a key shorter than `family_min_chars` with no counter (`@al`); the family for one common name with no
+    /// counter (`@anna`: near misses of it are mostly other people's names, and there is no
+    /// number to share); near misses too for everything else, two-part names included. Display
+    /// names always reach near misses.
+    pub fn default_reach(&self, kind: EntryKind, key: &str, has_counter: bool) -> Reach {
+        match kind {
+            EntryKind::Glob => Reach::Exact,
+            EntryKind::DisplayName => Reach::Fuzzy,
+            EntryKind::UserId => {
+                if !has_counter && key.chars().count() < usize::from(self.family_min_chars) {
+                    Reach::Exact
+                } else if !has_counter && share(key).either() >= self.hold_common_per_million {
+                    Reach::Family
+                } else {
+                    Reach::Fuzzy
+                }
+            }
+        }
+    }
+
+    /// The grade of one match, or `None` when it is no evidence worth acting on (the candidate
+    /// is likelier a namesake). `names` are the entry's names whose commonness counts (the key
+    /// compared, and for a reading that reads an edge digit as a letter, both primary keys too);
+    /// `candidate_key` is the candidate's key that was compared.
+    pub fn grade(
+        &self,
+        kind: EntryKind,
+        rule: MatchRule,
+        evidence: &Evidence,
+        names: &[&str],
+        candidate_key: &str,
+        memo: &mut Namesakes,
+    ) -> Option<Grade> {
+        let chars = evidence.key_chars;
+        let common = |memo: &mut Namesakes| names.iter().map(|n| memo.of(n).1).max().unwrap_or(0);
+        match (kind, rule) {
+            (_, MatchRule::Exact) => Grade::block(Why::ExactId),
+            (_, MatchRule::Glob) => Grade::block(Why::Glob),
+            (EntryKind::DisplayName, MatchRule::DisplayName | MatchRule::Family) => {
+                Grade::block(Why::LookAlike)
+            }
+            (EntryKind::DisplayName, MatchRule::Distance(d)) => {
+                if d >= self.hold_edits {
+                    Grade::hold(Why::Edits { edits: d })
+                } else {
+                    Grade::block(Why::Distinctive { per_million: 0 })
+                }
+            }
+            (_, MatchRule::Family | MatchRule::DisplayName) => {
+                if evidence.counter == CounterMatch::Shared {
+                    return Grade::block(Why::SameCounter);
+                }
+                if evidence.leet {
+                    return Grade::block(Why::Leet);
+                }
+                if chars < self.block_min_chars {
+                    return Grade::hold(Why::ShortKey { chars });
+                }
+                let per_million = common(memo);
+                if per_million >= self.hold_common_per_million {
+                    Grade::hold(Why::CommonName { per_million })
+                } else {
+                    Grade::block(Why::Distinctive { per_million })
+                }
+            }
+            (_, MatchRule::Distance(d)) => {
+                if evidence.counter == CounterMatch::Shared {
+                    let other = memo.of(candidate_key).1;
+                    return if other >= self.hold_common_per_million {
+                        Grade::hold(Why::OtherName { per_million: other })
+                    } else {
+                        Grade::block(Why::SameCounter)
+                    };
+                }
+                if chars < self.near_min_chars {
+                    return None;
+                }
+                if evidence.leet {
+                    return Grade::block(Why::Leet);
+                }
+                let differs = evidence.counter == CounterMatch::Differs;
+                // Only an initial differs (`vgautier`, `zgautier`; `gautier`, `agautier`): held.
+                // With another counter as well, likelier two people (`koman14`, `roman`).
+                if evidence.first_letter_differs {
+                    return if differs {
+                        None
+                    } else {
+                        Grade::hold(Why::FirstLetter)
+                    };
+                }
+                // A near miss that is itself a common name is likelier its own person
+                // (`karoline` for `karolina`, `troy` for `trowy`); one that reads as two names,
+                // or as a part of the blocked one, is held.
+                if memo.of(candidate_key).0 >= self.hold_common_per_million {
+                    return None;
+                }
+                let other = memo.of(candidate_key).1;
+                if other >= self.hold_common_per_million {
+                    return if d >= self.hold_edits {
+                        None
+                    } else {
+                        Grade::hold(Why::OtherName { per_million: other })
+                    };
+                }
+                if d >= self.hold_edits {
+                    return Grade::hold(Why::Edits { edits: d });
+                }
+                let per_million = common(memo);
+                if per_million >= self.hold_common_per_million {
+                    Grade::hold(Why::CommonName { per_million })
+                } else if chars < self.block_min_chars
+                    || allowed_distance(usize::from(chars)) < usize::from(d)
+                {
+                    Grade::hold(Why::ShortKey { chars })
+                } else if differs {
+                    Grade::hold(Why::CounterToo)
+                } else {
+                    Grade::block(Why::Distinctive { per_million })
+                }
+            }
+        }
+    }
+}
