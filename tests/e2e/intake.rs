@@ -84,6 +84,24 @@ fn deliver(w: &Worker, body: &[u8], content_type: &str, auth: Auth) -> Reply {
     )
 }
 
+/// A Tally delivery for `user_id`, signed, from `address`.
+fn signed_tally(w: &Worker, event_id: &str, user_id: &str, address: &str) -> Reply {
+    let body = json!({"eventId": event_id, "eventType": "FORM_RESPONSE",
+        "data": {"fields": [{"key": "q1", "label": "Matrix ID", "type": "INPUT_TEXT",
+                             "value": user_id}]}})
+    .to_string();
+    let sig = knock::domain::signature::sign_base64(TALLY, body.as_bytes());
+    w.post(
+        "/invite_from_form",
+        &[
+            ("Content-Type", "application/json"),
+            ("Tally-Signature", &sig),
+            ("CF-Connecting-IP", address),
+        ],
+        body.as_bytes(),
+    )
+}
+
 fn knocks(w: &Worker) -> Vec<Value> {
     let mut all = Vec::new();
     let mut before: Option<i64> = None;
@@ -217,19 +235,11 @@ fn signed_deliveries_are_limited_per_person_and_browsers_per_address() {
     // 30 people through Tally within a minute: Tally's few addresses are all one here.
     let users: Vec<_> = (0..30).map(|_| s.new_user("tallied")).collect();
     for u in &users {
-        let body = json!({"eventId": format!("evt-{}", u.user_id), "eventType": "FORM_RESPONSE",
-            "data": {"fields": [{"key": "q1", "label": "Matrix ID", "type": "INPUT_TEXT",
-                                 "value": u.user_id}]}})
-        .to_string();
-        let sig = knock::domain::signature::sign_base64(TALLY, body.as_bytes());
-        let r = w.post(
-            "/invite_from_form",
-            &[
-                ("Content-Type", "application/json"),
-                ("Tally-Signature", &sig),
-                ("CF-Connecting-IP", "198.51.100.7"),
-            ],
-            body.as_bytes(),
+        let r = signed_tally(
+            &w,
+            &format!("evt-{}", u.user_id),
+            &u.user_id,
+            "198.51.100.7",
         );
         assert_eq!(
             r.status, 202,
@@ -284,19 +294,11 @@ fn a_raid_of_a_thousand_signed_knocks_loses_none() {
                 if i >= 1000 {
                     return;
                 }
-                let body = json!({"eventId": format!("raid-{i}"), "eventType": "FORM_RESPONSE",
-                    "data": {"fields": [{"key": "q1", "label": "Matrix ID", "type": "INPUT_TEXT",
-                                         "value": format!("@raider{i}:localhost")}]}})
-                .to_string();
-                let sig = knock::domain::signature::sign_base64(TALLY, body.as_bytes());
-                let r = w.post(
-                    "/invite_from_form",
-                    &[
-                        ("Content-Type", "application/json"),
-                        ("Tally-Signature", &sig),
-                        ("CF-Connecting-IP", "192.0.2.200"),
-                    ],
-                    body.as_bytes(),
+                let r = signed_tally(
+                    &w,
+                    &format!("raid-{i}"),
+                    &format!("@raider{i}:localhost"),
+                    "192.0.2.200",
                 );
                 match r.status {
                     202 => {
