@@ -142,7 +142,8 @@ impl<H: Host> Room<H> {
             return Ok(Some(()));
         }
         let request = match step {
-            Step::ConfirmInvite => unreachable!("handled above"),
+            // Confirmations were sent and applied above.
+            Step::ConfirmInvite => return Ok(Some(())),
             Step::CheckProfile => api.profile(&user),
             Step::Invite => api.invite(&cfg.room_id, &user, Some("asked to join via Knock")),
             Step::Withdraw => {
