@@ -1,7 +1,7 @@
 //! Globs over full user IDs, in the style of Matrix policy rules: `*` is any run of characters
 //! (empty too), `?` is exactly one. Matching is iterative, in `O(pattern × id)` time at worst.
 
-use super::index::FastMap;
+use super::postings::FastMap;
 use super::EntryError;
 
 /// Longest glob accepted, in bytes (the longest user ID).

@@ -1,9 +1,6 @@
-//! The lookup structures: a hash-bucketed posting table, the fuzzy index over family keys built
-//! on it, and [`BlockIndex`], which answers "is this user (or display name) blocked or held, and
+//! The lookup structures: the fuzzy index over family keys, built on the posting table of
+//! [`super::postings`], and [`BlockIndex`], which answers "is this user (or display name) blocked or held, and
 //! why?".
-
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::evidence::{self, beats, effective_reach, near_key, EntryReading, Found};
 use super::glob::{normalize_glob, GlobSet};
@@ -11,120 +8,10 @@ use super::normalize::{
     allowed_distance, deletion_hashes, display_name_readings, hash_parts, near_allowance,
     near_miss_str, probe_depth, readings, Allowance, Reading,
 };
-use super::policy::{Evidence, Grade, Namesakes, Outcome, Policy, Reach, Why};
+use super::policy::{Namesakes, Outcome, Policy, Reach};
+use super::postings::{posting, FastMap, FastSet, PostingTable};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
-
-/// A fast hasher for the short keys of the index's maps. Their keys come from the list's
-/// administrators, so the people being checked cannot fill them with chosen collisions.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct ShortKeyHasher(u64);
-
-impl Hasher for ShortKeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<ShortKeyHasher>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<ShortKeyHasher>>;
-
-/// Postings of `(32-bit hash, member)`, packed into one `u32` each, with a directory over the top
-/// bits of the hash: one lookup reads a directory slot and one short, contiguous run. A posting
-/// keeps the member number in its low bits and, above it, as many of the hash bits below the
-/// directory's as fit; hash collisions only cost a verification.
-#[derive(Debug, Default)]
-struct PostingTable {
-    bucket_bits: u32,
-    check_bits: u32,
-    member_bits: u32,
-    directory: Vec<u32>,
-    postings: Vec<u32>,
-}
-
-impl PostingTable {
-    /// `pairs` are [`posting`]s of members below `members`.
-    fn build(mut pairs: Vec<u64>, members: usize) -> PostingTable {
-        pairs.sort_unstable();
-        pairs.dedup();
-        let bucket_bits = (usize::BITS - pairs.len().leading_zeros())
-            .saturating_sub(2)
-            .clamp(1, 24);
-        let member_bits = (usize::BITS - members.saturating_sub(1).leading_zeros()).clamp(1, 32);
-        let mut table = PostingTable {
-            bucket_bits,
-            check_bits: 32 - member_bits,
-            member_bits,
-            directory: vec![0u32; (1usize << bucket_bits) + 1],
-            postings: Vec::with_capacity(pairs.len()),
-        };
-        for &p in &pairs {
-            let (bucket, check) = table.split((p >> 32) as u32);
-            if let Some(slot) = table.directory.get_mut(bucket + 1) {
-                *slot += 1;
-            }
-            table
-                .postings
-                .push(((u64::from(check) << member_bits) | (p & 0xffff_ffff)) as u32);
-        }
-        for i in 1..table.directory.len() {
-            table.directory[i] += table.directory[i - 1];
-        }
-        table
-    }
-
-    /// The directory bucket of a hash, and the bits a posting keeps to tell hashes apart in it.
-    fn split(&self, hash: u32) -> (usize, u32) {
-        let h = u64::from(hash);
-        let bucket = h >> (32 - self.bucket_bits);
-        let check = ((h << self.bucket_bits) & 0xffff_ffff) >> (32 - self.check_bits);
-        (bucket as usize, check as u32)
-    }
-
-    /// Where the postings of `hash` may be, and the check bits they carry.
-    fn locate(&self, hash: u32) -> (usize, usize, u32) {
-        let (bucket, check) = self.split(hash);
-        let start = self.directory.get(bucket).copied().unwrap_or(0) as usize;
-        let end = self.directory.get(bucket + 1).copied().unwrap_or(0) as usize;
-        (start, end, check)
-    }
-
-    /// Appends the members filed under any of `hashes` (a member may appear more than once).
-    /// Directory slots are all read first and the postings copied out before any is compared, so
-    /// that the many cache misses of one lookup overlap instead of queueing.
-    fn collect(&self, hashes: &[u32], out: &mut Vec<u32>) {
-        let located: Vec<(usize, usize, u32)> = hashes.iter().map(|&h| self.locate(h)).collect();
-        let mut raw: Vec<(u32, u32)> = Vec::with_capacity(located.len() * 4);
-        for (start, end, check) in located {
-            for &p in self.postings.get(start..end).unwrap_or(&[]) {
-                raw.push((p, check));
-            }
-        }
-        let mask = ((1u64 << self.member_bits) - 1) as u32;
-        out.extend(
-            raw.into_iter()
-                .filter(|&(p, check)| (u64::from(p) >> self.member_bits) as u32 == check)
-                .map(|(p, _)| p & mask),
-        );
-    }
-
-    fn len(&self) -> usize {
-        self.postings.len()
-    }
-}
-
-fn posting(hash: u32, member: u32) -> u64 {
-    (u64::from(hash) << 32) | u64::from(member)
-}
 
 /// Separates the readings of one member in [`FuzzyIndex::readings`]; never part of a key.
 const READING_SEPARATOR: char = ' ';
@@ -501,7 +388,14 @@ impl BlockIndex {
     pub fn check_user(&self, user: &UserId) -> Option<Verdict<'_>> {
         let full = user.as_str().to_ascii_lowercase();
         if let Some(&i) = self.exact.get(full.as_str()) {
-            return self.plain(i as usize, MatchRule::Exact, user.as_str(), &full, &full);
+            return Verdict::plain(
+                &self.entries,
+                i as usize,
+                MatchRule::Exact,
+                user.as_str(),
+                &full,
+                &full,
+            );
         }
         if let Some(i) = self.globs.first_match(full.as_bytes()) {
             let pattern = self
@@ -509,13 +403,20 @@ impl BlockIndex {
                 .get(i as usize)
                 .map(|e| e.pattern.clone())
                 .unwrap_or_default();
-            return self.plain(i as usize, MatchRule::Glob, user.as_str(), &full, &pattern);
+            return Verdict::plain(
+                &self.entries,
+                i as usize,
+                MatchRule::Glob,
+                user.as_str(),
+                &full,
+                &pattern,
+            );
         }
         let readings = readings(user.localpart());
         let (member, found) = self
             .ids
             .lookup(&self.policy, MatchRule::Family, &readings)?;
-        self.graded(self.ids.entry(member), user.as_str(), found)
+        Verdict::found(&self.entries, self.ids.entry(member), user.as_str(), found)
     }
 
     /// Whether a display name impersonates a blocked one: same folded family, then near misses.
@@ -524,7 +425,7 @@ impl BlockIndex {
         let (member, found) = self
             .names
             .lookup(&self.policy, MatchRule::DisplayName, &readings)?;
-        self.graded(self.names.entry(member), name, found)
+        Verdict::found(&self.entries, self.names.entry(member), name, found)
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -567,43 +468,5 @@ impl BlockIndex {
                 + self.names.near.len()
                 + self.names.near_counter.len(),
         }
-    }
-
-    fn graded(&self, index: usize, candidate: &str, found: Found<'_>) -> Option<Verdict<'_>> {
-        Verdict::at(
-            &self.entries,
-            index,
-            found.rule,
-            candidate,
-            found.candidate_key,
-            found.entry_key,
-            found.evidence,
-            found.grade,
-        )
-    }
-
-    fn plain(
-        &self,
-        index: usize,
-        rule: MatchRule,
-        candidate: &str,
-        candidate_key: &str,
-        entry_key: &str,
-    ) -> Option<Verdict<'_>> {
-        let why = if rule == MatchRule::Exact {
-            Why::ExactId
-        } else {
-            Why::Glob
-        };
-        Verdict::at(
-            &self.entries,
-            index,
-            rule,
-            candidate,
-            candidate_key,
-            entry_key,
-            Evidence::plain(),
-            Grade::blocking(why),
-        )
     }
 }

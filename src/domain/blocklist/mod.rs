@@ -39,6 +39,7 @@ mod index;
 mod list;
 pub mod normalize;
 pub mod policy;
+mod postings;
 mod preview;
 mod reference;
 #[cfg(test)]
@@ -283,6 +284,51 @@ impl<'a> Verdict<'a> {
             evidence,
             grade,
         })
+    }
+
+    /// A graded match, as the matchers found it.
+    pub(crate) fn found(
+        entries: &'a [Entry],
+        index: usize,
+        candidate: &str,
+        found: evidence::Found<'_>,
+    ) -> Option<Verdict<'a>> {
+        Verdict::at(
+            entries,
+            index,
+            found.rule,
+            candidate,
+            found.candidate_key,
+            found.entry_key,
+            found.evidence,
+            found.grade,
+        )
+    }
+
+    /// An exact or glob match: always a block, with no fuzzy evidence to weigh.
+    pub(crate) fn plain(
+        entries: &'a [Entry],
+        index: usize,
+        rule: MatchRule,
+        candidate: &str,
+        candidate_key: &str,
+        entry_key: &str,
+    ) -> Option<Verdict<'a>> {
+        let why = if rule == MatchRule::Exact {
+            Why::ExactId
+        } else {
+            Why::Glob
+        };
+        Verdict::at(
+            entries,
+            index,
+            rule,
+            candidate,
+            candidate_key,
+            entry_key,
+            Evidence::plain(),
+            Grade::blocking(why),
+        )
     }
 
     /// Block or hold.

@@ -10,7 +10,7 @@ use super::normalize::{
     allowed_distance, display_name_readings, near_allowance, osa_distance, readings, Allowance,
     Reading,
 };
-use super::policy::{Evidence, Grade, Namesakes, Policy, Reach, Why};
+use super::policy::{Namesakes, Policy, Reach};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
 
@@ -84,7 +84,14 @@ impl<'a> LinearScan<'a> {
         for (i, p) in self.prepared.iter().enumerate() {
             if let Prepared::Id { full: f, .. } = p {
                 if *f == full {
-                    return self.plain(i, MatchRule::Exact, candidate, &full, &full);
+                    return Verdict::plain(
+                        self.entries,
+                        i,
+                        MatchRule::Exact,
+                        candidate,
+                        &full,
+                        &full,
+                    );
                 }
             }
         }
@@ -96,7 +103,14 @@ impl<'a> LinearScan<'a> {
                         .get(i)
                         .map(|e| e.pattern.clone())
                         .unwrap_or_default();
-                    return self.plain(i, MatchRule::Glob, candidate, &full, &pattern);
+                    return Verdict::plain(
+                        self.entries,
+                        i,
+                        MatchRule::Glob,
+                        candidate,
+                        &full,
+                        &pattern,
+                    );
                 }
             }
         }
@@ -185,40 +199,6 @@ impl<'a> LinearScan<'a> {
             }
         }
         let (i, found) = best?;
-        Verdict::at(
-            self.entries,
-            i,
-            found.rule,
-            candidate,
-            found.candidate_key,
-            found.entry_key,
-            found.evidence,
-            found.grade,
-        )
-    }
-
-    fn plain(
-        &self,
-        index: usize,
-        rule: MatchRule,
-        candidate: &str,
-        candidate_key: &str,
-        entry_key: &str,
-    ) -> Option<Verdict<'a>> {
-        let why = if rule == MatchRule::Exact {
-            Why::ExactId
-        } else {
-            Why::Glob
-        };
-        Verdict::at(
-            self.entries,
-            index,
-            rule,
-            candidate,
-            candidate_key,
-            entry_key,
-            Evidence::plain(),
-            Grade::blocking(why),
-        )
+        Verdict::found(self.entries, i, candidate, found)
     }
 }
