@@ -160,7 +160,13 @@ fn hostile_requests_get_defined_4xx_answers_and_the_worker_keeps_serving() {
         .take(10)
         .chain([&b"0\r\n\r\n"[..]])
         .collect();
-    assert_eq!(raw(head, &chunks), 413, "chunked 10 MB");
+    // A reset can still discard the reply on a busy machine (status 0: nothing was read); only
+    // then is the request sent again. Any answer that did arrive must be the 413.
+    let status = (0..3)
+        .map(|_| raw(head, &chunks))
+        .find(|s| *s != 0)
+        .unwrap_or(0);
+    assert_eq!(status, 413, "chunked 10 MB");
 
     // A false Content-Length: it claims 50 bytes and sends 10 MB. Only the declared bytes are
     // the request; they are not a valid payload, and the rest is never read as one.
