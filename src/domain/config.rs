@@ -5,6 +5,7 @@
 //! worker layer feed it the same way. Problems are collected and reported together, naming each
 //! setting and its fix, never its value.
 
+use super::blocklist::Policy;
 use super::moderation::BlockAction;
 use super::mxid::RoomId;
 use super::rate_limit::{Quota, WaveConfig};
@@ -56,6 +57,8 @@ pub struct Config {
     pub turnstile_site_key: Option<String>,
     /// How Knock logs in: chosen from which settings are present.
     pub login: Login,
+    /// `BLOCKLIST_*`: how the block-list grades evidence into block, hold or allow.
+    pub blocklist: Policy,
 }
 
 /// Which credentials the operator configured, decided from which settings are present.
@@ -379,6 +382,13 @@ impl Config {
             );
         }
 
+        let blocklist = Policy::from_vars(get).unwrap_or_else(|errors| {
+            for e in errors {
+                bad(e.name, false, e.message);
+            }
+            Policy::default()
+        });
+
         match (room_id, problems.is_empty()) {
             (Some(room_id), true) => Ok(Config {
                 room_id,
@@ -409,6 +419,7 @@ impl Config {
                 turnstile_verify_url,
                 turnstile_site_key: get("TURNSTILE_SITE_KEY"),
                 login,
+                blocklist,
             }),
             _ => Err(Problems(problems)),
         }
@@ -523,6 +534,27 @@ mod tests {
         vars.push(("WAVE_MAX_KNOCKS", "many"));
         let p = parse(&vars).unwrap_err();
         assert_eq!(p.invalid(), vec!["WAVE_MAX_KNOCKS", "RATE_LIMIT_WINDOW"]);
+    }
+
+    #[test]
+    fn blocklist_grading_settings_are_read_and_a_bad_one_is_named() {
+        let c = parse(&MINIMAL).unwrap();
+        assert_eq!(c.blocklist, Policy::default());
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("BLOCKLIST_HOLD_COMMON_PER_MILLION", "100"),
+            ("BLOCKLIST_HOLD_EDITS", "1"),
+        ]);
+        let c = parse(&vars).unwrap();
+        assert_eq!(c.blocklist.hold_common_per_million, 100);
+        assert_eq!(c.blocklist.hold_edits, 1);
+        assert_eq!(
+            c.blocklist.block_min_chars,
+            Policy::default().block_min_chars
+        );
+        vars.push(("BLOCKLIST_BLOCK_MIN_CHARS", "lots"));
+        let p = parse(&vars).unwrap_err();
+        assert_eq!(p.invalid(), vec!["BLOCKLIST_BLOCK_MIN_CHARS"]);
     }
 
     #[test]

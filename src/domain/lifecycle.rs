@@ -233,6 +233,11 @@ pub enum Event {
         reason: String,
         ban: bool,
     },
+    /// Weak block-list evidence turned up before the invite (a namesake of a blocked person,
+    /// say): a knock no moderator approved waits for one. Approval stands against it.
+    Suspected {
+        reason: String,
+    },
     /// Their block-list entry was removed.
     Unblocked,
     /// A moderator withdrew the invite (or removed them).
@@ -370,6 +375,15 @@ pub fn apply(k: &Knock, event: Event, now: u64, policy: &RetryPolicy) -> Transit
             } else if ban && next.withdraw == Some(Withdraw::Kick) {
                 next.owe_removal(Withdraw::Ban);
                 "blocked"
+            } else {
+                "unchanged"
+            }
+        }
+        Event::Suspected { reason } => {
+            if next.status == Status::Queued && !next.approved && !next.inviting {
+                next.status = Status::Held;
+                next.last_error = Some(reason);
+                "held"
             } else {
                 "unchanged"
             }

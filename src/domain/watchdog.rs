@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::blocklist::Outcome;
 use super::lifecycle::{Event, Knock, Status};
 use super::moderation::{self, BlockAction, Enforcement};
 
@@ -114,12 +115,17 @@ pub enum Action {
     /// A native knock to put through the same intake as a form knock. A refusal is owed as a
     /// kick on the knock's row, so it costs nothing here.
     NativeKnock { user_id: String, event_id: String },
+    /// A member with hold-level block-list evidence: listed for a moderator, left alone.
+    Report { user_id: String, why: String },
 }
 
 impl Action {
     pub fn calls(&self) -> usize {
         match self {
-            Action::Lifecycle { .. } | Action::Adopt { .. } | Action::NativeKnock { .. } => 0,
+            Action::Lifecycle { .. }
+            | Action::Adopt { .. }
+            | Action::NativeKnock { .. }
+            | Action::Report { .. } => 0,
             // A reminder opens a direct chat (unless an earlier try did) and sends a message.
             Action::Remind { dm_room: None, .. } => 2,
             Action::Enforce { enforcement, .. } if enforcement.call().is_none() => 0,
@@ -138,9 +144,14 @@ pub fn render(template: &str, user_id: &str, display_name: Option<&str>) -> Stri
 /// The reason given when a native knock is refused: neutral, it reveals no rule.
 pub const NEUTRAL_REJECTION: &str = "Your request to join was not accepted.";
 
+/// The block-list's graded verdict and explanation for a user ID (and display name), if any.
+pub type Judge<'a> = dyn Fn(&str, Option<&str>) -> Option<(Outcome, String)> + 'a;
+
 /// Plans one run over the members as last observed (a run never plans on a failed
 /// observation) and the newest knock of every user. `blocked` answers the block-list's
-/// explanation for a user (and display name), if they match.
+/// graded verdict (hold or block) and explanation for a user (and display name), if they match.
+/// Block-level evidence closes a knock or removes a member; hold-level evidence only reports a
+/// member (one whose knock a moderator approved is not asked about again).
 ///
 /// The invite check (joins, declines, leaves, removals, welcomes, reminders, expiry, blocks
 /// since) runs when `due.invite_check`; the member pass runs over `members_to_visit`, from
@@ -153,7 +164,7 @@ pub fn plan(
     due: Due,
     members: &[Member],
     latest: &[Knock],
-    blocked: &dyn Fn(&str, Option<&str>) -> Option<String>,
+    blocked: &Judge<'_>,
     budget: usize,
     cursor: Option<&str>,
 ) -> Plan {
@@ -215,7 +226,9 @@ pub fn plan(
                 }
                 (s, "invite") if s.is_pending_invite() => {
                     let invited_at = k.invited_at.unwrap_or(k.updated_at);
-                    if let Some(why) = blocked(&k.user_id, display) {
+                    let block = blocked(&k.user_id, display)
+                        .filter(|(o, _)| o.for_knock(k.approved) == Outcome::Block);
+                    if let Some((_, why)) = block {
                         vec![event(
                             k,
                             Event::Blocked {
@@ -265,7 +278,7 @@ pub fn plan(
         let action = match m.membership.as_str() {
             "join" | "invite" => match blocked(&m.user_id, m.display_name.as_deref()) {
                 // A tracked member's knock is closed as blocked; the queue owes the kick.
-                Some(why) => Some(match open {
+                Some((Outcome::Block, why)) => Some(match open {
                     Some(k) => event(
                         k,
                         Event::Blocked {
@@ -279,10 +292,17 @@ pub fn plan(
                         reason: moderation::reason(&why),
                     },
                 }),
-                None if m.membership == "invite" && newest.is_none() => Some(Action::Adopt {
+                // Weak evidence against a member: a moderator looks, nothing is done to them.
+                Some((Outcome::Hold, why)) if !newest.is_some_and(|k| k.approved) => {
+                    Some(Action::Report {
+                        user_id: m.user_id.clone(),
+                        why,
+                    })
+                }
+                _ if m.membership == "invite" && newest.is_none() => Some(Action::Adopt {
                     user_id: m.user_id.clone(),
                 }),
-                None => None,
+                _ => None,
             },
             "knock" if cfg.knock_policy != KnockPolicy::Off && open.is_none() => {
                 m.event_id.as_ref().map(|e| Action::NativeKnock {
@@ -369,7 +389,7 @@ mod tests {
             ..Knock::new(user, "tally", invited_at)
         }
     }
-    fn none(_: &str, _: Option<&str>) -> Option<String> {
+    fn none(_: &str, _: Option<&str>) -> Option<(Outcome, String)> {
         None
     }
     fn run(members: &[Member], tracked: &[Knock], now: u64) -> Plan {
@@ -548,7 +568,9 @@ mod tests {
 
     #[test]
     fn an_invitee_blocked_since_is_closed_at_once() {
-        let blocked = |u: &str, _: Option<&str>| (u == "@a:x").then(|| "matches @a:x".to_owned());
+        let blocked = |u: &str, _: Option<&str>| {
+            (u == "@a:x").then(|| (Outcome::Block, "matches @a:x".to_owned()))
+        };
         let p = plan(
             NOW,
             &cfg(),
@@ -565,9 +587,49 @@ mod tests {
     }
 
     #[test]
+    fn weak_evidence_against_a_member_is_reported_never_acted_on() {
+        let weak = |u: &str, _: Option<&str>| {
+            (u == "@matthew70:x").then(|| (Outcome::Hold, "namesake of @matthew41:x".to_owned()))
+        };
+        let members = [member("@matthew70:x", "join")];
+        let p = plan(NOW, &cfg(), ALL, &members, &[], &weak, 40, None);
+        assert_eq!(
+            p.actions,
+            vec![Action::Report {
+                user_id: "@matthew70:x".into(),
+                why: "namesake of @matthew41:x".into()
+            }]
+        );
+        assert_eq!(p.calls, 0);
+        // An invitee with weak evidence keeps the invite; the member pass reports them.
+        let invitee = [member("@matthew70:x", "invite")];
+        let p = plan(
+            NOW,
+            &cfg(),
+            ALL,
+            &invitee,
+            &[invited(3, "@matthew70:x", NOW)],
+            &weak,
+            40,
+            None,
+        );
+        assert!(
+            matches!(&p.actions[..], [Action::Report { .. }]),
+            "{:?}",
+            p.actions
+        );
+        // A moderator approved their knock: the same evidence is not raised again.
+        let mut approved = invited(3, "@matthew70:x", NOW);
+        approved.approved = true;
+        let p = plan(NOW, &cfg(), ALL, &invitee, &[approved], &weak, 40, None);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    #[test]
     fn blocked_members_are_kicked_or_banned_with_the_rule_named() {
-        let blocked =
-            |u: &str, _: Option<&str>| (u == "@troll:x").then(|| "family of @tr0ll:y".to_owned());
+        let blocked = |u: &str, _: Option<&str>| {
+            (u == "@troll:x").then(|| (Outcome::Block, "family of @tr0ll:y".to_owned()))
+        };
         let members = [member("@ok:x", "join"), member("@troll:x", "join")];
         let p = plan(NOW, &cfg(), ALL, &members, &[], &blocked, 40, None);
         assert_eq!(
@@ -644,7 +706,7 @@ mod tests {
         let members: Vec<Member> = (0..100)
             .map(|i| member(&format!("@t{i:03}:x"), "join"))
             .collect();
-        let blocked = |_: &str, _: Option<&str>| Some("everyone".to_owned());
+        let blocked = |_: &str, _: Option<&str>| Some((Outcome::Block, "everyone".to_owned()));
         let mut cursor: Option<String> = None;
         let mut kicked = Vec::new();
         let mut runs = 0;

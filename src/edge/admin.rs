@@ -10,7 +10,7 @@ use super::log::Logger;
 use super::room_do;
 use super::session_do::{self, SessionOp};
 use super::{env_lookup, now_ms, stub, LISTS_BINDING};
-use crate::domain::blocklist::{BlockList, Entry, EntryKind};
+use crate::domain::blocklist::{BlockList, Entry, EntryKind, EntryRequest};
 use crate::domain::config::Config;
 use crate::domain::form::MAX_BODY_BYTES;
 use crate::domain::moderation;
@@ -18,13 +18,14 @@ use crate::domain::signature::{check_bearer, AdminAuth};
 use crate::room::RoomOp;
 
 /// Paths the admin API answers.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 16] = [
     "/login/beeper/start",
     "/login/beeper/verify",
     "/whoami",
     "/block_user",
     "/unblock_user",
     "/blocklist",
+    "/blocklist/preview",
     "/held_knocks",
     "/approve_knock",
     "/reject_knock",
@@ -57,6 +58,14 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
     let path = req.path();
     match (req.method(), path.as_str()) {
         (Method::Post, "/block_user") => block_user(&mut req, env, &cfg, log).await,
+        (Method::Post, "/blocklist/preview") => {
+            let (_, entry) = match read_entry(&mut req).await {
+                Ok(e) => e,
+                Err(reply) => return reply,
+            };
+            let out: Value = room_do::call(env, &cfg, &RoomOp::Preview { entry }).await?;
+            http::json(200, &json!({ "status": "preview", "preview": out }))
+        }
         (Method::Post, "/unblock_user") => unblock_user(&mut req, env, &cfg, log).await,
         (Method::Get, "/blocklist") => export(&req, env).await,
         (Method::Post, "/blocklist") => import(&mut req, env, log).await,
@@ -172,16 +181,6 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
     }
 }
 
-#[derive(Deserialize)]
-struct BlockRequest {
-    user_id: String,
-    #[serde(default)]
-    reason: Option<String>,
-    /// `true` to block a display name (impersonation) instead of a Matrix ID.
-    #[serde(default)]
-    display_name: bool,
-}
-
 async fn read_json<T: serde::de::DeserializeOwned>(
     req: &mut Request,
 ) -> std::result::Result<T, String> {
@@ -194,21 +193,33 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| format!("The body is not the JSON this route takes: {e}"))
 }
 
+/// The body of `block_user` and `blocklist/preview`, and the entry it asks for.
+async fn read_entry(
+    req: &mut Request,
+) -> std::result::Result<(EntryRequest, Entry), Result<Response>> {
+    let body: EntryRequest = read_json(req)
+        .await
+        .map_err(|msg| http::json_error(400, &msg))?;
+    let entry = body
+        .to_entry(now_ms())
+        .map_err(|e| http::json_error(400, e.message()))?;
+    Ok((body, entry))
+}
+
 async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) -> Result<Response> {
-    let body: BlockRequest = match read_json(req).await {
-        Ok(b) => b,
-        Err(msg) => return http::json_error(400, &msg),
-    };
-    let now = now_ms();
-    let parsed = if body.display_name {
-        Entry::display_name(&body.user_id, body.reason.clone(), now)
-    } else {
-        Entry::parse(&body.user_id, body.reason.clone(), now)
-    };
-    let entry = match parsed {
+    let (body, entry) = match read_entry(req).await {
         Ok(e) => e,
-        Err(e) => return http::json_error(400, e.message()),
+        Err(reply) => return reply,
     };
+    // What the entry catches, read before it acts (the same answer `blocklist/preview` gives).
+    let preview: Value = room_do::call(
+        env,
+        cfg,
+        &RoomOp::Preview {
+            entry: entry.clone(),
+        },
+    )
+    .await?;
     let added: Value = stub::call(
         env,
         LISTS_BINDING,
@@ -224,8 +235,8 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
         Some("duplicate") => "already_blocked",
         _ => return http::json_error(507, "The block-list is full."),
     };
-    let mut reply =
-        json!({ "status": status, "entry": added["entry"], "version": added["version"] });
+    let mut reply = json!({ "status": status, "entry": added["entry"], "version": added["version"],
+                            "preview": preview });
     if entry.kind != EntryKind::DisplayName {
         let rule = if entry.kind == EntryKind::UserId {
             "exact"
@@ -236,6 +247,7 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
         let op = RoomOp::Enforce {
             pattern: entry.pattern.clone(),
             reason: moderation::reason(&explanation),
+            reach: body.reach,
         };
         let acted: Value = room_do::call(env, cfg, &op).await?;
         if entry.kind == EntryKind::UserId {
@@ -243,6 +255,7 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
         }
         reply["action"] = acted["action"].clone();
         reply["knocks_closed"] = acted["knocks_closed"].clone();
+        reply["knocks_held"] = acted["knocks_held"].clone();
         if let Some(d) = acted.get("detail") {
             reply["detail"] = d.clone();
         }
@@ -288,8 +301,32 @@ async fn decide_held(
         approve,
     };
     let out: Value = room_do::call(env, cfg, &op).await?;
+    // A member the block-list scan reported (weak evidence): kept, or removed.
+    if out["member_kept"] == true || out.get("member_removed").is_some() {
+        let status = if approve {
+            "member_kept"
+        } else {
+            "member_removed"
+        };
+        log.event(
+            "member_review_decided",
+            &[
+                ("user_id", user.as_str().into()),
+                ("decision", status.into()),
+            ],
+        );
+        let mut reply = json!({ "status": status, "user_id": user.as_str(),
+                                "member_kept": approve });
+        if let Some(removed) = out.get("member_removed") {
+            reply["action"] = removed["action"].clone();
+        }
+        return http::json(200, &reply);
+    }
     if out["changed"].as_u64().unwrap_or(0) == 0 {
-        return http::json_error(409, "That user has no knock held for a moderator.");
+        return http::json_error(
+            409,
+            "That user has no knock held for a moderator and no membership to review.",
+        );
     }
     // An approval of someone the block-list now matches closes the knock as blocked instead.
     let status = match (&out["blocked"], approve) {

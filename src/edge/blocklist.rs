@@ -14,7 +14,7 @@ use worker::{kv::KvStore, Env, Result};
 
 use super::list_do::{ListOp, DEFAULT_LIST};
 use super::{stub, LISTS_BINDING};
-use crate::domain::blocklist::{BlockIndex, BlockList};
+use crate::domain::blocklist::{BlockIndex, BlockList, Policy};
 
 /// KV binding name, as in `wrangler.toml`.
 pub const BLOCKLIST_KV: &str = "BLOCKLIST";
@@ -25,12 +25,12 @@ thread_local! {
     static CACHE: RefCell<Option<(u64, Rc<BlockIndex>)>> = const { RefCell::new(None) };
 }
 
-/// This isolate's index, if it is at least as new as `version`.
-fn cached(version: u64) -> Option<Rc<BlockIndex>> {
+/// This isolate's index, if it is at least as new as `version` and graded by `policy`.
+fn cached(version: u64, policy: &Policy) -> Option<Rc<BlockIndex>> {
     CACHE.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|(v, _)| *v >= version)
+            .filter(|(v, idx)| *v >= version && idx.policy() == policy)
             .map(|(_, idx)| idx.clone())
     })
 }
@@ -40,14 +40,16 @@ fn cached(version: u64) -> Option<Rc<BlockIndex>> {
 fn remember(version: u64, index: &Rc<BlockIndex>) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(v, _)| *v < version) {
+        if c.as_ref()
+            .is_none_or(|(v, old)| *v < version || old.policy() != index.policy())
+        {
             *c = Some((version, index.clone()));
         }
     });
 }
 
 /// The current index: from this isolate's cache when the stored version has not moved.
-pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
+pub async fn current(env: &Env, policy: &Policy) -> Result<Rc<BlockIndex>> {
     let kv = env.kv(BLOCKLIST_KV)?;
     let version = kv
         .get(VERSION_KEY)
@@ -55,7 +57,7 @@ pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
         .await?
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let hit = cached(version);
+    let hit = cached(version, policy);
     if let Some(index) = hit {
         return Ok(index);
     }
@@ -64,7 +66,7 @@ pub async fn current(env: &Env) -> Result<Rc<BlockIndex>> {
         None => BlockList::default(),
     };
     let loaded = list.version.max(version);
-    let index = Rc::new(BlockIndex::build(list.entries));
+    let index = Rc::new(BlockIndex::build_with(list.entries, *policy));
     remember(loaded, &index);
     Ok(index)
 }
@@ -91,8 +93,8 @@ pub async fn authoritative_version(env: &Env) -> Result<u64> {
 
 /// An index at least as new as `version`: this isolate's, KV's, or (when KV is still behind)
 /// the list object's own.
-pub async fn at_least(env: &Env, version: u64) -> Result<Rc<BlockIndex>> {
-    let hit = cached(version);
+pub async fn at_least(env: &Env, version: u64, policy: &Policy) -> Result<Rc<BlockIndex>> {
+    let hit = cached(version, policy);
     if let Some(index) = hit {
         return Ok(index);
     }
@@ -104,11 +106,11 @@ pub async fn at_least(env: &Env, version: u64) -> Result<Rc<BlockIndex>> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     if published >= version {
-        return current(env).await;
+        return current(env, policy).await;
     }
     let list: BlockList = stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
     let loaded = list.version;
-    let index = Rc::new(BlockIndex::build(list.entries));
+    let index = Rc::new(BlockIndex::build_with(list.entries, *policy));
     remember(loaded, &index);
     Ok(index)
 }

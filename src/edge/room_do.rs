@@ -175,7 +175,8 @@ impl Host for DoHost {
     }
 
     async fn index(&self, version: u64) -> std::result::Result<Rc<BlockIndex>, String> {
-        blocklist::at_least(&self.env, version)
+        let policy = self.config()?.blocklist;
+        blocklist::at_least(&self.env, version, &policy)
             .await
             .map_err(|e| e.to_string())
     }

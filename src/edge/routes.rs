@@ -9,6 +9,7 @@ use super::room_do;
 use super::transport::FetchTransport;
 use super::{admin, blocklist, rate_limit_do, session_do};
 use super::{env_lookup, now_ms};
+use crate::domain::blocklist::Outcome;
 use crate::domain::config::{Config, Problems};
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
 use crate::domain::lifecycle::Status;
@@ -239,7 +240,7 @@ async fn invite_from_form(
     // round trip, before anything that depends on the knock's verdict.
     let signed = matches!(gate, Gate::Proven(p) if p.is_platform_signature());
     let index = if signed {
-        blocklist::current(env).await?
+        blocklist::current(env, &cfg.blocklist).await?
     } else {
         let key = rate_limit::address_key(address.as_deref().unwrap_or("unknown"));
         if let Some(wait) = rate_limit_do::known_denial(&key, now_ms()) {
@@ -249,7 +250,7 @@ async fn invite_from_form(
         // The block-list is needed by every accepted knock: read it while the limiter answers.
         let (answer, index) = futures_util::future::join(
             rate_limit_do::check(env, &key, cfg.ip_quota),
-            blocklist::current(env),
+            blocklist::current(env, &cfg.blocklist),
         )
         .await;
         let (answer, index) = (answer?, index?);
@@ -338,14 +339,21 @@ async fn invite_from_form(
         ],
     );
     // The block-list comes before anything else that costs a subrequest. A blocked knock is
-    // recorded with its verdict and answered exactly like any other (a shadow block).
-    let verdict = index.check_user(&user).map(|v| v.explain());
-    if let Some(why) = &verdict {
+    // recorded with its verdict and answered exactly like any other (a shadow block); weak
+    // evidence (a namesake, say) holds the knock for a moderator, with the explanation.
+    let verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+    let record_as = match &verdict {
+        Some((Outcome::Block, _)) => Some(Status::Blocked),
+        Some((Outcome::Hold, _)) => Some(Status::Held),
+        _ => None,
+    };
+    if let (Some((outcome, why)), Some(status)) = (&verdict, record_as) {
         log.event(
             "knock_verdict",
             &[
                 ("user_id", user.as_str().into()),
-                ("verdict", "blocked".into()),
+                ("verdict", status.as_str().into()),
+                ("evidence", outcome.as_str().into()),
                 ("rule", why.clone().into()),
             ],
         );
@@ -354,8 +362,11 @@ async fn invite_from_form(
         user_id: user.as_str().into(),
         source: source.into(),
         delivery_key,
-        record_as: verdict.as_ref().map(|_| Status::Blocked),
-        note: verdict.or_else(|| choice.note().map(str::to_owned)),
+        record_as,
+        note: match (record_as, verdict) {
+            (Some(_), Some((_, why))) => Some(why),
+            _ => choice.note().map(str::to_owned),
+        },
     };
     let out: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
     if out.outcome == "limited" {

@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 
 use super::{Host, Result, Room};
-use crate::domain::blocklist::{BlockIndex, Entry, EntryKind};
+use crate::domain::blocklist::{preview, BlockIndex, Entry, EntryKind, Outcome, Reach};
 use crate::domain::lifecycle::{Event, Status};
 use crate::domain::moderation::{self, BlockAction, Enforcement};
 use crate::domain::mxid::UserId;
@@ -46,32 +46,54 @@ impl<H: Host> Room<H> {
         }
     }
 
-    /// A block-list entry was stored: close every live knock it catches, exactly as the
-    /// block-list will match it, then, for an exact user, act on their membership now.
-    pub(crate) async fn enforce(&self, pattern: &str, reason: &str) -> Result<Value> {
+    /// A block-list entry was stored: close every live knock it catches with block-level
+    /// evidence, exactly as the block-list will match it, hold the queued ones it catches with
+    /// hold-level evidence, then, for an exact user, act on their membership now.
+    pub(crate) async fn enforce(
+        &self,
+        pattern: &str,
+        reason: &str,
+        reach: Option<Reach>,
+    ) -> Result<Value> {
         let ban = self.cfg()?.block_action == BlockAction::Ban;
-        let entry = Entry::parse(pattern, None, 0).map_err(|e| e.to_string())?;
+        let entry = Entry::parse(pattern, None, 0)
+            .map_err(|e| e.to_string())?
+            .with_reach(reach);
         let exact = entry.kind == EntryKind::UserId;
         let _busy = exact.then(|| self.mark_busy(&entry.pattern));
-        let index = BlockIndex::build(vec![entry.clone()]);
+        let index = BlockIndex::build_with(vec![entry.clone()], self.cfg()?.blocklist);
         // Every live knock the entry catches, not only the exact user's: an exact entry also
         // catches its family and near misses (the block-list's point is ban evasion).
         let live = self.store().live()?;
-        let mut closed = 0;
+        let (mut closed, mut held) = (0, 0);
         for k in live {
             let Ok(user) = UserId::parse(&k.user_id) else {
                 continue;
             };
-            if index.check_user(&user).is_some() {
-                let e = Event::Blocked {
-                    reason: reason.to_owned(),
-                    ban,
-                };
-                if self
-                    .transition(k.id, e)?
-                    .is_some_and(|t| t.name == "blocked")
-                {
+            let Some(v) = index.judge(&user, k.display_name.as_deref()) else {
+                continue;
+            };
+            let (e, counts) = match v.outcome().for_knock(k.approved) {
+                Outcome::Block => (
+                    Event::Blocked {
+                        reason: reason.to_owned(),
+                        ban,
+                    },
+                    "blocked",
+                ),
+                Outcome::Hold => (
+                    Event::Suspected {
+                        reason: v.explain(),
+                    },
+                    "held",
+                ),
+                Outcome::Allow => continue,
+            };
+            if self.transition(k.id, e)?.is_some_and(|t| t.name == counts) {
+                if counts == "blocked" {
                     closed += 1;
+                } else {
+                    held += 1;
                 }
             }
         }
@@ -82,14 +104,19 @@ impl<H: Host> Room<H> {
                 .set_meta::<Option<String>>("scan_cursor", &None)?;
             self.store().set_meta("watch_continue", &1)?;
             self.rearm().await?;
-            return Ok(json!({ "action": "scan_started", "knocks_closed": closed }));
+            return Ok(
+                json!({ "action": "scan_started", "knocks_closed": closed, "knocks_held": held }),
+            );
         }
         self.rearm().await?;
         let user = UserId::parse(&entry.pattern).map_err(|e| e.to_string())?;
         let membership = match self.membership(&user).await {
             Ok(m) => m,
             Err(why) => {
-                return Ok(json!({ "action": "failed", "detail": why, "knocks_closed": closed }))
+                return Ok(
+                    json!({ "action": "failed", "detail": why, "knocks_closed": closed,
+                                  "knocks_held": held }),
+                )
             }
         };
         let plan = moderation::enforcement(membership.as_deref(), self.cfg()?.block_action);
@@ -100,7 +127,7 @@ impl<H: Host> Room<H> {
             if let Err(f) = self.host.send(req).await {
                 return Ok(json!({
                     "membership_was": membership, "action": "failed", "detail": f.describe(),
-                    "knocks_closed": closed,
+                    "knocks_closed": closed, "knocks_held": held,
                 }));
             }
         }
@@ -114,9 +141,31 @@ impl<H: Host> Room<H> {
                 self.transition(k.id, Event::Withdrawn)?;
             }
         }
+        self.store().drop_review(user.as_str())?;
         Ok(
-            json!({ "membership_was": membership, "action": plan.describe(), "knocks_closed": closed }),
+            json!({ "membership_was": membership, "action": plan.describe(),
+                   "knocks_closed": closed, "knocks_held": held }),
         )
+    }
+
+    /// Who `entry` would catch among the room's recent knocks (each person's newest) and its
+    /// members as last observed. Changes nothing.
+    pub(crate) fn preview(&self, entry: &Entry) -> Result<Value> {
+        let knocks: Vec<UserId> = self
+            .store()
+            .latest_per_user()?
+            .iter()
+            .filter_map(|k| UserId::parse(&k.user_id).ok())
+            .collect();
+        let members: Vec<(UserId, Option<String>)> = self
+            .store()
+            .members()?
+            .into_iter()
+            .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+            .filter_map(|m| Some((UserId::parse(&m.user_id).ok()?, m.display_name)))
+            .collect();
+        let out = preview(entry, &knocks, &members, &self.cfg()?.blocklist);
+        serde_json::to_value(out).map_err(|e| e.to_string())
     }
 
     /// An entry was removed: owed kicks of the user's blocked knocks are cancelled, and a ban
@@ -142,8 +191,10 @@ impl<H: Host> Room<H> {
         }
     }
 
-    /// A moderator's decision on a user's held knocks. An approval is checked against the
-    /// current block-list first: a blocked person's knock is closed as blocked, not invited.
+    /// A moderator's decision on a user's held knocks, or on a member the block-list scan
+    /// reported. An approval is checked against the current block-list first: block-level
+    /// evidence closes the knock as blocked; hold-level evidence is what the moderator saw, and
+    /// the approval stands. Rejecting a reported member removes them, as a rescind does.
     pub(crate) async fn decide_held(&self, user_id: &str, approve: bool) -> Result<Value> {
         let held: Vec<_> = self
             .store()
@@ -152,14 +203,26 @@ impl<H: Host> Room<H> {
             .filter(|k| k.status == Status::Held)
             .collect();
         if held.is_empty() {
+            if approve {
+                let kept = self.store().dismiss_review(user_id)?;
+                return Ok(json!({ "changed": 0, "member_kept": kept }));
+            }
+            if self.store().reviews()?.iter().any(|r| r.user_id == user_id) {
+                self.store().drop_review(user_id)?;
+                let removed = self.rescind(user_id).await?;
+                return Ok(json!({ "changed": 0, "member_removed": removed }));
+            }
             return Ok(json!({ "changed": 0 }));
         }
         let blocked = if approve {
             let version = self.host.list_version().await?;
             let index = self.host.index(version).await?;
-            UserId::parse(user_id)
-                .ok()
-                .and_then(|u| index.check_user(&u).map(|v| v.explain()))
+            UserId::parse(user_id).ok().and_then(|u| {
+                index
+                    .judge(&u, None)
+                    .filter(|v| v.outcome() == Outcome::Block)
+                    .map(|v| v.explain())
+            })
         } else {
             None
         };

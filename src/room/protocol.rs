@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::store::KnockQuery;
 use super::{Host, Result, Room};
+use crate::domain::blocklist::{Entry, Reach};
 use crate::domain::lifecycle::{self, Intake, Knock, Status};
 use crate::domain::rate_limit::{self, LimiterState, WaveState};
 
@@ -55,6 +56,13 @@ pub enum RoomOp {
     Enforce {
         pattern: String,
         reason: String,
+        /// The entry's reach, if it names one.
+        #[serde(default)]
+        reach: Option<Reach>,
+    },
+    /// What a would-be entry catches among this room's recent knocks and current members.
+    Preview {
+        entry: Entry,
     },
     /// Someone was unblocked: cancel owed kicks, lift any ban Knock placed.
     Lift {
@@ -99,6 +107,7 @@ impl RoomOp {
         match self {
             RoomOp::Knock(_) => "/knock",
             RoomOp::Enforce { .. } => "/enforce",
+            RoomOp::Preview { .. } => "/preview",
             RoomOp::Lift { .. } => "/lift",
             RoomOp::Held => "/held",
             RoomOp::DecideHeld { .. } => "/decide_held",
@@ -134,7 +143,12 @@ impl<H: Host> Room<H> {
                 self.rearm().await?;
                 to_json(out)
             }
-            RoomOp::Enforce { pattern, reason } => self.enforce(&pattern, &reason).await,
+            RoomOp::Enforce {
+                pattern,
+                reason,
+                reach,
+            } => self.enforce(&pattern, &reason, reach).await,
+            RoomOp::Preview { entry } => self.preview(&entry),
             RoomOp::Lift { user_id } => self.lift(&user_id).await,
             RoomOp::Held => {
                 let held = self.store().page(&KnockQuery {
@@ -142,9 +156,22 @@ impl<H: Host> Room<H> {
                     status: Some(Status::Held),
                     ..Default::default()
                 })?;
-                let mut held: Vec<Knock> = held;
-                held.reverse();
-                Ok(json!({ "held": held }))
+                // Oldest first, shown as `GET /knocks` shows a knock.
+                let held: Vec<Value> = held.iter().rev().map(knock_json).collect();
+                // Members the block-list scan found with weak evidence, while still members.
+                let members = self.store().members()?;
+                let present = |u: &str| {
+                    members.iter().any(|m| {
+                        m.user_id == u && matches!(m.membership.as_str(), "join" | "invite")
+                    })
+                };
+                let reviews: Vec<_> = self
+                    .store()
+                    .reviews()?
+                    .into_iter()
+                    .filter(|r| present(&r.user_id))
+                    .collect();
+                Ok(json!({ "held": held, "members_to_review": reviews }))
             }
             RoomOp::DecideHeld { user_id, approve } => self.decide_held(&user_id, approve).await,
             RoomOp::Tick => {

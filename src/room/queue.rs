@@ -11,6 +11,7 @@
 use serde_json::{json, Value};
 
 use super::{Host, Result, Room, CALLS_PER_RUN};
+use crate::domain::blocklist::Outcome;
 use crate::domain::lifecycle::{Event, Knock, Step, Withdraw};
 use crate::domain::moderation;
 use crate::domain::mxid::UserId;
@@ -94,15 +95,36 @@ impl<H: Host> Room<H> {
             {
                 return Ok(Some(()));
             }
-            let verdict = index.check_user(&user).map(|v| v.explain()).or_else(|| {
-                fresh
-                    .display_name
-                    .as_deref()
-                    .and_then(|n| index.check_display_name(n).map(|v| v.explain()))
-            });
-            if let Some(why) = verdict {
-                self.block_knock(id, &why)?;
-                return Ok(Some(()));
+            // A moderator's approval stands against hold-level evidence (they saw it), never
+            // against block-level evidence.
+            let verdict = index
+                .judge(&user, fresh.display_name.as_deref())
+                .map(|v| (v.outcome().for_knock(fresh.approved), v.explain()));
+            match verdict {
+                Some((Outcome::Block, why)) => {
+                    self.block_knock(id, &why)?;
+                    return Ok(Some(()));
+                }
+                Some((Outcome::Hold, why)) => {
+                    let t = self.transition(
+                        id,
+                        Event::Suspected {
+                            reason: why.clone(),
+                        },
+                    )?;
+                    if t.is_some_and(|t| t.name == "held") {
+                        self.host.log(
+                            "knock_verdict",
+                            &[
+                                ("user_id", user.as_str().into()),
+                                ("verdict", "held".into()),
+                                ("rule", why.into()),
+                            ],
+                        );
+                    }
+                    return Ok(Some(()));
+                }
+                _ => {}
             }
             if self.transition(id, Event::Inviting)?.is_none() {
                 return Ok(Some(()));

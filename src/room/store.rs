@@ -144,6 +144,20 @@ pub struct Forgotten {
     pub deliveries: u64,
 }
 
+/// A member the block-list scan reported for a moderator's look.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Review {
+    pub user_id: String,
+    pub why: String,
+    #[serde(deserialize_with = "de_ms")]
+    pub seen_at: u64,
+}
+
+fn de_ms<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    let v = <i64 as Deserialize>::deserialize(d)?;
+    Ok(ms(v))
+}
+
 pub struct Store<S: Sql> {
     pub sql: S,
 }
@@ -366,6 +380,7 @@ impl<S: Sql> Store<S> {
         )?;
         self.sql
             .exec("DELETE FROM members WHERE user_id = ?", &[user.into()])?;
+        self.drop_review(user)?;
         Ok(Forgotten { knocks, deliveries })
     }
 
@@ -532,6 +547,64 @@ impl<S: Sql> Store<S> {
              ORDER BY user_id",
             &[],
         )
+    }
+
+    // --- members to review ------------------------------------------------------------------
+
+    /// A member the block-list scan found with hold-level evidence. Seen again with the same
+    /// explanation, a dismissed review stays dismissed; new evidence asks again.
+    /// Returns whether a moderator has something new to look at.
+    pub fn report_member(&self, user: &str, why: &str, now: u64) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct W {
+            why: String,
+        }
+        let before: Vec<W> = self
+            .sql
+            .query("SELECT why FROM reviews WHERE user_id = ?", &[user.into()])?;
+        self.sql.exec(
+            "INSERT INTO reviews (user_id, why, seen_at, dismissed) VALUES (?, ?, ?, 0) \
+             ON CONFLICT(user_id) DO UPDATE SET seen_at = excluded.seen_at, \
+             dismissed = CASE WHEN reviews.why = excluded.why THEN reviews.dismissed ELSE 0 END, \
+             why = excluded.why",
+            &[user.into(), why.into(), int(now)],
+        )?;
+        Ok(before.first().is_none_or(|b| b.why != why))
+    }
+
+    /// Members waiting for a moderator's look, oldest report first.
+    pub fn reviews(&self) -> Result<Vec<Review>> {
+        self.sql.query(
+            "SELECT user_id, why, seen_at FROM reviews WHERE dismissed = 0 ORDER BY seen_at, user_id",
+            &[],
+        )
+    }
+
+    /// A moderator kept the member: not asked again for the same evidence.
+    pub fn dismiss_review(&self, user: &str) -> Result<bool> {
+        let open: Vec<Review> = self.sql.query(
+            "SELECT user_id, why, seen_at FROM reviews WHERE user_id = ? AND dismissed = 0",
+            &[user.into()],
+        )?;
+        self.sql.exec(
+            "UPDATE reviews SET dismissed = 1 WHERE user_id = ?",
+            &[user.into()],
+        )?;
+        Ok(!open.is_empty())
+    }
+
+    pub fn drop_review(&self, user: &str) -> Result<()> {
+        self.sql
+            .exec("DELETE FROM reviews WHERE user_id = ?", &[user.into()])?;
+        Ok(())
+    }
+
+    /// Reviews a whole member pass that began at `pass_start` did not report again: the member
+    /// left, or the evidence is gone.
+    pub fn prune_reviews(&self, pass_start: u64) -> Result<()> {
+        self.sql
+            .exec("DELETE FROM reviews WHERE seen_at < ?", &[int(pass_start)])?;
+        Ok(())
     }
 
     pub fn record_ban(&self, user: &str, reason: &str, now: u64) -> Result<()> {

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::protocol::KnockIn;
 use super::{Host, Result, Room, CALLS_PER_RUN};
+use crate::domain::blocklist::Outcome;
 use crate::domain::lifecycle::{Event, Knock, Status, NATIVE};
 use crate::domain::moderation::Enforcement;
 use crate::domain::mxid::{RoomId, UserId};
@@ -70,12 +71,16 @@ impl<H: Host> Room<H> {
         calls += 1;
         let members = self.store().members()?;
         let latest = self.store().latest_per_user()?;
-        let blocked = |user: &str, display: Option<&str>| -> Option<String> {
-            let by_id = UserId::parse(user)
-                .ok()
-                .and_then(|u| index.check_user(&u).map(|v| v.explain()));
-            by_id.or_else(|| display.and_then(|d| index.check_display_name(d).map(|v| v.explain())))
+        let blocked = |user: &str, display: Option<&str>| -> Option<(Outcome, String)> {
+            let user = UserId::parse(user).ok()?;
+            index
+                .judge(&user, display)
+                .map(|v| (v.outcome(), v.explain()))
         };
+        // A member pass that starts from the top: reviews it does not raise again are stale.
+        if due.member_scan && cursor.is_none() {
+            store.set_meta("scan_started_at", &now)?;
+        }
         let plan = watchdog::plan(
             self.host.now(),
             &cfg.watch,
@@ -94,6 +99,8 @@ impl<H: Host> Room<H> {
             // knock): its alarm is set before the next `await`.
             self.rearm().await?;
             let (result, ok) = match &outcome {
+                // Seen again on every pass, and already in the held list: nothing to say.
+                Ok("already_reported") => continue,
                 Ok(e) => (e.to_string(), true),
                 Err(f) => (f.clone(), false),
             };
@@ -113,6 +120,7 @@ impl<H: Host> Room<H> {
         }
         if due.member_scan {
             if plan.member_pass_done {
+                store.prune_reviews(store.meta_u64("scan_started_at")?)?;
                 store.set_meta::<Option<String>>("scan_cursor", &None)?;
                 store.set_meta("last_blocklist_scan", &now)?;
             } else if let Some(c) = &plan.cursor {
@@ -270,6 +278,10 @@ impl<H: Host> Room<H> {
                 Ok("adopted")
             }
             Action::NativeKnock { user_id, event_id } => self.native_knock(user_id, event_id).await,
+            Action::Report { user_id, why } => {
+                let new = self.store().report_member(user_id, why, self.host.now())?;
+                Ok(if new { "reported" } else { "already_reported" })
+            }
         }
     }
 
@@ -284,14 +296,15 @@ impl<H: Host> Room<H> {
         let version = self.host.list_version().await?;
         let index = self.host.index(version).await?;
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
-        let verdict = index.check_user(&user).map(|v| v.explain());
-        let (record_as, note) = match (&verdict, self.cfg()?.watch.knock_policy) {
-            (Some(why), _) => (Some(Status::Blocked), Some(why.clone())),
-            (None, KnockPolicy::Manual) => (
+        let verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+        let (record_as, note) = match (verdict, self.cfg()?.watch.knock_policy) {
+            (Some((Outcome::Block, why)), _) => (Some(Status::Blocked), Some(why)),
+            (Some((Outcome::Hold, why)), _) => (Some(Status::Held), Some(why)),
+            (_, KnockPolicy::Manual) => (
                 Some(Status::Held),
                 Some("native knock: waiting for a moderator".to_owned()),
             ),
-            (None, _) => (None, None),
+            _ => (None, None),
         };
         let out = self.store_knock(KnockIn {
             user_id: user.as_str().into(),

@@ -317,3 +317,96 @@ fn an_impersonating_display_name_is_never_invited() {
         "the impostor is never invited"
     );
 }
+
+/// The newest knock `user_id` has, as `GET /knocks` shows it.
+fn latest_knock(w: &Worker, user_id: &str) -> Value {
+    let r = admin(w, "/knocks?limit=1000", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["knocks"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["user_id"] == user_id).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_namesake_of_a_blocked_person_is_held_and_a_moderators_approval_invites_them() {
+    let s = synapse();
+    let w = worker();
+    let r = admin(
+        w,
+        "/block_user",
+        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["preview"]["reach"], "fuzzy", "{}", r.body);
+    // Only the counter differs, and matthew is a common name: a moderator decides.
+    let namesake = s.register("matthew70", false);
+    knock(w, &namesake.user_id);
+    let held = admin(w, "/held_knocks", None).json();
+    let entry = held["held"]
+        .as_array()
+        .and_then(|h| h.iter().find(|k| k["user_id"] == namesake.user_id.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("{} is not held: {held}", namesake.user_id));
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("matches blocked @matthew41:localhost")
+            && reason.contains("held for a moderator, not blocked"),
+        "the held knock explains itself: {reason}"
+    );
+    // The preview answers what an entry would catch and changes nothing.
+    let p = admin(
+        w,
+        "/blocklist/preview",
+        Some(json!({"user_id": "@matthew70:localhost"})),
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    let caught = p.json()["preview"]["caught"].clone();
+    assert!(
+        caught.as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["user_id"] == namesake.user_id.as_str()
+                && c["seen"] == "knock"
+                && c["outcome"] == "block")),
+        "{caught}"
+    );
+    let list = admin(w, "/blocklist?format=text", None).body;
+    assert!(
+        !list.contains("matthew70"),
+        "a preview stores nothing: {list}"
+    );
+    assert_eq!(latest_knock(w, &namesake.user_id)["verdict"], "held");
+    // The moderator approves: the re-check before the invite lets the same weak evidence pass.
+    let r = admin(
+        w,
+        "/approve_knock",
+        Some(json!({"user_id": namesake.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.wait_for_membership(room(), &namesake.user_id, "invite");
+    assert_eq!(latest_knock(w, &namesake.user_id)["verdict"], "invited");
+}
+
+#[test]
+fn a_leet_variant_of_a_distinctive_blocked_name_is_refused() {
+    let s = synapse();
+    let w = worker();
+    let r = admin(
+        w,
+        "/block_user",
+        Some(json!({"user_id": "@zorbatron:localhost", "reason": "raids"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let evader = s.register("z0rb4tr0n", false);
+    knock(w, &evader.user_id);
+    settle(w);
+    assert_eq!(s.membership(room(), &evader.user_id), None);
+    let k = latest_knock(w, &evader.user_id);
+    assert_eq!(k["verdict"], "blocked", "{k}");
+    assert!(
+        k["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("matches blocked @zorbatron:localhost")),
+        "{k}"
+    );
+}

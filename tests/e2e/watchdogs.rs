@@ -231,6 +231,61 @@ fn a_blocked_user_who_slipped_in_is_kicked_by_the_scan() {
 }
 
 #[test]
+fn a_member_with_only_weak_evidence_is_reported_never_kicked() {
+    let s = synapse();
+    let r = admin(
+        "/block_user",
+        Some(json!({ "user_id": "@matthew19:localhost" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A namesake who got in some other way: only the counter differs on a common name.
+    let namesake = s.register("matthew52", false);
+    let invite = s.client(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{}/invite", enc(room())),
+        &s.bot.token,
+        Some(json!({ "user_id": namesake.user_id })),
+    );
+    assert_eq!(invite.status, 200, "{}", invite.body);
+    s.join(&namesake, room());
+    let listed = |v: &Value| {
+        v["members_to_review"]
+            .as_array()
+            .and_then(|m| m.iter().find(|r| r["user_id"] == namesake.user_id.as_str()))
+            .cloned()
+    };
+    let review = cron_until("the scan to report the namesake", || {
+        listed(&admin("/held_knocks", None).json())
+    });
+    assert!(
+        review["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("held for a moderator, not blocked")),
+        "{review}"
+    );
+    cron();
+    assert_eq!(
+        s.membership(room(), &namesake.user_id).as_deref(),
+        Some("join"),
+        "weak evidence never removes a member"
+    );
+    // The moderator keeps them: the report goes, and the next passes do not raise it again.
+    let r = admin(
+        "/approve_knock",
+        Some(json!({ "user_id": namesake.user_id })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["member_kept"], true, "{}", r.body);
+    cron();
+    cron();
+    assert_eq!(listed(&admin("/held_knocks", None).json()), None);
+    assert_eq!(
+        s.membership(room(), &namesake.user_id).as_deref(),
+        Some("join")
+    );
+}
+
+#[test]
 fn native_knocks_are_answered_with_the_same_policy() {
     let s = synapse();
     let r = admin(

@@ -8,7 +8,8 @@
 //! twice), cron ticks, homeserver faults (500s, 429s, timeouts that did or did not apply, stalls)
 //! and crashes that drop every in-memory state at any `await`. After every step it checks:
 //! - nobody is invited after their block was acknowledged (the room began enforcing it), nor
-//!   by a run that had already seen the block in the list object's version;
+//!   by a run that had already seen the block in the list object's version; nobody with only
+//!   hold-level evidence (a namesake) at that version unless a moderator approved their knock;
 //! - at most one invite per knock;
 //! - every row with due work has an alarm at or before its due time (or its run's lease);
 //! - a closed knock is reopened by a new one;
@@ -30,7 +31,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use knock::domain::blocklist::{BlockIndex, Entry, EntryKind};
+use knock::domain::blocklist::{BlockIndex, Entry, EntryKind, Outcome};
 use knock::domain::config::Config;
 use knock::domain::lifecycle::Status;
 use knock::domain::outcome::Failure;
@@ -153,13 +154,26 @@ impl Host for SimHost {
             let blocked_then = list.index_at(seen);
             let blocked_now = list.index();
             let id = knock::domain::mxid::UserId::parse(&user).expect("user id");
-            if blocked_then.check_user(&id).is_some() {
-                w.violation(format!(
+            // Block-level evidence stops every invite; hold-level evidence stops one that no
+            // moderator approved.
+            let approved = self
+                .store
+                .live_for(&user)
+                .unwrap_or_default()
+                .iter()
+                .any(|k| k.approved);
+            match blocked_then.judge(&id, None).map(|v| v.outcome()) {
+                Some(Outcome::Block) => w.violation(format!(
                     "invite sent for {user} by a run that saw the block at version {seen}"
-                ));
+                )),
+                Some(Outcome::Hold) if !approved => w.violation(format!(
+                    "invite sent for {user}, unapproved, by a run that saw hold-level evidence \
+                     at version {seen}"
+                )),
+                _ => {}
             }
             let acked = BlockIndex::build(w.acknowledged.borrow().clone());
-            if acked.check_user(&id).is_some() && blocked_now.check_user(&id).is_some() {
+            if is_block(&acked, &id) && is_block(&blocked_now, &id) {
                 w.violation(format!(
                     "invite sent for {user} after the block was acknowledged"
                 ));
@@ -219,6 +233,13 @@ struct Task {
     kind: Kind,
     fut: Fut,
     polled: bool,
+}
+
+/// Whether `index` has block-level evidence against `id` (hold-level evidence removes nobody).
+fn is_block(index: &BlockIndex, id: &knock::domain::mxid::UserId) -> bool {
+    index
+        .judge(id, None)
+        .is_some_and(|v| v.outcome() == Outcome::Block)
 }
 
 const USERS: [&str; 10] = [
@@ -480,13 +501,29 @@ impl Sim {
         self.next_delivery += 1;
         // The worker decides the verdict from the list before the room sees the knock.
         let id = knock::domain::mxid::UserId::parse(user).expect("user");
-        let listed = self
+        let verdict = self
             .world
             .list
             .borrow()
             .index()
-            .check_user(&id)
-            .map(|v| v.explain());
+            .judge(&id, None)
+            .map(|v| (v.outcome(), v.explain()));
+        let record_as = match &verdict {
+            Some((Outcome::Block, _)) => Some(Status::Blocked),
+            Some((Outcome::Hold, _)) => Some(Status::Held),
+            _ => None,
+        };
+        let listed = verdict
+            .filter(|(o, _)| *o == Outcome::Block)
+            .map(|(_, why)| why);
+        let note = record_as.and_then(|_| {
+            self.world
+                .list
+                .borrow()
+                .index()
+                .judge(&id, None)
+                .map(|v| v.explain())
+        });
         let delivery_key = if native {
             let ev = self.world.hs.borrow_mut().set(user, "knock", user);
             format!("native:{ev}")
@@ -499,8 +536,8 @@ impl Sim {
             user_id: user.into(),
             source: if native { "native" } else { "html_form" }.into(),
             delivery_key,
-            record_as: listed.as_ref().map(|_| Status::Blocked),
-            note: listed.clone(),
+            record_as,
+            note,
         });
         self.spawn_op(
             Kind::Knock {
@@ -528,6 +565,7 @@ impl Sim {
             let op = RoomOp::Enforce {
                 pattern: pattern.into(),
                 reason: format!("Blocked by Knock: matches {pattern}"),
+                reach: None,
             };
             self.spawn_op(Kind::Enforce { entry }, op);
         }
@@ -763,7 +801,7 @@ impl Sim {
         let hs = self.world.hs.borrow();
         for (user, (m, _)) in &hs.members {
             let id = knock::domain::mxid::UserId::parse(user).expect("user");
-            if (m == "invite" || m == "join") && blocked.check_user(&id).is_some() {
+            if (m == "invite" || m == "join") && is_block(&blocked, &id) {
                 self.world.violation(format!(
                     "after settling, blocked {user} is still {m} in the room"
                 ));

@@ -201,3 +201,43 @@ fn forgetting_a_person_leaves_nothing_of_theirs_but_others_untouched() {
         .expect("limits");
     assert!(left.is_empty());
 }
+
+#[test]
+fn a_reported_member_stays_dismissed_until_the_evidence_changes_and_stale_reports_go() {
+    let (_db, store) = fresh();
+    let why = "@matthew52:x matches blocked @matthew19:x; held for a moderator, not blocked";
+    assert!(store
+        .report_member("@matthew52:x", why, T0)
+        .expect("report"));
+    assert!(!store
+        .report_member("@matthew52:x", why, T0 + 1)
+        .expect("again"));
+    assert_eq!(store.reviews().expect("reviews")[0].user_id, "@matthew52:x");
+    assert!(store.dismiss_review("@matthew52:x").expect("dismiss"));
+    assert!(!store.dismiss_review("@matthew52:x").expect("twice"));
+    // The same evidence on the next pass: still dismissed.
+    store
+        .report_member("@matthew52:x", why, T0 + 2)
+        .expect("pass");
+    assert!(store.reviews().expect("reviews").is_empty());
+    // New evidence asks again.
+    assert!(store
+        .report_member("@matthew52:x", "another entry", T0 + 3)
+        .expect("new"));
+    assert_eq!(store.reviews().expect("reviews").len(), 1);
+    // A whole pass that began after the last report did not see them again: the report goes.
+    store
+        .report_member("@other:x", why, T0 + 10)
+        .expect("other");
+    store.prune_reviews(T0 + 5).expect("prune");
+    let left: Vec<String> = store
+        .reviews()
+        .expect("reviews")
+        .into_iter()
+        .map(|r| r.user_id)
+        .collect();
+    assert_eq!(left, vec!["@other:x".to_owned()]);
+    // Forgetting a person removes their report too.
+    store.forget("@other:x").expect("forget");
+    assert!(store.reviews().expect("reviews").is_empty());
+}

@@ -419,6 +419,23 @@ impl BlockIndex {
         Verdict::found(&self.entries, self.ids.entry(member), user.as_str(), found)
     }
 
+    /// The strongest evidence against a person: their ID, and their display name when Knock
+    /// knows it. The stronger outcome wins; on a tie, the ID's match.
+    pub fn judge(&self, user: &UserId, display_name: Option<&str>) -> Option<Verdict<'_>> {
+        let by_id = self.check_user(user);
+        if by_id
+            .as_ref()
+            .is_some_and(|v| v.outcome() == Outcome::Block)
+        {
+            return by_id;
+        }
+        let by_name = display_name.and_then(|d| self.check_display_name(d));
+        match (by_id, by_name) {
+            (Some(a), Some(b)) => Some(if b.outcome() > a.outcome() { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether a display name impersonates a blocked one: same folded family, then near misses.
     pub fn check_display_name(&self, name: &str) -> Option<Verdict<'_>> {
         let readings = display_name_readings(name);

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::{Outcome, Policy, Reach};
-use super::{BlockIndex, Entry, EntryError, EntryKind, MatchRule};
+use super::{BlockIndex, Entry, EntryError, MatchRule};
 use crate::domain::mxid::UserId;
 
 /// The body of `POST /block_user` and `POST /blocklist/preview`.
@@ -83,15 +83,7 @@ pub fn preview(
         .map(|u| (Seen::Knock, u, None))
         .chain(members.iter().map(|(u, d)| (Seen::Member, u, d.as_deref())));
     for (seen, user, display) in people {
-        let by_id = index.check_user(user);
-        let by_name = match (entry.kind, display) {
-            (EntryKind::DisplayName, Some(d)) => index.check_display_name(d),
-            _ => None,
-        };
-        let best = match (by_id, by_name) {
-            (Some(a), Some(b)) => Some(if b.outcome() > a.outcome() { b } else { a }),
-            (a, b) => a.or(b),
-        };
+        let best = index.judge(user, display);
         if let Some(v) = best {
             caught.push(Caught {
                 seen,

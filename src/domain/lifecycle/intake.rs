@@ -66,6 +66,13 @@ pub fn intake(
         return Intake::Limited { retry_after_ms };
     }
     if let Some((status, reason)) = record_as {
+        // Weak evidence holds a new knock; a person whose knock is already open (waiting,
+        // approved, invited) keeps that one, which the queue re-checks before any invite.
+        if status == Status::Held {
+            if let Admission::RepeatOf(id) = admit(latest) {
+                return Intake::RepeatOf(id);
+            }
+        }
         return Intake::Record(status, reason);
     }
     match admit(latest) {

@@ -438,6 +438,30 @@ fn an_approval_queues_a_held_knock_and_only_a_held_one() {
 }
 
 #[test]
+fn weak_evidence_holds_a_queued_knock_but_never_an_approved_one() {
+    let why = || Event::Suspected {
+        reason: "namesake of a blocked person".into(),
+    };
+    let t = ev(&queued(), why(), T0 + 5);
+    assert_eq!(t.name, "held");
+    assert_eq!(t.knock.status, Status::Held);
+    assert_eq!(t.knock.due_at(), None, "a held knock waits for a moderator");
+    assert_eq!(
+        t.knock.last_error.as_deref(),
+        Some("namesake of a blocked person")
+    );
+    // The moderator approves: the same weak evidence no longer holds it.
+    let approved = ev(&t.knock, Event::Approved, T0 + 6).knock;
+    let again = ev(&approved, why(), T0 + 7);
+    assert_eq!(again.name, "unchanged");
+    assert_eq!(again.knock.status, Status::Queued);
+    // An invite already on its way, or already sent, is not taken back by weak evidence.
+    let inviting = ev(&queued(), Event::Inviting, T0 + 1).knock;
+    assert_eq!(ev(&inviting, why(), T0 + 2).name, "unchanged");
+    assert_eq!(ev(&with(Status::Invited), why(), T0 + 2).name, "unchanged");
+}
+
+#[test]
 fn joins_welcomes_and_reminders_move_forward_once() {
     let j = ev(
         &with(Status::Invited),
@@ -530,6 +554,27 @@ fn intake_checks_in_a_fixed_order() {
     assert_eq!(
         intake(None, allow, normal, None, Some(&declined)),
         Intake::Queue
+    );
+    // Weak block-list evidence holds a new knock, but never opens a second one beside an open
+    // knock (which the queue re-checks before inviting); a block always records.
+    let weak = || Some((Status::Held, "namesake".to_owned()));
+    assert_eq!(
+        intake(None, allow, normal, weak(), None),
+        Intake::Record(Status::Held, "namesake".into())
+    );
+    assert_eq!(
+        intake(None, allow, normal, weak(), Some(&queued())),
+        Intake::RepeatOf(7)
+    );
+    assert_eq!(
+        intake(
+            None,
+            allow,
+            normal,
+            Some((Status::Blocked, "b".into())),
+            Some(&queued())
+        ),
+        Intake::Record(Status::Blocked, "b".into())
     );
 }
 

@@ -68,7 +68,17 @@ CREATE INDEX IF NOT EXISTS limits_expiry ON limits(expires_at);
 CREATE TABLE IF NOT EXISTS daily_counts (day INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (day, status));
 ";
 
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version 3: members the block-list scan found with hold-level evidence, for a moderator.
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS reviews (
+  user_id TEXT PRIMARY KEY,
+  why TEXT NOT NULL,
+  seen_at INTEGER NOT NULL,
+  dismissed INTEGER NOT NULL DEFAULT 0
+);
+";
+
+pub const SCHEMA_VERSION: u64 = 3;
 
 impl<S: Sql> Store<S> {
     pub(super) fn migrate(&self) -> Result<()> {
@@ -77,8 +87,11 @@ impl<S: Sql> Store<S> {
         if version >= SCHEMA_VERSION {
             return Ok(());
         }
-        self.sql.batch(SCHEMA_V2)?;
-        self.upgrade_v1_rows()?;
+        if version < 2 {
+            self.sql.batch(SCHEMA_V2)?;
+            self.upgrade_v1_rows()?;
+        }
+        self.sql.batch(SCHEMA_V3)?;
         self.set_meta("schema", &SCHEMA_VERSION)
     }
 
