@@ -137,7 +137,7 @@ impl std::fmt::Debug for Config {
 /// One bad or missing setting: its name and what to do about it. Never holds the value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
-    pub name: &'static str,
+    pub name: String,
     pub missing: bool,
     pub fix: String,
 }
@@ -146,18 +146,18 @@ pub struct Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    pub fn missing(&self) -> Vec<&'static str> {
+    pub fn missing(&self) -> Vec<&str> {
         self.0
             .iter()
             .filter(|p| p.missing)
-            .map(|p| p.name)
+            .map(|p| p.name.as_str())
             .collect()
     }
-    pub fn invalid(&self) -> Vec<&'static str> {
+    pub fn invalid(&self) -> Vec<&str> {
         self.0
             .iter()
             .filter(|p| !p.missing)
-            .map(|p| p.name)
+            .map(|p| p.name.as_str())
             .collect()
     }
     /// One sentence listing every problem, for 503 replies and logs.
@@ -189,8 +189,12 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
         let mut problems = Vec::new();
-        let mut bad = |name: &'static str, missing: bool, fix: String| {
-            problems.push(Problem { name, missing, fix })
+        let mut bad = |name: &str, missing: bool, fix: String| {
+            problems.push(Problem {
+                name: name.to_owned(),
+                missing,
+                fix,
+            })
         };
 
         let room_id = match get("NEW_ROOM_ID") {
@@ -199,7 +203,7 @@ impl Config {
                     "NEW_ROOM_ID",
                     true,
                     "set it to the room's ID (like !abc123:example.org), in wrangler.toml [vars] \
-                     or .dev.vars"
+                     or .dev.vars (or describe several rooms with KNOCK_ROOMS and KNOCK_FORMS)"
                         .into(),
                 );
                 None
@@ -363,13 +367,7 @@ impl Config {
             })
             .unwrap_or_default();
 
-        let secrets = Secrets {
-            tally: get("TALLY_SIGNING_SECRET"),
-            typeform: get("TYPEFORM_SIGNING_SECRET"),
-            formspree: get("FORMSPREE_SIGNING_SECRET"),
-            shared: get("WEBHOOK_SECRET"),
-            turnstile: get("TURNSTILE_SECRET_KEY"),
-        };
+        let secrets = global_secrets(&get);
         let turnstile_verify_url =
             get("TURNSTILE_VERIFY_URL").unwrap_or_else(|| DEFAULT_TURNSTILE_VERIFY_URL.to_owned());
         if !(turnstile_verify_url.starts_with("https://")
@@ -423,6 +421,23 @@ impl Config {
             }),
             _ => Err(Problems(problems)),
         }
+    }
+}
+
+/// The deployment's own secrets (a form may have its own copies; see `deployment`). Empty
+/// values count as unset.
+pub fn global_secrets(get: &dyn Fn(&str) -> Option<String>) -> Secrets {
+    let get = |name: &str| {
+        get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    Secrets {
+        tally: get("TALLY_SIGNING_SECRET"),
+        typeform: get("TYPEFORM_SIGNING_SECRET"),
+        formspree: get("FORMSPREE_SIGNING_SECRET"),
+        shared: get("WEBHOOK_SECRET"),
+        turnstile: get("TURNSTILE_SECRET_KEY"),
     }
 }
 

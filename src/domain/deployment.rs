@@ -6,13 +6,15 @@
 //! without an id means (`default`, else `NEW_ROOM_ID`'s room). Every problem names the room or
 //! form and the key. Never does: read the environment (a lookup is passed in), or show a value.
 //!
-//! Groundwork for the multi-room issue: parsed and tested here, not yet wired into the worker.
+//! [`Site`] is the whole deployment the worker serves: which room a form or `?room=` means, and
+//! each room's configuration (its own settings over the global variables).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::config::{global_secrets, Config, Problem as ConfigProblem, Problems};
 use super::mxid::RoomId;
 use super::signature::Secrets;
 
@@ -122,8 +124,9 @@ fn object(name: &str, text: Option<&str>, problems: &mut Vec<Problem>) -> BTreeM
         problems.push(Problem {
             name: name.into(),
             fix: format!(
-                "it is {} bytes; Cloudflare allows {MAX_VAR_BYTES} per variable on the free \
-                 plan: set it as a secret, or shorten it",
+                "it is {} bytes; Cloudflare allows {MAX_VAR_BYTES} per variable (a secret too) \
+                 on the free plan: shorten it (short aliases and form ids, messages left to \
+                 the global variables)",
                 text.len()
             ),
         });
@@ -301,20 +304,36 @@ pub fn parse(
                 None
             }
         };
-        let mut secrets = global.clone();
-        for name in FORM_SECRETS {
-            let own = secret_name(name, &id);
-            if let Some(value) = lookup(&own).filter(|v| !v.trim().is_empty()) {
-                let slot = match name {
-                    "TALLY_SIGNING_SECRET" => &mut secrets.tally,
-                    "TYPEFORM_SIGNING_SECRET" => &mut secrets.typeform,
-                    "FORMSPREE_SIGNING_SECRET" => &mut secrets.formspree,
-                    "WEBHOOK_SECRET" => &mut secrets.shared,
-                    _ => &mut secrets.turnstile,
-                };
-                *slot = Some(value);
+        // A form with a signing or shared secret of its own accepts only its own: none of the
+        // deployment's signing secrets is valid for it. The Turnstile key is no proof of origin,
+        // so it is inherited unless the form has its own.
+        let own = |name: &str| {
+            lookup(&secret_name(name, &id))
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mine = Secrets {
+            tally: own("TALLY_SIGNING_SECRET"),
+            typeform: own("TYPEFORM_SIGNING_SECRET"),
+            formspree: own("FORMSPREE_SIGNING_SECRET"),
+            shared: own("WEBHOOK_SECRET"),
+            turnstile: own("TURNSTILE_SECRET_KEY"),
+        };
+        let has_own = mine.tally.is_some()
+            || mine.typeform.is_some()
+            || mine.formspree.is_some()
+            || mine.shared.is_some();
+        let secrets = if has_own {
+            Secrets {
+                turnstile: mine.turnstile.clone().or_else(|| global.turnstile.clone()),
+                ..mine
             }
-        }
+        } else {
+            Secrets {
+                turnstile: mine.turnstile.or_else(|| global.turnstile.clone()),
+                ..global.clone()
+            }
+        };
         out.forms.push(FormEntry {
             id,
             room,
@@ -356,6 +375,261 @@ impl Deployment {
         self.rooms
             .iter()
             .find(|r| r.alias == alias_or_id || r.room_id.as_str() == alias_or_id)
+    }
+}
+
+/// Warnings for `GET /`: a deployment variable close to Cloudflare's 5 KB per variable (from
+/// 80 % on; over it is a configuration problem).
+pub fn size_warnings(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    ["KNOCK_ROOMS", "KNOCK_FORMS"]
+        .iter()
+        .filter_map(|name| {
+            let len = get(name)?.len();
+            (len * 5 >= MAX_VAR_BYTES * 4 && len <= MAX_VAR_BYTES).then(|| {
+                format!(
+                    "{name} is {len} bytes of the {MAX_VAR_BYTES} Cloudflare allows per variable \
+                     on the free plan"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Which rooms (indexes into [`Site::rooms`]) cron run number `turn` calls: all when they fit in
+/// `per_run`, else a window that moves on each run, so every room gets its turn.
+pub fn cron_window(rooms: usize, per_run: usize, turn: usize) -> Vec<usize> {
+    if rooms <= per_run {
+        return (0..rooms).collect();
+    }
+    let start = (turn * per_run) % rooms;
+    (0..per_run).map(|k| (start + k) % rooms).collect()
+}
+
+/// The variable a per-room key stands for.
+const ROOM_VARS: [(&str, &str); 9] = [
+    ("WELCOME_MESSAGE", "welcome_message"),
+    ("REMINDER_MESSAGE", "reminder_message"),
+    ("REMINDER_AFTER", "reminder_after"),
+    ("INVITE_EXPIRY", "invite_expiry"),
+    ("KNOCK_POLICY", "knock_policy"),
+    ("BLOCK_ACTION", "block_action"),
+    ("MANAGEMENT_ROOM_ID", "management_room_id"),
+    ("MANAGEMENT_NOTIFY", "management_notify"),
+    ("DENY_MESSAGE", "deny_message"),
+];
+
+impl RoomEntry {
+    /// The room's own value for a global variable, as the variable would hold it (`null` turns
+    /// a message off, like an empty variable).
+    pub fn setting(&self, var: &str) -> Option<String> {
+        let key = ROOM_VARS.iter().find(|(v, _)| *v == var)?.1;
+        match self.settings.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Null => Some(String::new()),
+            _ => None,
+        }
+    }
+}
+
+/// A whole deployment as the environment describes it: `NEW_ROOM_ID`, `KNOCK_ROOMS` and
+/// `KNOCK_FORMS`, and each room's configuration (its own settings over the global variables).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub deployment: Deployment,
+    /// `NEW_ROOM_ID`, if set.
+    pub new_room_id: Option<RoomId>,
+}
+
+/// A room of the deployment as the admin API shows it: never its ID.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomLabel {
+    pub room: String,
+    pub space: bool,
+    pub default: bool,
+    pub forms: Vec<String>,
+}
+
+impl Site {
+    /// Reads the three variables through `get`. With none of them set, the problem names
+    /// `NEW_ROOM_ID`, the one-room setup.
+    pub fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Site, Problems> {
+        let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let mut problems = Vec::new();
+        let new_room_id = match set("NEW_ROOM_ID") {
+            None => None,
+            Some(v) => match RoomId::parse(v.trim()) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    problems.push(ConfigProblem {
+                        name: "NEW_ROOM_ID".into(),
+                        missing: false,
+                        fix: format!("it {why}"),
+                    });
+                    None
+                }
+            },
+        };
+        let global = global_secrets(get);
+        let deployment = match parse(
+            set("KNOCK_ROOMS").as_deref(),
+            set("KNOCK_FORMS").as_deref(),
+            new_room_id.as_ref(),
+            get,
+            &global,
+        ) {
+            Ok(d) => d,
+            Err(found) => {
+                problems.extend(found.into_iter().map(|p| ConfigProblem {
+                    name: p.name,
+                    missing: false,
+                    fix: p.fix,
+                }));
+                Deployment::default()
+            }
+        };
+        let site = Site {
+            deployment,
+            new_room_id,
+        };
+        if problems.is_empty() && site.rooms().is_empty() {
+            // No room at all: what a one-room setup lacks, every missing setting at once.
+            if let Err(p) = Config::from_lookup(get) {
+                problems.extend(p.0);
+            }
+        }
+        if problems.is_empty() {
+            Ok(site)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The room `/invite_from_form` and the admin API mean without a `?room=`: the `default`
+    /// form's, else `NEW_ROOM_ID`, else the first room of `KNOCK_ROOMS` by alias (a JSON object
+    /// has no order a worker can rely on).
+    pub fn default_room(&self) -> Option<RoomId> {
+        self.deployment
+            .form(None)
+            .map(|f| f.room.clone())
+            .or_else(|| self.new_room_id.clone())
+            .or_else(|| self.deployment.rooms.first().map(|r| r.room_id.clone()))
+    }
+
+    /// Every room of the deployment, once each: `KNOCK_ROOMS` in order, then rooms only a form
+    /// or `NEW_ROOM_ID` names.
+    pub fn rooms(&self) -> Vec<RoomId> {
+        let mut out: Vec<RoomId> = Vec::new();
+        let named = self.deployment.rooms.iter().map(|r| &r.room_id);
+        let by_forms = self.deployment.forms.iter().map(|f| &f.room);
+        for r in named.chain(by_forms).chain(self.new_room_id.iter()) {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    /// A room by alias, room ID, or `default`; only rooms of this deployment.
+    pub fn resolve(&self, name: &str) -> Option<RoomId> {
+        let name = name.trim();
+        if name == "default" {
+            if let Some(r) = self.deployment.room("default") {
+                return Some(r.room_id.clone());
+            }
+            return self.default_room();
+        }
+        if let Some(r) = self.deployment.room(name) {
+            return Some(r.room_id.clone());
+        }
+        self.rooms().into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// How the admin API names a room: its alias, `default` for the default room without one,
+    /// else `form:<id>` of the first form that delivers into it.
+    pub fn label(&self, room: &RoomId) -> String {
+        if let Some(r) = self.deployment.rooms.iter().find(|r| &r.room_id == room) {
+            return r.alias.clone();
+        }
+        if self.default_room().as_ref() == Some(room) {
+            return "default".into();
+        }
+        match self.deployment.forms.iter().find(|f| &f.room == room) {
+            Some(f) => format!("form:{}", f.id),
+            None => "default".into(),
+        }
+    }
+
+    /// The rooms with their forms, as `GET /rooms` lists them.
+    pub fn labels(&self) -> Vec<RoomLabel> {
+        let default = self.default_room();
+        self.rooms()
+            .iter()
+            .map(|r| RoomLabel {
+                room: self.label(r),
+                space: self
+                    .deployment
+                    .rooms
+                    .iter()
+                    .any(|e| &e.room_id == r && e.space),
+                default: default.as_ref() == Some(r),
+                forms: self
+                    .deployment
+                    .forms
+                    .iter()
+                    .filter(|f| &f.room == r)
+                    .map(|f| f.id.clone())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// One room's configuration: its settings in `KNOCK_ROOMS` over the global variables.
+    pub fn config_for(
+        &self,
+        room: &RoomId,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Problems> {
+        let entry = self.deployment.rooms.iter().find(|r| &r.room_id == room);
+        Config::from_lookup(|name: &str| {
+            if name == "NEW_ROOM_ID" {
+                return Some(room.as_str().to_owned());
+            }
+            entry.and_then(|e| e.setting(name)).or_else(|| get(name))
+        })
+    }
+
+    /// The configuration a delivery to form `id` (`None`: the default form) is handled with:
+    /// its room's, with the form's field, honeypots, thank-you page and secrets. `None` for an
+    /// unknown form, which the route answers like a wrong secret.
+    pub fn form_config(
+        &self,
+        id: Option<&str>,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Result<Config, Problems>> {
+        let form = self.deployment.form(id)?;
+        Some(self.config_for(&form.room, get).map(|mut cfg| {
+            if form.form_field.is_some() {
+                cfg.form_field = form.form_field.clone();
+            }
+            if let Some(h) = &form.honeypot_fields {
+                cfg.honeypot_fields = h.clone();
+            }
+            if form.thank_you_url.is_some() {
+                cfg.thank_you_url = form.thank_you_url.clone();
+            }
+            cfg.secrets = form.secrets.clone();
+            cfg
+        }))
+    }
+
+    /// The default room's configuration, for what is not about one room (the session, health).
+    pub fn default_config(&self, get: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problems> {
+        match self.default_room() {
+            Some(room) => self.config_for(&room, get),
+            None => Config::from_lookup(get),
+        }
     }
 }
 
@@ -426,9 +700,8 @@ mod tests {
         let own = &d.form(Some("join-us")).unwrap().secrets;
         assert_eq!(own.tally.as_deref(), Some("form-tally"));
         assert_eq!(
-            own.shared.as_deref(),
-            Some("global-shared"),
-            "the rest inherits"
+            own.shared, None,
+            "no secret of the deployment's is valid for a form with its own"
         );
         let other = &d.form(Some("other")).unwrap().secrets;
         assert_eq!(other.tally.as_deref(), Some("global-tally"));
@@ -472,5 +745,132 @@ mod tests {
         );
         let err = parse(Some(&big), None, None, &none, &global()).unwrap_err();
         assert!(err[0].fix.contains("5120 per variable"), "{err:?}");
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn new_room_id_alone_is_still_a_complete_one_room_setup() {
+        let vars = [
+            ("NEW_ROOM_ID", "!one:x"),
+            ("WELCOME_MESSAGE", "hi"),
+            ("MATRIX_ACCESS_TOKEN", "t"),
+        ];
+        let site = Site::load(&env(&vars)).unwrap();
+        let room = RoomId::parse("!one:x").unwrap();
+        assert_eq!(site.default_room(), Some(room.clone()));
+        assert_eq!(site.rooms(), vec![room.clone()]);
+        assert_eq!(site.label(&room), "default");
+        let cfg = site.form_config(None, &env(&vars)).unwrap().unwrap();
+        assert_eq!(cfg.room_id, room);
+        assert_eq!(cfg.watch.welcome_message.as_deref(), Some("hi"));
+        assert!(site.form_config(Some("nope"), &env(&vars)).is_none());
+        // Nothing configured at all names the one-room setting.
+        let p = Site::load(&env(&[])).unwrap_err();
+        assert_eq!(p.missing(), vec!["NEW_ROOM_ID", "MATRIX_ACCESS_TOKEN"]);
+    }
+
+    #[test]
+    fn each_room_inherits_the_globals_and_overrides_its_own_keys() {
+        let rooms = r#"{"lobby": {"room_id": "!l:x", "welcome_message": "Welcome to the lobby",
+                        "reminder_message": null, "invite_expiry": "2d"},
+                       "dev": {"room_id": "!d:x", "knock_policy": "manual"}}"#;
+        let forms = r#"{"join": {"room": "lobby", "form_field": "handle"},
+                       "hackers": {"room": "dev", "thank_you_url": "https://example.org/thanks"}}"#;
+        let vars = [
+            ("KNOCK_ROOMS", rooms),
+            ("KNOCK_FORMS", forms),
+            ("WELCOME_MESSAGE", "Hello"),
+            ("FORM_FIELD", "matrix"),
+            ("TALLY_SIGNING_SECRET", "global"),
+            ("TALLY_SIGNING_SECRET_HACKERS", "own"),
+            ("MATRIX_ACCESS_TOKEN", "t"),
+        ];
+        let get = env(&vars);
+        let site = Site::load(&get).unwrap();
+        let lobby = RoomId::parse("!l:x").unwrap();
+        let dev = RoomId::parse("!d:x").unwrap();
+        assert_eq!(site.rooms(), vec![dev.clone(), lobby.clone()]);
+        assert_eq!(site.resolve("lobby"), Some(lobby.clone()));
+        assert_eq!(site.resolve("!d:x"), Some(dev.clone()));
+        assert_eq!(
+            site.resolve("!elsewhere:x"),
+            None,
+            "only the deployment's rooms"
+        );
+        assert_eq!(site.label(&dev), "dev");
+        let l = site.config_for(&lobby, &get).unwrap();
+        assert_eq!(
+            l.watch.welcome_message.as_deref(),
+            Some("Welcome to the lobby")
+        );
+        assert_eq!(l.watch.reminder_message, None, "null turns a message off");
+        assert_eq!(l.watch.invite_expiry_ms, 2 * 86_400_000);
+        let d = site.config_for(&dev, &get).unwrap();
+        assert_eq!(
+            d.watch.welcome_message.as_deref(),
+            Some("Hello"),
+            "inherited"
+        );
+        assert_eq!(
+            d.watch.knock_policy,
+            crate::domain::watchdog::KnockPolicy::Manual
+        );
+        let join = site.form_config(Some("join"), &get).unwrap().unwrap();
+        assert_eq!(
+            (join.room_id.as_str(), join.form_field.as_deref()),
+            ("!l:x", Some("handle"))
+        );
+        assert_eq!(join.secrets.tally.as_deref(), Some("global"));
+        let hackers = site.form_config(Some("hackers"), &get).unwrap().unwrap();
+        assert_eq!(hackers.form_field.as_deref(), Some("matrix"), "inherited");
+        assert_eq!(hackers.secrets.tally.as_deref(), Some("own"));
+        assert_eq!(
+            hackers.thank_you_url.as_deref(),
+            Some("https://example.org/thanks")
+        );
+        // No `default` form and no NEW_ROOM_ID: the first room by alias is the default room.
+        assert_eq!(site.default_room(), Some(dev));
+        assert!(site.form_config(None, &get).is_none(), "no default form");
+        // A bad per-room value is named like the global variable it stands for.
+        let bad = r#"{"lobby": {"room_id": "!l:x", "invite_expiry": "soon"}}"#;
+        let vars = [("KNOCK_ROOMS", bad), ("MATRIX_ACCESS_TOKEN", "t")];
+        let site = Site::load(&env(&vars)).unwrap();
+        let p = site
+            .config_for(&RoomId::parse("!l:x").unwrap(), &env(&vars))
+            .unwrap_err();
+        assert_eq!(p.invalid(), vec!["INVITE_EXPIRY"]);
+    }
+
+    #[test]
+    fn cron_calls_every_room_or_takes_turns_past_the_budget() {
+        assert_eq!(cron_window(3, 40, 7), vec![0, 1, 2]);
+        let mut seen = std::collections::BTreeSet::new();
+        for turn in 0..3 {
+            let w = cron_window(100, 40, turn);
+            assert_eq!(w.len(), 40);
+            seen.extend(w);
+        }
+        assert_eq!(seen.len(), 100, "three runs reach every one of 100 rooms");
+    }
+
+    #[test]
+    fn get_warns_as_a_deployment_variable_nears_the_limit() {
+        let near = "x".repeat(4_200);
+        let small = "{}".to_owned();
+        let get = |name: &str| match name {
+            "KNOCK_ROOMS" => Some(near.clone()),
+            "KNOCK_FORMS" => Some(small.clone()),
+            _ => None,
+        };
+        let w = size_warnings(&get);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("KNOCK_ROOMS is 4200 bytes"), "{w:?}");
     }
 }

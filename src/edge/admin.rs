@@ -12,13 +12,15 @@ use super::session_do::{self, SessionOp};
 use super::{env_lookup, now_ms, stub, LISTS_BINDING};
 use crate::domain::blocklist::{BlockList, Entry, EntryKind, EntryRequest};
 use crate::domain::config::Config;
+use crate::domain::deployment::Site;
 use crate::domain::form::MAX_BODY_BYTES;
 use crate::domain::moderation;
 use crate::domain::signature::{check_bearer, AdminAuth};
 use crate::room::RoomOp;
 
 /// Paths the admin API answers.
-pub const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 17] = [
+    "/rooms",
     "/login/beeper/start",
     "/login/beeper/verify",
     "/whoami",
@@ -51,22 +53,60 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
             return http::json_error(401, "A valid `Authorization: Bearer <API_KEY>` is needed.");
         }
     }
-    let cfg = match Config::from_lookup(lookup) {
-        Ok(c) => c,
+    let site = match Site::load(&lookup) {
+        Ok(s) => s,
         Err(p) => return http::json_error(503, &p.summary()),
+    };
+    // Every room's configuration, the default room's first; `?room=` picks the one a
+    // room-specific route is about.
+    let mut rooms: Vec<(String, Config)> = Vec::new();
+    let default = site.default_room();
+    for room in default
+        .iter()
+        .chain(site.rooms().iter().filter(|r| Some(*r) != default.as_ref()))
+    {
+        match site.config_for(room, &lookup) {
+            Ok(c) => rooms.push((site.label(room), c)),
+            Err(p) => return http::json_error(503, &p.summary()),
+        }
+    }
+    let asked = req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == "room")
+        .map(|(_, v)| v.into_owned());
+    let chosen = match &asked {
+        None => default.clone(),
+        Some(name) => match site.resolve(name) {
+            Some(r) => Some(r),
+            None => {
+                return http::json_error(
+                    400,
+                    &format!("No room {name:?} in this deployment; GET /rooms lists them."),
+                )
+            }
+        },
+    };
+    let Some(cfg) = rooms
+        .iter()
+        .find(|(_, c)| Some(&c.room_id) == chosen.as_ref())
+        .map(|(_, c)| c.clone())
+    else {
+        return http::json_error(503, "Knock is not configured: no room");
     };
     let path = req.path();
     match (req.method(), path.as_str()) {
-        (Method::Post, "/block_user") => block_user(&mut req, env, &cfg, log).await,
+        (Method::Get, "/rooms") => list_rooms(env, &site, &rooms).await,
+        (Method::Post, "/block_user") => block_user(&mut req, env, &rooms, log).await,
         (Method::Post, "/blocklist/preview") => {
             let (_, entry) = match read_entry(&mut req).await {
                 Ok(e) => e,
                 Err(reply) => return reply,
             };
-            let out: Value = room_do::call(env, &cfg, &RoomOp::Preview { entry }).await?;
+            let out = preview_everywhere(env, &rooms, &entry).await?;
             http::json(200, &json!({ "status": "preview", "preview": out }))
         }
-        (Method::Post, "/unblock_user") => unblock_user(&mut req, env, &cfg, log).await,
+        (Method::Post, "/unblock_user") => unblock_user(&mut req, env, &rooms, log).await,
         (Method::Get, "/blocklist") => export(&req, env).await,
         (Method::Post, "/blocklist") => import(&mut req, env, log).await,
         (Method::Get, "/held_knocks") => {
@@ -162,7 +202,14 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
             let op = RoomOp::Forget {
                 user_id: user.as_str().into(),
             };
-            let out: Value = room_do::call(env, &cfg, &op).await?;
+            // A person is forgotten in every room of the deployment.
+            let (mut knocks, mut deliveries) = (0, 0);
+            for (_, room_cfg) in &rooms {
+                let one: Value = room_do::call(env, room_cfg, &op).await?;
+                knocks += one["forgotten"]["knocks"].as_u64().unwrap_or(0);
+                deliveries += one["forgotten"]["deliveries"].as_u64().unwrap_or(0);
+            }
+            let out = json!({ "forgotten": { "knocks": knocks, "deliveries": deliveries } });
             log.event("user_forgotten", &[("result", out["forgotten"].clone())]);
             let entries: BlockList =
                 stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
@@ -206,20 +253,52 @@ async fn read_entry(
     Ok((body, entry))
 }
 
-async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) -> Result<Response> {
+/// What an entry would catch in every room: each room's preview, merged (each caught person
+/// says in which room).
+async fn preview_everywhere(env: &Env, rooms: &[(String, Config)], entry: &Entry) -> Result<Value> {
+    let calls = rooms.iter().map(|(label, cfg)| async move {
+        let op = RoomOp::Preview {
+            entry: entry.clone(),
+        };
+        (label, room_do::call::<Value>(env, cfg, &op).await)
+    });
+    let mut merged = json!({ "reach": Value::Null, "blocked": 0, "held": 0, "caught": [] });
+    for (label, out) in futures_util::future::join_all(calls).await {
+        let out = out?;
+        if merged["reach"].is_null() {
+            merged["reach"] = out["reach"].clone();
+        }
+        for key in ["blocked", "held"] {
+            merged[key] =
+                (merged[key].as_u64().unwrap_or(0) + out[key].as_u64().unwrap_or(0)).into();
+        }
+        if let (Some(all), Some(caught)) =
+            (merged["caught"].as_array_mut(), out["caught"].as_array())
+        {
+            for c in caught {
+                let mut c = c.clone();
+                c["room"] = label.clone().into();
+                all.push(c);
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Blocks in every room of the deployment. The top-level fields are the default room's (as a
+/// one-room deployment always answered); `rooms` has one entry per room.
+async fn block_user(
+    req: &mut Request,
+    env: &Env,
+    rooms: &[(String, Config)],
+    log: &Logger,
+) -> Result<Response> {
     let (body, entry) = match read_entry(req).await {
         Ok(e) => e,
         Err(reply) => return reply,
     };
     // What the entry catches, read before it acts (the same answer `blocklist/preview` gives).
-    let preview: Value = room_do::call(
-        env,
-        cfg,
-        &RoomOp::Preview {
-            entry: entry.clone(),
-        },
-    )
-    .await?;
+    let preview = preview_everywhere(env, rooms, &entry).await?;
     let added: Value = stub::call(
         env,
         LISTS_BINDING,
@@ -249,25 +328,75 @@ async fn block_user(req: &mut Request, env: &Env, cfg: &Config, log: &Logger) ->
             reason: moderation::reason(&explanation),
             reach: body.reach,
         };
-        let acted: Value = room_do::call(env, cfg, &op).await?;
-        if entry.kind == EntryKind::UserId {
-            reply["membership_was"] = acted["membership_was"].clone();
+        let calls = rooms.iter().map(|(label, cfg)| {
+            let op = &op;
+            async move { (label, room_do::call::<Value>(env, cfg, op).await) }
+        });
+        let mut per_room = Vec::new();
+        for (i, (label, acted)) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let acted = acted?;
+            let mut one = json!({ "room": label, "action": acted["action"],
+                                  "knocks_closed": acted["knocks_closed"],
+                                  "knocks_held": acted["knocks_held"] });
+            if entry.kind == EntryKind::UserId {
+                one["membership_was"] = acted["membership_was"].clone();
+            }
+            if let Some(d) = acted.get("detail") {
+                one["detail"] = d.clone();
+            }
+            // The first room is the default room: its answer stays at the top, as before.
+            if i == 0 {
+                for key in [
+                    "membership_was",
+                    "action",
+                    "knocks_closed",
+                    "knocks_held",
+                    "detail",
+                ] {
+                    if let Some(v) = one.get(key) {
+                        reply[key] = v.clone();
+                    }
+                }
+            }
+            per_room.push(one);
         }
-        reply["action"] = acted["action"].clone();
-        reply["knocks_closed"] = acted["knocks_closed"].clone();
-        reply["knocks_held"] = acted["knocks_held"].clone();
-        if let Some(d) = acted.get("detail") {
-            reply["detail"] = d.clone();
-        }
+        reply["rooms"] = per_room.into();
     }
     log.event(
         "blocked",
         &[
             ("pattern", entry.pattern.clone().into()),
             ("action", reply["action"].clone()),
+            ("rooms", reply["rooms"].clone()),
         ],
     );
     http::json(200, &reply)
+}
+
+/// `GET /rooms`: every room with its forms, health, queue depth and last cron run; never a
+/// room ID.
+async fn list_rooms(env: &Env, site: &Site, rooms: &[(String, Config)]) -> Result<Response> {
+    let labels = site.labels();
+    let calls = rooms.iter().map(|(label, cfg)| async move {
+        (
+            label,
+            room_do::call::<Value>(env, cfg, &RoomOp::Status).await,
+        )
+    });
+    let mut out = Vec::new();
+    for (label, status) in futures_util::future::join_all(calls).await {
+        let mut one = serde_json::to_value(labels.iter().find(|l| &l.room == label))?;
+        match status {
+            Ok(s) => one["status"] = s,
+            Err(e) => one["status"] = json!({ "error": e.to_string() }),
+        }
+        out.push(one);
+    }
+    http::json(200, &json!({ "rooms": out }))
 }
 
 fn session_reply(out: Value) -> Result<Response> {
@@ -367,7 +496,7 @@ struct UnblockRequest {
 async fn unblock_user(
     req: &mut Request,
     env: &Env,
-    cfg: &Config,
+    rooms: &[(String, Config)],
     log: &Logger,
 ) -> Result<Response> {
     let body: UnblockRequest = match read_json(req).await {
@@ -390,15 +519,26 @@ async fn unblock_user(
         "removed": removed["entries"],
     });
     if let Ok(user) = crate::domain::mxid::UserId::parse(&body.user_id) {
-        let lifted: Value = room_do::call(
-            env,
-            cfg,
-            &RoomOp::Lift {
-                user_id: user.as_str().into(),
-            },
-        )
-        .await?;
-        reply["unbanned"] = lifted["unbanned"].clone();
+        let op = RoomOp::Lift {
+            user_id: user.as_str().into(),
+        };
+        let calls = rooms.iter().map(|(label, cfg)| {
+            let op = &op;
+            async move { (label, room_do::call::<Value>(env, cfg, op).await) }
+        });
+        let mut per_room = Vec::new();
+        for (i, (label, lifted)) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let lifted = lifted?;
+            if i == 0 {
+                reply["unbanned"] = lifted["unbanned"].clone();
+            }
+            per_room.push(json!({ "room": label, "unbanned": lifted["unbanned"] }));
+        }
+        reply["rooms"] = per_room.into();
     }
     log.event("unblocked", &[("pattern", body.user_id.into())]);
     http::json(200, &reply)

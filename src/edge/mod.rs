@@ -15,6 +15,9 @@ mod transport;
 
 use worker::{event, Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent};
 
+use crate::domain::config::{Config, Problems};
+use crate::domain::deployment::Site;
+
 /// Binding names, as in `wrangler.toml`.
 pub const ROOMS_BINDING: &str = "ROOMS";
 pub const LISTS_BINDING: &str = "LISTS";
@@ -37,27 +40,68 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
-/// One cron schedule drives every background task: each run asks the room's Durable Object to
-/// run whatever is due (invite checker, block-list scan, native knocks). It never panics; a
-/// failure is logged and the next run tries again.
+/// Room calls one cron invocation makes at most (Cloudflare's free plan allows 50 subrequests;
+/// the rest is headroom). A deployment with more rooms is served in turns, a window per run.
+const CRON_ROOMS_PER_RUN: usize = 40;
+
+/// One cron schedule drives every background task: each run asks every room's Durable Object to
+/// run whatever is due (invite checker, block-list scan, native knocks), one call per room. It
+/// never panics; a failure is logged per room and the next run tries again.
 #[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let log = log::Logger::background("cron");
-    let cfg = match domain_config(&env) {
-        Ok(c) => c,
-        Err(summary) => {
-            log.event("cron_skipped", &[("why", summary.into())]);
+    let site = match site(&env) {
+        Ok(s) => s,
+        Err(p) => {
+            log.event("cron_skipped", &[("why", p.summary().into())]);
             return;
         }
     };
-    match room_do::call::<serde_json::Value>(&env, &cfg, &crate::room::RoomOp::Tick).await {
-        Ok(report) => log.event("cron_run", &[("report", report)]),
-        Err(e) => log.event("cron_failed", &[("error", e.to_string().into())]),
+    let rooms = site.rooms();
+    // More rooms than one run may call: each run takes the next window (runs are 5 min apart).
+    let turn = (event.schedule() as u64 / 300_000) as usize;
+    let window = crate::domain::deployment::cron_window(rooms.len(), CRON_ROOMS_PER_RUN, turn);
+    let lookup = env_lookup(&env);
+    let calls = window.into_iter().map(|i| {
+        let room = rooms[i].clone();
+        let label = site.label(&room);
+        let cfg = site.config_for(&room, &lookup);
+        let env = &env;
+        async move {
+            let report = match cfg {
+                Err(p) => Err(p.summary()),
+                Ok(cfg) => {
+                    room_do::call::<serde_json::Value>(env, &cfg, &crate::room::RoomOp::Tick)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            (label, report)
+        }
+    });
+    for (label, report) in futures_util::future::join_all(calls).await {
+        match report {
+            Ok(report) => log.event("cron_run", &[("room", label.into()), ("report", report)]),
+            Err(e) => log.event(
+                "cron_failed",
+                &[("room", label.into()), ("error", e.into())],
+            ),
+        }
     }
 }
 
-fn domain_config(env: &Env) -> std::result::Result<crate::domain::config::Config, String> {
-    crate::domain::config::Config::from_lookup(env_lookup(env)).map_err(|p| p.summary())
+/// The deployment as the environment describes it.
+pub fn site(env: &Env) -> std::result::Result<Site, Problems> {
+    Site::load(&env_lookup(env))
+}
+
+/// The default room's configuration (for the session, health, and the admin API without
+/// `?room=`).
+pub(crate) fn domain_config(env: &Env) -> std::result::Result<Config, String> {
+    let lookup = env_lookup(env);
+    Site::load(&lookup)
+        .and_then(|s| s.default_config(&lookup))
+        .map_err(|p| p.summary())
 }
 
 /// Wall-clock time in unix milliseconds: the one place the worker layer reads the clock.
@@ -65,7 +109,15 @@ pub fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
-/// Reads a variable or secret; both are plain strings in `Env`.
+/// Reads a variable or secret. Both are plain strings in `Env`, except a TOML table in
+/// `[vars]` (`KNOCK_ROOMS`, `KNOCK_FORMS`), which wrangler passes as an object: read as JSON.
 pub fn env_lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name| env.var(name).ok().map(|v| v.to_string())
+    move |name| match env.var(name) {
+        Ok(v) => Some(v.to_string()),
+        Err(_) => env
+            .object_var::<serde_json::Value>(name)
+            .ok()
+            .filter(|v| v.is_object())
+            .map(|v| v.to_string()),
+    }
 }

@@ -4,7 +4,7 @@
 //! session object, one re-login on refusal), the block-list (the list object's version, an
 //! index at least that new) and the log.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,14 +23,30 @@ use super::transport::FetchTransport;
 use super::{env_lookup, now_ms, ROOMS_BINDING};
 use crate::domain::blocklist::BlockIndex;
 use crate::domain::config::Config;
+use crate::domain::deployment::Site;
+use crate::domain::mxid::RoomId;
 use crate::domain::outcome::Failure;
 use crate::matrix::{classify, HttpRequest, Transport};
 use crate::room::store::{Sql, SqlValue, Store};
 use crate::room::{Host, Room, RoomOp};
 
-/// Sends an operation to the room's Durable Object and waits for its answer.
+/// The header that tells a room object which room it is (its name is the room ID, which an
+/// object cannot read back from its own id).
+const ROOM_HEADER: &str = "x-knock-room";
+
+/// Sends an operation to the room's Durable Object (keyed by the room ID) and waits for its
+/// answer.
 pub async fn call<T: DeserializeOwned>(env: &Env, cfg: &Config, op: &RoomOp) -> Result<T> {
-    stub::call(env, ROOMS_BINDING, cfg.room_id.as_str(), op.path(), op).await
+    let room = cfg.room_id.as_str();
+    stub::call_with(
+        env,
+        ROOMS_BINDING,
+        room,
+        op.path(),
+        op,
+        &[(ROOM_HEADER, room)],
+    )
+    .await
 }
 
 #[durable_object]
@@ -45,20 +61,28 @@ impl DurableObject for RoomDo {
             worker::console_error!("room schema: {e}");
             Store { sql }
         });
-        let config = Config::from_lookup(env_lookup(&env)).map_err(|p| p.summary());
+        let host = DoHost {
+            state,
+            env,
+            store,
+            config: OnceCell::new(),
+            token: RefCell::new(None),
+            log: Logger::background("room"),
+        };
+        // An object that served a request before knows its room (an alarm has no header).
+        if let Ok(Some(room)) = host.store.meta::<String>("room_id") {
+            host.settle_config(Some(&room));
+        }
         RoomDo {
-            room: Room::new(DoHost {
-                state,
-                env,
-                store,
-                config,
-                token: RefCell::new(None),
-                log: Logger::background("room"),
-            }),
+            room: Room::new(host),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if self.room.host.config.get().is_none() {
+            let room = req.headers().get(ROOM_HEADER)?;
+            self.room.host.settle_config(room.as_deref());
+        }
         let op: RoomOp = req.json().await?;
         let reply = self
             .room
@@ -79,13 +103,37 @@ pub struct DoHost {
     state: State,
     env: Env,
     store: Store<DoSql>,
-    config: std::result::Result<Config, String>,
+    /// This room's configuration, settled once the object knows which room it is.
+    config: OnceCell<std::result::Result<Config, String>>,
     /// The bot's token, as last handed out by the session object.
     token: RefCell<Option<String>>,
     log: Logger,
 }
 
 impl DoHost {
+    /// Settles which room this object is, and so its configuration: the room a request named
+    /// (remembered for alarms), else the one stored, else the default room (a first-release
+    /// object, which served only `NEW_ROOM_ID`).
+    fn settle_config(&self, room: Option<&str>) {
+        let lookup = env_lookup(&self.env);
+        let config = Site::load(&lookup)
+            .map_err(|p| p.summary())
+            .and_then(|site| {
+                let named = room.and_then(|r| RoomId::parse(r).ok());
+                let room = named
+                    .clone()
+                    .or_else(|| site.default_room())
+                    .ok_or_else(|| "this room object does not know its room".to_owned())?;
+                if named.is_some() {
+                    if let Err(e) = self.store.set_meta("room_id", &room.as_str()) {
+                        self.log("room_meta_failed", &[("error", e.into())]);
+                    }
+                }
+                site.config_for(&room, &lookup).map_err(|p| p.summary())
+            });
+        let _ = self.config.set(config);
+    }
+
     async fn token(&self, cfg: &Config) -> std::result::Result<String, Failure> {
         if let Some(t) = self.token.borrow().clone() {
             return Ok(t);
@@ -117,7 +165,16 @@ impl Host for DoHost {
     }
 
     fn config(&self) -> std::result::Result<&Config, String> {
-        self.config.as_ref().map_err(Clone::clone)
+        match self.config.get() {
+            Some(c) => c.as_ref().map_err(Clone::clone),
+            None => {
+                self.settle_config(None);
+                match self.config.get() {
+                    Some(c) => c.as_ref().map_err(Clone::clone),
+                    None => Err("room configuration not settled".into()),
+                }
+            }
+        }
     }
 
     async fn alarm(&self) -> Option<u64> {

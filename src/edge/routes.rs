@@ -11,6 +11,7 @@ use super::{admin, blocklist, rate_limit_do, session_do};
 use super::{env_lookup, now_ms};
 use crate::domain::blocklist::Outcome;
 use crate::domain::config::{Config, Problems};
+use crate::domain::deployment::Site;
 use crate::domain::form::{self, FormError, MAX_BODY_BYTES};
 use crate::domain::lifecycle::Status;
 use crate::domain::rate_limit;
@@ -24,12 +25,18 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Res
     let path = req.path();
     match (req.method(), path.as_str()) {
         (Method::Get, "/") | (Method::Head, "/") => health(env).await,
-        (Method::Post, "/invite_from_form") => invite_from_form(req, env, ctx, log).await,
+        (Method::Post, "/invite_from_form") => invite_from_form(req, None, env, ctx, log).await,
+        (Method::Post, p) if p.starts_with("/invite_from_form/") => {
+            let form = p["/invite_from_form/".len()..].to_owned();
+            invite_from_form(req, Some(form), env, ctx, log).await
+        }
         (Method::Get, "/form") if env_lookup(env)("SANDBOX").as_deref() == Some("1") => {
             sandbox_form(env)
         }
         // Never 404 or 410 here: Typeform disables a webhook for good on either.
-        (_, "/invite_from_form") => http::json_error(405, "Use POST to send a form submission."),
+        (_, p) if p == "/invite_from_form" || p.starts_with("/invite_from_form/") => {
+            http::json_error(405, "Use POST to send a form submission.")
+        }
         (_, p) if admin::ROUTES.contains(&p) => admin::handle(req, env, log).await,
         _ => http::json_error(404, "No such route."),
     }
@@ -43,7 +50,8 @@ thread_local! {
 const LOGIN_HEALTH_TTL_MS: u64 = 5_000;
 
 async fn health(env: &Env) -> Result<Response> {
-    let cfg = match Config::from_lookup(env_lookup(env)) {
+    let lookup = env_lookup(env);
+    let cfg = match Site::load(&lookup).and_then(|s| s.default_config(&lookup)) {
         Ok(c) => c,
         Err(p) => return http::json(200, &misconfigured(&p)),
     };
@@ -69,14 +77,16 @@ async fn health(env: &Env) -> Result<Response> {
     } else {
         "open"
     };
-    if login_needed {
-        http::json(
-            200,
-            &json!({ "status": "degraded", "reason": "homeserver login needed", "webhook": webhook }),
-        )
+    let mut out = if login_needed {
+        json!({ "status": "degraded", "reason": "homeserver login needed", "webhook": webhook })
     } else {
-        http::json(200, &json!({ "status": "running", "webhook": webhook }))
+        json!({ "status": "running", "webhook": webhook })
+    };
+    let warnings = crate::domain::deployment::size_warnings(&lookup);
+    if !warnings.is_empty() {
+        out["warnings"] = warnings.into();
     }
+    http::json(200, &out)
 }
 
 fn misconfigured(p: &Problems) -> serde_json::Value {
@@ -162,8 +172,13 @@ thread_local! {
     static OPEN_WARNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// The reply to a signature or secret that does not match, and to a form id nobody configured:
+/// the same, so a form id cannot be probed (and Typeform never sees a 404 or 410).
+const MISMATCH: &str = "The signature or secret does not match.";
+
 async fn invite_from_form(
     mut req: Request,
+    form_id: Option<String>,
     env: &Env,
     ctx: &Context,
     log: &Logger,
@@ -175,12 +190,21 @@ async fn invite_from_form(
         headers.get("origin")?.as_deref(),
     );
     let content_type = headers.get("content-type")?;
-    let cfg = match Config::from_lookup(env_lookup(env)) {
-        Ok(c) => c,
+    let lookup = env_lookup(env);
+    let site = match Site::load(&lookup) {
+        Ok(s) => s,
         Err(p) => {
             log.event("misconfigured", &[("missing", json!(p.missing()))]);
             return reply_error(audience, 503, &p.summary());
         }
+    };
+    let cfg = match site.form_config(form_id.as_deref(), &lookup) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(p)) => {
+            log.event("misconfigured", &[("missing", json!(p.missing()))]);
+            return reply_error(audience, 503, &p.summary());
+        }
+        None => None,
     };
 
     let body = match http::read_limited(&mut req, MAX_BODY_BYTES).await? {
@@ -189,6 +213,10 @@ async fn invite_from_form(
             log.event("knock_refused", &[("reason", "body too large".into())]);
             return reply_error(audience, 413, "The request body is larger than 64 KiB.");
         }
+    };
+    let Some(cfg) = cfg else {
+        log.event("knock_refused", &[("reason", "unknown form".into())]);
+        return reply_error(audience, 401, MISMATCH);
     };
 
     let headers = req.headers();
@@ -215,7 +243,7 @@ async fn invite_from_form(
             let msg = match e {
                 AuthError::Missing => "This webhook needs a signature or the shared secret.",
                 AuthError::Stale => "The signature has expired; send a fresh delivery.",
-                _ => "The signature or secret does not match.",
+                _ => MISMATCH,
             };
             return reply_error(audience, 401, msg);
         }

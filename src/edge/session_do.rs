@@ -16,7 +16,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::log::Logger;
 use super::transport::FetchTransport;
-use super::{env_lookup, stub, SESSIONS_BINDING};
+use super::{stub, SESSIONS_BINDING};
 use crate::domain::config::Config;
 use crate::domain::form::hex_sha256;
 use crate::matrix::login::{self, Credentials, Recovery};
@@ -94,7 +94,7 @@ impl DurableObject for SessionDo {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let op: SessionOp = req.json().await?;
         let _turn = self.one_at_a_time.lock().await;
-        let cfg = Config::from_lookup(env_lookup(&self.env)).map_err(|p| p.summary())?;
+        let cfg = super::domain_config(&self.env)?;
         let mut stored: Stored = self
             .state
             .storage()

@@ -1,7 +1,7 @@
 //! Calls from the worker to a Durable Object: JSON in, JSON out, one round trip.
 
 use serde::{de::DeserializeOwned, Serialize};
-use worker::{Env, Method, Request, RequestInit, Result};
+use worker::{Env, Headers, Method, Request, RequestInit, Result};
 
 /// POSTs `body` to `path` on the object named `name` of `binding` and parses its JSON reply.
 pub async fn call<T: DeserializeOwned>(
@@ -11,12 +11,29 @@ pub async fn call<T: DeserializeOwned>(
     path: &str,
     body: &impl Serialize,
 ) -> Result<T> {
+    call_with(env, binding, name, path, body, &[]).await
+}
+
+/// [`call`], with request headers (the room object learns its room from one).
+pub async fn call_with<T: DeserializeOwned>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    path: &str,
+    body: &impl Serialize,
+    headers: &[(&str, &str)],
+) -> Result<T> {
     let stub = env
         .durable_object(binding)?
         .id_from_name(name)?
         .get_stub()?;
     let mut init = RequestInit::new();
+    let h = Headers::new();
+    for (k, v) in headers {
+        h.set(k, v)?;
+    }
     init.with_method(Method::Post)
+        .with_headers(h)
         .with_body(Some(serde_json::to_string(body)?.into()));
     let req = Request::new_with_init(&format!("https://object.internal{path}"), &init)?;
     let mut resp = stub.fetch_with_request(req).await?;

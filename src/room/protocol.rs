@@ -95,6 +95,8 @@ pub enum RoomOp {
         #[serde(default)]
         verdict: Option<String>,
     },
+    /// The room's health for `GET /rooms`: queue depth, held knocks, the last cron run.
+    Status,
     /// Deletes what Knock stores about a person.
     Forget {
         user_id: String,
@@ -118,6 +120,7 @@ impl RoomOp {
             RoomOp::State => "/state",
             RoomOp::Knocks { .. } => "/knocks",
             RoomOp::Forget { .. } => "/forget",
+            RoomOp::Status => "/status",
         }
     }
 }
@@ -188,6 +191,7 @@ impl<H: Host> Room<H> {
                 before,
                 verdict,
             } => self.page(limit, before, verdict.as_deref()),
+            RoomOp::Status => self.status(),
             RoomOp::Forget { user_id } => {
                 let gone = self.store().forget(&user_id)?;
                 Ok(json!({ "forgotten": gone }))
@@ -280,6 +284,27 @@ impl<H: Host> Room<H> {
         };
         store.put_delivery(&k.delivery_key, out.knock_id, now)?;
         Ok(out)
+    }
+
+    /// What `GET /rooms` shows of this room. Never its ID.
+    fn status(&self) -> Result<Value> {
+        let store = self.store();
+        let open = store.open_knocks()?;
+        let count = |f: &dyn Fn(&Knock) -> bool| open.iter().filter(|k| f(k)).count();
+        let seen = |key: &str| -> Result<Option<u64>> {
+            Ok(Some(store.meta_u64(key)?).filter(|t| *t > 0))
+        };
+        Ok(json!({
+            "queued": count(&|k| k.due_at().is_some()),
+            "held": count(&|k| k.status == Status::Held),
+            "pending_invites": count(&|k| k.status.is_pending_invite()),
+            "members_to_review": store.reviews()?.len(),
+            "last_invite_check": seen("last_invite_check")?,
+            "last_blocklist_scan": seen("last_blocklist_scan")?,
+            "login_needed": store.meta_u64("login_needed")? == 1,
+            "paused_until": seen("pause_until")?,
+            "last_run": store.meta::<Value>("last_run")?,
+        }))
     }
 
     /// Tracked invites not yet accepted (and knocks on their way to one), with their ages.

@@ -26,6 +26,16 @@ impl<H: Host> Room<H> {
         self.watching.set(true);
         let result = self.watch().await;
         self.watching.set(false);
+        // What the last run did, for `GET /rooms`.
+        if let Ok(report) = &result {
+            let last = json!({
+                "at": self.host.now(),
+                "ran": report["ran"],
+                "actions": report["actions"].as_array().map_or(0, Vec::len),
+                "why": report["why"],
+            });
+            self.store().set_meta("last_run", &last)?;
+        }
         self.rearm().await?;
         result
     }

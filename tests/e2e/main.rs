@@ -12,6 +12,7 @@ mod intake;
 mod lifecycle;
 mod login;
 mod rate_limits;
+mod rooms;
 mod sandbox;
 mod support;
 mod turnstile_stub;

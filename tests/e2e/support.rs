@@ -745,7 +745,15 @@ fn write_wrangler_config(dir: &Path, vars: &[(String, String)]) -> PathBuf {
     }
     out.push_str("\n[vars]\n");
     for (k, v) in vars {
-        out.push_str(&format!("{k} = {}\n", toml_string(v)));
+        // `NAME@table` with a JSON object: written as a TOML table, which wrangler passes to
+        // the worker as an object (the way an operator writes KNOCK_ROOMS in wrangler.toml).
+        match k.strip_suffix("@table") {
+            Some(name) => {
+                let value: Value = serde_json::from_str(v).expect("a JSON object for a table");
+                out.push_str(&format!("{name} = {}\n", toml_inline(&value)));
+            }
+            None => out.push_str(&format!("{k} = {}\n", toml_string(v))),
+        }
     }
     let path = dir.join("wrangler.toml");
     let mut f = fs::File::create(&path).expect("wrangler.toml");
@@ -755,6 +763,25 @@ fn write_wrangler_config(dir: &Path, vars: &[(String, String)]) -> PathBuf {
 
 fn toml_string(s: &str) -> String {
     serde_json::to_string(s).expect("string")
+}
+
+/// A JSON value as a TOML inline value (tables inline, keys quoted).
+fn toml_inline(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_string(k), toml_inline(v)))
+                .collect();
+            format!("{{ {} }}", parts.join(", "))
+        }
+        Value::Array(a) => {
+            let parts: Vec<String> = a.iter().map(toml_inline).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Value::String(s) => toml_string(s),
+        other => other.to_string(),
+    }
 }
 
 /// Wall-clock time in unix milliseconds.
