@@ -160,6 +160,41 @@ def bootstrap(state):
     state["room_id"] = room["room_id"]
 
 
+def create_knock_room(state, name, extra=None):
+    body = {
+        "preset": "private_chat",
+        "room_version": "10",
+        "name": name,
+        "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                           "content": {"join_rule": "knock"}}] + (extra or []),
+    }
+    return http("POST", f"{HS_URL}/_matrix/client/v3/createRoom", body, token=state["bot_token"])
+
+
+def bootstrap_space(state):
+    """A small space with two rooms: the sandbox room and a second one."""
+    say("creating the sandbox space with two rooms")
+    status, second = create_knock_room(state, "Knock sandbox room 2")
+    if status != 200:
+        sys.exit(f"could not create the second sandbox room: {status} {second}")
+    state["second_room_id"] = second["room_id"]
+    children = [{"type": "m.space.child", "state_key": r, "content": {"via": ["localhost"]}}
+                for r in (state["room_id"], state["second_room_id"])]
+    body = {
+        "preset": "private_chat",
+        "room_version": "10",
+        "name": "Knock sandbox space",
+        "creation_content": {"type": "m.space"},
+        "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+                           "content": {"join_rule": "knock"}}] + children,
+    }
+    status, space = http("POST", f"{HS_URL}/_matrix/client/v3/createRoom", body,
+                         token=state["bot_token"])
+    if status != 200:
+        sys.exit(f"could not create the sandbox space: {status} {space}")
+    state["space_id"] = space["room_id"]
+
+
 def stop_children(*_):
     for p in children:
         if p.poll() is None:
@@ -202,6 +237,9 @@ def main():
         if not known:
             bootstrap(state)
             state_file.write_text(json.dumps(state, indent=2))
+        if "space_id" not in state:
+            bootstrap_space(state)
+            state_file.write_text(json.dumps(state, indent=2))
 
         say(f"starting Knock on {KNOCK_URL} against the sandbox")
         env = dict(os.environ, KNOCK_PREBUILT="1", WRANGLER_SEND_METRICS="false",
@@ -212,6 +250,13 @@ def main():
             "MATRIX_ACCESS_TOKEN": state["bot_token"],
             "REQUEST_DELAY": "0",
             "SANDBOX": "1",
+            # Two forms: the default one (/invite_from_form) into the sandbox room, and
+            # /invite_from_form/space into the space and both of its rooms.
+            "KNOCK_ROOMS": json.dumps({
+                "hub": {"room_id": state["space_id"], "space": True,
+                        "rooms": [state["room_id"], state["second_room_id"]]},
+            }),
+            "KNOCK_FORMS": json.dumps({"space": {"room": "hub"}}),
         }
         cmd = [str(ROOT / "node_modules/.bin/node"), str(ROOT / "node_modules/wrangler/bin/wrangler.js"),
                "dev", "--local", "--ip", "127.0.0.1", "--port", str(PORT),
@@ -233,8 +278,9 @@ def main():
         print(f"""
 {BOLD}Knock is running against a local sandbox homeserver.{RESET}
 
-  Webhook URL (point a form platform here):
-    {KNOCK_URL}/invite_from_form
+  Webhook URLs (point a form platform here):
+    {KNOCK_URL}/invite_from_form          the sandbox room
+    {KNOCK_URL}/invite_from_form/space    the sandbox space and both of its rooms
 
   Send a sample Tally-shaped knock for the demo user:
     curl -sS -X POST {KNOCK_URL}/invite_from_form -H 'Content-Type: application/json' \\

@@ -59,6 +59,15 @@ pub struct Config {
     pub login: Login,
     /// `BLOCKLIST_*`: how the block-list grades evidence into block, hold or allow.
     pub blocklist: Policy,
+    /// The room is a space (`KNOCK_ROOMS`, `"space": true`): a knock invites into it and into
+    /// its child rooms.
+    pub space: Option<SpaceTarget>,
+}
+
+/// A space target's child rooms: the ones listed, or (`None`) every `m.space.child` it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceTarget {
+    pub children: Option<Vec<RoomId>>,
 }
 
 /// Which credentials the operator configured, decided from which settings are present.
@@ -418,6 +427,7 @@ impl Config {
                 turnstile_site_key: get("TURNSTILE_SITE_KEY"),
                 login,
                 blocklist,
+                space: None,
             }),
             _ => Err(Problems(problems)),
         }

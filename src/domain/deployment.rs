@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::config::{global_secrets, Config, Problem as ConfigProblem, Problems};
+use super::config::{global_secrets, Config, Problem as ConfigProblem, Problems, SpaceTarget};
 use super::mxid::RoomId;
 use super::signature::Secrets;
 
@@ -517,13 +517,24 @@ impl Site {
             .or_else(|| self.deployment.rooms.first().map(|r| r.room_id.clone()))
     }
 
-    /// Every room of the deployment, once each: `KNOCK_ROOMS` in order, then rooms only a form
-    /// or `NEW_ROOM_ID` names.
+    /// Every room of the deployment, once each: `KNOCK_ROOMS` in order, the children its spaces
+    /// list, then rooms only a form or `NEW_ROOM_ID` names.
     pub fn rooms(&self) -> Vec<RoomId> {
         let mut out: Vec<RoomId> = Vec::new();
         let named = self.deployment.rooms.iter().map(|r| &r.room_id);
+        // A space's listed children are rooms of the deployment too (cron, blocks, `?room=`);
+        // a space that takes every `m.space.child` serves its children itself.
+        let children = self
+            .deployment
+            .rooms
+            .iter()
+            .flat_map(|r| r.children.iter().flatten());
         let by_forms = self.deployment.forms.iter().map(|f| &f.room);
-        for r in named.chain(by_forms).chain(self.new_room_id.iter()) {
+        for r in named
+            .chain(children)
+            .chain(by_forms)
+            .chain(self.new_room_id.iter())
+        {
             if !out.contains(r) {
                 out.push(r.clone());
             }
@@ -543,14 +554,23 @@ impl Site {
         if let Some(r) = self.deployment.room(name) {
             return Some(r.room_id.clone());
         }
-        self.rooms().into_iter().find(|r| r.as_str() == name)
+        self.rooms()
+            .into_iter()
+            .find(|r| r.as_str() == name || self.label(r) == name)
     }
 
-    /// How the admin API names a room: its alias, `default` for the default room without one,
-    /// else `form:<id>` of the first form that delivers into it.
+    /// How the admin API names a room: its alias, `<space>/<n>` for a space's n-th listed child,
+    /// `default` for the default room without one, else `form:<id>` of the first form that
+    /// delivers into it.
     pub fn label(&self, room: &RoomId) -> String {
         if let Some(r) = self.deployment.rooms.iter().find(|r| &r.room_id == room) {
             return r.alias.clone();
+        }
+        // A child a space lists: `<space>/<position>`, from 1.
+        for space in &self.deployment.rooms {
+            if let Some(i) = space.children.iter().flatten().position(|c| c == room) {
+                return format!("{}/{}", space.alias, i + 1);
+            }
         }
         if self.default_room().as_ref() == Some(room) {
             return "default".into();
@@ -592,12 +612,16 @@ impl Site {
         get: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Problems> {
         let entry = self.deployment.rooms.iter().find(|r| &r.room_id == room);
-        Config::from_lookup(|name: &str| {
+        let mut cfg = Config::from_lookup(|name: &str| {
             if name == "NEW_ROOM_ID" {
                 return Some(room.as_str().to_owned());
             }
             entry.and_then(|e| e.setting(name)).or_else(|| get(name))
-        })
+        })?;
+        cfg.space = entry.filter(|e| e.space).map(|e| SpaceTarget {
+            children: e.children.clone(),
+        });
+        Ok(cfg)
     }
 
     /// The configuration a delivery to form `id` (`None`: the default form) is handled with:
@@ -872,5 +896,29 @@ mod tests {
         let w = size_warnings(&get);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].starts_with("KNOCK_ROOMS is 4200 bytes"), "{w:?}");
+    }
+
+    #[test]
+    fn a_space_is_configured_with_its_children_and_they_are_rooms_of_the_deployment() {
+        let rooms = r#"{"hub": {"room_id": "!s:x", "space": true, "rooms": ["!c1:x", "!c2:x"]},
+                       "all": {"room_id": "!t:x", "space": true}}"#;
+        let vars = [("KNOCK_ROOMS", rooms), ("MATRIX_ACCESS_TOKEN", "t")];
+        let get = env(&vars);
+        let site = Site::load(&get).unwrap();
+        let id = |s: &str| RoomId::parse(s).unwrap();
+        let hub = site.config_for(&id("!s:x"), &get).unwrap();
+        assert_eq!(
+            hub.space,
+            Some(SpaceTarget {
+                children: Some(vec![id("!c1:x"), id("!c2:x")])
+            })
+        );
+        let all = site.config_for(&id("!t:x"), &get).unwrap();
+        assert_eq!(all.space, Some(SpaceTarget { children: None }));
+        assert_eq!(site.config_for(&id("!c1:x"), &get).unwrap().space, None);
+        let rooms = site.rooms();
+        assert!(rooms.contains(&id("!c2:x")), "listed children are served");
+        assert_eq!(site.label(&id("!c2:x")), "hub/2");
+        assert_eq!(site.resolve("hub/1"), Some(id("!c1:x")));
     }
 }

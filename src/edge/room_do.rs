@@ -245,6 +245,16 @@ impl Host for DoHost {
     fn log(&self, event: &str, fields: &[(&str, Value)]) {
         self.log.event(event, fields);
     }
+
+    async fn call_room(&self, room: &RoomId, op: &RoomOp) -> std::result::Result<Value, String> {
+        let lookup = env_lookup(&self.env);
+        let cfg = Site::load(&lookup)
+            .and_then(|site| site.config_for(room, &lookup))
+            .map_err(|p| p.summary())?;
+        call::<Value>(&self.env, &cfg, op)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The object's SQLite storage behind the room's [`Sql`] seam.

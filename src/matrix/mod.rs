@@ -260,6 +260,26 @@ fn member_from_event(e: &Value) -> Option<Member> {
     })
 }
 
+/// A space's child rooms in its `GET /rooms/{id}/state` reply: every `m.space.child` event whose
+/// content has a non-empty `via` (an empty content removes a child), in the order given.
+pub fn parse_space_children(state: &Value) -> Vec<RoomId> {
+    state
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.space.child")
+                .filter(|e| {
+                    e["content"]["via"]
+                        .as_array()
+                        .is_some_and(|v| !v.is_empty())
+                })
+                .filter_map(|e| e["state_key"].as_str().and_then(|k| RoomId::parse(k).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The members in a `GET /rooms/{id}/members` reply.
 pub fn parse_members(body: &Value) -> Vec<Member> {
     body.get("chunk")
@@ -397,6 +417,22 @@ fn retry_after_ms(header: Option<&str>, body: &Value) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_space_lists_only_the_children_it_still_has() {
+        let state = serde_json::json!([
+            {"type": "m.room.create", "state_key": "", "content": {"type": "m.space"}},
+            {"type": "m.space.child", "state_key": "!a:x", "content": {"via": ["x"]}},
+            {"type": "m.space.child", "state_key": "!gone:x", "content": {}},
+            {"type": "m.space.child", "state_key": "!b:x", "content": {"via": ["x"], "order": "2"}},
+            {"type": "m.space.child", "state_key": "not a room", "content": {"via": ["x"]}},
+        ]);
+        let ids: Vec<String> = parse_space_children(&state)
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect();
+        assert_eq!(ids, vec!["!a:x", "!b:x"]);
+    }
+
     use super::*;
 
     fn room() -> RoomId {

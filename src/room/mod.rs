@@ -15,6 +15,7 @@
 pub mod moderate;
 pub mod protocol;
 pub mod queue;
+pub mod space;
 pub mod store;
 pub mod watch;
 
@@ -27,6 +28,7 @@ use serde_json::Value;
 use crate::domain::blocklist::BlockIndex;
 use crate::domain::config::Config;
 use crate::domain::lifecycle::{self, Event, Knock, RetryPolicy, Transition};
+use crate::domain::mxid::RoomId;
 use crate::domain::outcome::Failure;
 use crate::matrix::{Api, HttpRequest};
 use store::{Sql, Store};
@@ -67,6 +69,9 @@ pub trait Host {
     async fn index(&self, version: u64) -> std::result::Result<Rc<BlockIndex>, String>;
     async fn sleep(&self, ms: u64);
     fn log(&self, event: &str, fields: &[(&str, Value)]);
+    /// Sends an operation to another room's object (a space's child rooms) and returns its
+    /// answer.
+    async fn call_room(&self, room: &RoomId, op: &RoomOp) -> std::result::Result<Value, String>;
 }
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -138,6 +143,7 @@ impl<H: Host> Room<H> {
     fn after(&self, t: &Transition, k: &Knock) -> Result<()> {
         use lifecycle::Effect;
         let now = self.host.now();
+        self.owe_children(t.name, k)?;
         for e in &t.effects {
             match *e {
                 Effect::PauseRoomUntil(until) => {
@@ -168,10 +174,8 @@ impl<H: Host> Room<H> {
         let pause = self.store().meta_u64("pause_until")?;
         let due = self.store().earliest_due()?.map(|t| t.max(pause));
         let watch = (self.store().meta_u64("watch_continue")? == 1).then_some(now);
-        Ok(match (due, watch) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let children = self.store().child_knocks_next()?;
+        Ok([due, watch, children].into_iter().flatten().min())
     }
 
     /// Makes sure an alarm fires by the time work is owed. While a run holds the lease, the

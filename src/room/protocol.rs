@@ -150,9 +150,27 @@ impl<H: Host> Room<H> {
                 pattern,
                 reason,
                 reach,
-            } => self.enforce(&pattern, &reason, reach).await,
+            } => {
+                let op = RoomOp::Enforce {
+                    pattern: pattern.clone(),
+                    reason: reason.clone(),
+                    reach,
+                };
+                let mut out = self.enforce(&pattern, &reason, reach).await?;
+                if let Some(children) = self.pass_to_children(&op).await? {
+                    out["children"] = children;
+                }
+                Ok(out)
+            }
             RoomOp::Preview { entry } => self.preview(&entry),
-            RoomOp::Lift { user_id } => self.lift(&user_id).await,
+            RoomOp::Lift { user_id } => {
+                let mut out = self.lift(&user_id).await?;
+                let op = RoomOp::Lift { user_id };
+                if let Some(children) = self.pass_to_children(&op).await? {
+                    out["children"] = children;
+                }
+                Ok(out)
+            }
             RoomOp::Held => {
                 let held = self.store().page(&KnockQuery {
                     limit: 1000,
@@ -180,7 +198,11 @@ impl<H: Host> Room<H> {
             RoomOp::Tick => {
                 // Every tick re-arms the queue, whatever else it does.
                 self.rearm().await?;
-                self.tick().await
+                let mut out = self.tick().await?;
+                if let Some(children) = self.pass_to_children(&RoomOp::Tick).await? {
+                    out["children"] = children;
+                }
+                Ok(out)
             }
             RoomOp::Rescind { user_id } => self.rescind(&user_id).await,
             RoomOp::Pending => self.pending(),
@@ -194,7 +216,18 @@ impl<H: Host> Room<H> {
             RoomOp::Status => self.status(),
             RoomOp::Forget { user_id } => {
                 let gone = self.store().forget(&user_id)?;
-                Ok(json!({ "forgotten": gone }))
+                let mut out = json!({ "forgotten": gone });
+                let op = RoomOp::Forget { user_id };
+                if let Some(children) = self.pass_to_children(&op).await? {
+                    // A person forgotten here is forgotten in the rooms this space serves too.
+                    let (mut k, mut d) = (gone.knocks, gone.deliveries);
+                    for c in children.as_array().into_iter().flatten() {
+                        k += c["answer"]["forgotten"]["knocks"].as_u64().unwrap_or(0);
+                        d += c["answer"]["forgotten"]["deliveries"].as_u64().unwrap_or(0);
+                    }
+                    out = json!({ "forgotten": { "knocks": k, "deliveries": d } });
+                }
+                Ok(out)
             }
         }
     }

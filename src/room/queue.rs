@@ -34,7 +34,9 @@ impl<H: Host> Room<H> {
                 break;
             }
         }
-        Ok(json!({ "calls": calls, "steps": done }))
+        // A space's knocks for its child rooms, with what is left of the budget.
+        let children = self.deliver_children(&mut calls, CALLS_PER_RUN).await?;
+        Ok(json!({ "calls": calls, "steps": done, "child_knocks": children }))
     }
 
     /// The next due knock nobody else is acting on, if the room is not paused.

@@ -144,6 +144,16 @@ pub struct Forgotten {
     pub deliveries: u64,
 }
 
+/// A knock a space owes one of its child rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChildKnock {
+    pub parent_id: i64,
+    /// The child's room ID, or `*` while the space's children are still to be read.
+    pub room: String,
+    pub user_id: String,
+    pub attempts: i64,
+}
+
 /// A member the block-list scan reported for a moderator's look.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Review {
@@ -381,6 +391,8 @@ impl<S: Sql> Store<S> {
         self.sql
             .exec("DELETE FROM members WHERE user_id = ?", &[user.into()])?;
         self.drop_review(user)?;
+        self.sql
+            .exec("DELETE FROM outbox WHERE user_id = ?", &[user.into()])?;
         Ok(Forgotten { knocks, deliveries })
     }
 
@@ -604,6 +616,80 @@ impl<S: Sql> Store<S> {
     pub fn prune_reviews(&self, pass_start: u64) -> Result<()> {
         self.sql
             .exec("DELETE FROM reviews WHERE seen_at < ?", &[int(pass_start)])?;
+        Ok(())
+    }
+
+    // --- a space's knocks for its child rooms -------------------------------------------------
+
+    /// Owes knock `parent_id`'s person a knock in each of `rooms` (room IDs, or `*`: every child
+    /// the space has, read when it is delivered). Owed once per parent and room.
+    pub fn owe_child_knocks(
+        &self,
+        parent_id: i64,
+        user: &str,
+        rooms: &[&str],
+        now: u64,
+    ) -> Result<()> {
+        for room in rooms {
+            self.sql.exec(
+                "INSERT OR IGNORE INTO outbox (parent_id, room, user_id, next_at) VALUES (?, ?, ?, ?)",
+                &[parent_id.into(), (*room).into(), user.into(), int(now)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Child knocks due for delivery, oldest first.
+    pub fn child_knocks_due(&self, now: u64, limit: u32) -> Result<Vec<ChildKnock>> {
+        self.sql.query(
+            "SELECT parent_id, room, user_id, attempts FROM outbox \
+             WHERE delivered_at IS NULL AND next_at <= ? ORDER BY next_at, parent_id LIMIT ?",
+            &[int(now), (limit as i64).into()],
+        )
+    }
+
+    /// When the next undelivered child knock is due.
+    pub fn child_knocks_next(&self) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct T {
+            t: Option<i64>,
+        }
+        let rows: Vec<T> = self.sql.query(
+            "SELECT MIN(next_at) AS t FROM outbox WHERE delivered_at IS NULL",
+            &[],
+        )?;
+        Ok(rows.first().and_then(|r| r.t).map(ms))
+    }
+
+    pub fn child_knock_delivered(&self, parent_id: i64, room: &str, now: u64) -> Result<()> {
+        self.sql.exec(
+            "UPDATE outbox SET delivered_at = ? WHERE parent_id = ? AND room = ?",
+            &[int(now), parent_id.into(), room.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn child_knock_retry(&self, parent_id: i64, room: &str, at: u64) -> Result<()> {
+        self.sql.exec(
+            "UPDATE outbox SET attempts = attempts + 1, next_at = ? WHERE parent_id = ? AND room = ?",
+            &[int(at), parent_id.into(), room.into()],
+        )?;
+        Ok(())
+    }
+
+    /// A `*` row resolved into the space's children: one row per child, then the `*` row goes.
+    pub fn resolve_child_knocks(
+        &self,
+        parent_id: i64,
+        user: &str,
+        children: &[&str],
+        now: u64,
+    ) -> Result<()> {
+        self.owe_child_knocks(parent_id, user, children, now)?;
+        self.sql.exec(
+            "DELETE FROM outbox WHERE parent_id = ? AND room = '*'",
+            &[parent_id.into()],
+        )?;
         Ok(())
     }
 

@@ -12,11 +12,42 @@ use crate::support::{enc, synapse, wait_until, Reply, User, Worker};
 const API_KEY: &str = "rooms-e2e-key";
 const SECRET_A: &str = "tally-secret-of-form-a";
 const SECRET_B: &str = "tally-secret-of-form-b";
+const SECRET_HUB: &str = "tally-secret-of-the-hub-form";
 
 struct Setup {
     worker: Worker,
     alpha: String,
     beta: String,
+    /// A space that takes every `m.space.child`, and its two children.
+    hub: String,
+    children: [String; 2],
+}
+
+/// A knock-only space with `children` as its `m.space.child` rooms.
+fn create_space(children: &[&str]) -> String {
+    let s = synapse();
+    let mut state: Vec<Value> = children
+        .iter()
+        .map(
+            |c| json!({"type": "m.space.child", "state_key": c, "content": {"via": ["localhost"]}}),
+        )
+        .collect();
+    state.push(json!({"type": "m.room.join_rules", "state_key": "",
+                      "content": {"join_rule": "knock"}}));
+    let r = s.client(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &s.bot.token,
+        Some(json!({
+            "preset": "private_chat",
+            "room_version": "10",
+            "name": "Knock test space",
+            "creation_content": {"type": "m.space"},
+            "initial_state": state,
+        })),
+    );
+    assert_eq!(r.status, 200, "createRoom (space): {}", r.body);
+    r.json()["room_id"].as_str().expect("room_id").to_owned()
 }
 
 fn setup() -> &'static Setup {
@@ -25,6 +56,8 @@ fn setup() -> &'static Setup {
         let s = synapse();
         let alpha = s.create_knock_room(&s.bot);
         let beta = s.create_knock_room(&s.bot);
+        let children = [s.create_knock_room(&s.bot), s.create_knock_room(&s.bot)];
+        let hub = create_space(&[&children[0], &children[1]]);
         let mut vars = Worker::base_vars(s);
         // No NEW_ROOM_ID: the two variables describe the whole deployment.
         vars.retain(|(k, _)| k != "NEW_ROOM_ID");
@@ -33,16 +66,19 @@ fn setup() -> &'static Setup {
         let rooms = json!({
             "alpha": {"room_id": alpha, "welcome_message": "Welcome to alpha, {user_id}!"},
             "beta": {"room_id": beta, "welcome_message": "Welcome to beta, {user_id}!"},
+            "hub": {"room_id": hub, "space": true},
         });
         let forms = json!({
             "form-a": {"room": "alpha"},
             "form-b": {"room": "beta"},
+            "hub-form": {"room": "hub"},
         });
         for (k, v) in [
             ("KNOCK_ROOMS@table", rooms.to_string()),
             ("KNOCK_FORMS", forms.to_string()),
             ("TALLY_SIGNING_SECRET_FORM_A", SECRET_A.into()),
             ("TALLY_SIGNING_SECRET_FORM_B", SECRET_B.into()),
+            ("TALLY_SIGNING_SECRET_HUB_FORM", SECRET_HUB.into()),
             ("API_KEY", API_KEY.into()),
             ("INVITE_CHECK_INTERVAL", "1ms".into()),
             ("BLOCKLIST_SCAN_INTERVAL", "1ms".into()),
@@ -53,6 +89,8 @@ fn setup() -> &'static Setup {
             worker: Worker::start(&vars),
             alpha,
             beta,
+            hub,
+            children,
         }
     })
 }
@@ -84,7 +122,14 @@ fn admin(path: &str, body: Option<Value>) -> Reply {
 
 /// No reply shows either room's ID, or its opaque part.
 fn no_room_ids(r: &Reply) {
-    for room in [&setup().alpha, &setup().beta] {
+    let st = setup();
+    for room in [
+        &st.alpha,
+        &st.beta,
+        &st.hub,
+        &st.children[0],
+        &st.children[1],
+    ] {
         let opaque = room
             .trim_start_matches('!')
             .split(':')
@@ -240,11 +285,18 @@ fn a_block_removes_the_person_from_every_room() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     let rooms = v["rooms"].as_array().cloned().unwrap_or_default();
-    assert_eq!(rooms.len(), 2, "{v}");
-    for one in &rooms {
+    let answer = |alias: &str| rooms.iter().find(|r| r["room"] == alias).cloned();
+    for alias in ["alpha", "beta"] {
+        let one = answer(alias).unwrap_or_else(|| panic!("no answer for {alias}: {v}"));
         assert_eq!(one["membership_was"], "join", "{v}");
         assert_eq!(one["action"], "kicked", "{v}");
     }
+    // A room they were never in answers too, with nothing to do.
+    assert_eq!(
+        answer("hub").map(|h| h["action"].clone()),
+        Some(json!("none")),
+        "{v}"
+    );
     assert_eq!(
         v["action"], "kicked",
         "the default room's answer stays at the top: {v}"
@@ -291,4 +343,44 @@ fn the_rooms_route_lists_rooms_and_forms_without_their_ids() {
     let r = admin("/pending_invites?room=gamma", None);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("GET /rooms"), "{}", r.body);
+}
+
+#[test]
+fn a_space_form_invites_into_the_space_and_every_child_room() {
+    let s = synapse();
+    let st = setup();
+    let fay = s.new_user("roomsfay");
+    let r = deliver("hub-form", SECRET_HUB, "evt-rooms-fay", &fay.user_id);
+    assert_eq!(r.status, 202, "{}", r.body);
+    s.wait_for_membership(&st.hub, &fay.user_id, "invite");
+    for child in &st.children {
+        s.wait_for_membership(child, &fay.user_id, "invite");
+    }
+    // Each child room tracks its own knock: joining one is welcomed there, by the cron run
+    // the space passes on to its children.
+    s.join(&fay, &st.children[0]);
+    let localpart = fay
+        .user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    wait_until(
+        "the child room welcomes the joiner",
+        Duration::from_secs(30),
+        || {
+            cron();
+            bot_messages(&st.children[0])
+                .iter()
+                .any(|m| m.starts_with("Welcome,") && m.contains(localpart))
+                .then_some(())
+        },
+    );
+    // A block reaches the space's children too.
+    let r = admin("/block_user", Some(json!({"user_id": fay.user_id})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    no_room_ids(&r);
+    s.wait_for_membership(&st.children[0], &fay.user_id, "leave");
+    s.wait_for_membership(&st.children[1], &fay.user_id, "leave");
+    s.wait_for_membership(&st.hub, &fay.user_id, "leave");
 }

@@ -154,6 +154,32 @@ fn the_run_command_with_nothing_configured_starts_a_working_sandbox() {
         let r = request("GET", &url, &[("Authorization", &auth)], None);
         (r.status == 200 && r.json()["membership"] == "invite").then_some(())
     });
+    // The space's form: the same knock invites into the space and both of its rooms.
+    let space_hook = format!("http://127.0.0.1:{port}/invite_from_form/space");
+    assert!(text.contains(&space_hook), "the space's webhook is printed:\n{text}");
+    let again = sample.replace("sandbox-sample-1", "sandbox-sample-space");
+    let r = request(
+        "POST",
+        &space_hook,
+        &[("Content-Type", "application/json")],
+        Some(again.as_bytes()),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    for key in ["space_id", "second_room_id"] {
+        let url = format!(
+            "http://127.0.0.1:{hs_port}/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(state[key].as_str().expect("room")),
+            enc(state["demo_user_id"].as_str().expect("demo"))
+        );
+        crate::support::wait_until(
+            &format!("the demo user's invite into {key}"),
+            Duration::from_secs(30),
+            || {
+                let r = request("GET", &url, &[("Authorization", &auth)], None);
+                (r.status == 200 && r.json()["membership"] == "invite").then_some(())
+            },
+        );
+    }
     let form = request("GET", &format!("http://127.0.0.1:{port}/form"), &[], None);
     assert!(form.body.contains("<form"), "{}", form.body);
 

@@ -212,6 +212,14 @@ impl Host for SimHost {
             self.world.note(format!("log {event} {}", f.join(" ")));
         }
     }
+    async fn call_room(
+        &self,
+        _room: &knock::domain::mxid::RoomId,
+        _op: &RoomOp,
+    ) -> Result<Value, String> {
+        // The simulated room is no space: it never calls another room.
+        Err("the simulation has one room".into())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,7 +78,21 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 ";
 
-pub const SCHEMA_VERSION: u64 = 3;
+/// Version 4: a space's knocks owed to its child rooms (delivered to each child's own object).
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+  parent_id INTEGER NOT NULL,
+  room TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at INTEGER NOT NULL,
+  delivered_at INTEGER,
+  PRIMARY KEY (parent_id, room)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_at) WHERE delivered_at IS NULL;
+";
+
+pub const SCHEMA_VERSION: u64 = 4;
 
 impl<S: Sql> Store<S> {
     pub(super) fn migrate(&self) -> Result<()> {
@@ -92,6 +106,7 @@ impl<S: Sql> Store<S> {
             self.upgrade_v1_rows()?;
         }
         self.sql.batch(SCHEMA_V3)?;
+        self.sql.batch(SCHEMA_V4)?;
         self.set_meta("schema", &SCHEMA_VERSION)
     }
 
