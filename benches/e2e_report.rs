@@ -10,6 +10,9 @@
 //! 5. `hot_path_cpu`: CPU time per request in the workerd process that runs the worker (from
 //!    `/proc/<pid>/task/*/schedstat`), for `GET /`, a rejected (429), an accepted and a blocked
 //!    knock, in interleaved rounds of the same run.
+//! 6. `cron_rooms`: cron runs over a deployment of 20 rooms (`KNOCK_ROOMS`): the subrequests of
+//!    the cron invocation (one room call each), the calls each room's own invocation made, and
+//!    the CPU of the worker's workerd per run, beside `GET /` in the same run.
 //!
 //! Only measures: the goals are judged by `scripts/bench`, which runs this binary as
 //! `cargo bench --bench e2e_report` with `KNOCK_BENCH_JSON=<path>` and merges the figures into
@@ -1297,6 +1300,110 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Rooms of the `cron_rooms` deployment.
+const CRON_ROOMS: usize = 20;
+const CRON_API_KEY: &str = "bench-cron-admin-key";
+
+fn cron_rooms(mode: &Mode, s: &Synapse) -> Value {
+    let runs = if mode.quick { 3 } else { 10 };
+    let mut table = Map::new();
+    for i in 0..CRON_ROOMS {
+        let room = s.create_knock_room(&s.bot);
+        // One member besides the bot, so each room's block-list scan has someone to look at.
+        let member = s.new_user(&format!("cronmember{i}-"));
+        let r = s.client(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            &s.bot.token,
+            Some(json!({ "user_id": member.user_id })),
+        );
+        assert_eq!(r.status, 200, "invite: {}", r.body);
+        s.join(&member, &room);
+        table.insert(format!("r{:02}", i + 1), json!({ "room_id": room }));
+    }
+    let mut vars = Worker::base_vars(s);
+    vars.retain(|(k, _)| k != "NEW_ROOM_ID");
+    set_var(&mut vars, "KNOCK_ROOMS", &Value::Object(table).to_string());
+    set_var(&mut vars, "API_KEY", CRON_API_KEY);
+    // Every task is due on every run: the invite check and the full member scan.
+    set_var(&mut vars, "INVITE_CHECK_INTERVAL", "1ms");
+    set_var(&mut vars, "BLOCKLIST_SCAN_INTERVAL", "1ms");
+    let w = Worker::start(&vars);
+    let procs = find_dev_processes(&w.config, url_port(&w.url));
+    let cron_url = format!("{}/cdn-cgi/handler/scheduled?cron=*%2F5+*+*+*+*", w.url);
+    let get_url = format!("{}/", w.url);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let cron = || {
+        let status = send(&agent, "GET", &cron_url, &[], None);
+        assert_eq!(status, 200, "the cron trigger");
+    };
+    // The first run lists every room's members and stores a sync token; later runs are
+    // incremental, as in production.
+    cron();
+    let mut per_run = Vec::new();
+    let mut get_ns = Vec::new();
+    for _ in 0..runs {
+        let b = cpu_batch(
+            &procs,
+            &mut || {
+                cron();
+                1
+            },
+            None,
+        );
+        per_run.push(b.worker_ns);
+        let g = cpu_batch(
+            &procs,
+            &mut || {
+                for _ in 0..20 {
+                    send(&agent, "GET", &get_url, &[], None);
+                }
+                20
+            },
+            None,
+        );
+        get_ns.push(g.worker_ns);
+    }
+    let rooms = w.admin(CRON_API_KEY, "/rooms", None);
+    assert_eq!(rooms.status, 200, "GET /rooms: {}", rooms.body);
+    let listed = rooms.json()["rooms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let calls: Vec<f64> = listed
+        .iter()
+        .filter_map(|r| r["status"]["last_run"]["calls"].as_f64())
+        .collect();
+    let ran = listed
+        .iter()
+        .filter(|r| r["status"]["last_run"]["ran"] == true)
+        .count();
+    assert_eq!(
+        calls.len(),
+        CRON_ROOMS,
+        "every room reports its last run: {}",
+        rooms.body
+    );
+    let run_ns = median(&per_run);
+    let base_ns = median(&get_ns);
+    json!({
+        "ok": true,
+        "rooms": CRON_ROOMS,
+        "runs": runs,
+        "rooms_that_ran": ran,
+        "cron_invocation_subrequests": CRON_ROOMS,
+        "room_invocation_calls_max": calls.iter().cloned().fold(0.0, f64::max),
+        "room_invocation_calls_median": median(&calls),
+        "cpu_ns_per_run": round(run_ns, 0),
+        "cpu_ns_per_room": round(run_ns / CRON_ROOMS as f64, 0),
+        "get_ns_per_request": round(base_ns, 0),
+        "run_to_get_ratio": round(run_ns / base_ns.max(1.0), 2),
+        "runs_ns": per_run.iter().map(|x| round(*x, 0)).collect::<Vec<_>>(),
+    })
+}
+
 fn main() {
     let mode = Mode::from_env();
     let dir = out_dir();
@@ -1328,6 +1435,10 @@ fn main() {
         stage("hot_path_cpu", || {
             needs_synapse(&|s| hot_path_cpu(&mode, s))
         }),
+    );
+    stages.insert(
+        "cron_rooms".into(),
+        stage("cron_rooms", || needs_synapse(&|s| cron_rooms(&mode, s))),
     );
     stages.insert(
         "cold_start".into(),

@@ -32,6 +32,7 @@ impl<H: Host> Room<H> {
                 "at": self.host.now(),
                 "ran": report["ran"],
                 "actions": report["actions"].as_array().map_or(0, Vec::len),
+                "calls": report["calls"],
                 "why": report["why"],
             });
             self.store().set_meta("last_run", &last)?;
