@@ -1,7 +1,14 @@
-//! Moderation: what Knock does to a person once they are blocked.
+//! Moderation: what Knock does to a person once they are blocked, and what moderators say to
+//! it from a Matrix management room.
 //!
 //! Decides: given someone's current membership and the configured `BLOCK_ACTION`, whether to
-//! kick, ban or leave them be, and how to describe it. Never does: the homeserver calls.
+//! kick, ban or leave them be, and how to describe it. The management room's parts, each pure:
+//! [`commands`] (what a message asks for), [`moderators`] (who may ask, and whom Knock never acts
+//! against), [`notices`] (what Knock posts about a knock). Never does: the homeserver calls.
+
+pub mod commands;
+pub mod moderators;
+pub mod notices;
 
 use serde::Serialize;
 

@@ -1,0 +1,304 @@
+//! Commands moderators type in the management room, and the reactions they tap.
+//!
+//! Decides: whether a message is addressed to Knock (`!knock …`, or a mention of the bot as the
+//! message's first word: its user ID, or its localpart followed by `:`), which command it is,
+//! and the one-line usage to answer when it is malformed; which action a reaction key asks for;
+//! whether an action on this many people needs a confirming reply first. Never does: IO, or
+//! checking who sent it (see [`super::moderators`]).
+
+use crate::domain::config::parse_duration_ms;
+use crate::domain::mxid::UserId;
+
+/// Above this many people, a bulk action waits for a confirming reply.
+pub const CONFIRM_ABOVE: usize = 10;
+
+/// What a moderator asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Approve(UserId),
+    Reject {
+        user: UserId,
+        reason: Option<String>,
+    },
+    /// A user ID or a glob.
+    Block {
+        pattern: String,
+        reason: Option<String>,
+    },
+    Unblock(String),
+    Held,
+    Pending,
+    /// The newest knocks, this many (1–50; 10 when not given).
+    Knocks(u32),
+    Status,
+    Help,
+    /// Rejects every knock held within this long (raid clean-up).
+    RejectHeldSince {
+        ms: u64,
+    },
+    /// Kicks everyone who joined within this long (raid clean-up).
+    KickJoinedSince {
+        ms: u64,
+    },
+    /// Confirms the bulk action a notice asked about (a reply `!knock confirm`).
+    Confirm,
+}
+
+/// A message for Knock that it cannot carry out: answered with this usage line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage(pub String);
+
+/// The usage line of every command, as `help` lists it.
+pub const HELP: &[(&str, &str)] = &[
+    ("approve <user>", "invite a held knock's person"),
+    ("reject <user> [reason]", "refuse a held knock"),
+    (
+        "block <user|glob> [reason]",
+        "block-list someone, in every room",
+    ),
+    ("unblock <user|glob>", "remove a block-list entry"),
+    ("held", "knocks waiting for a moderator"),
+    ("pending", "invites not yet accepted"),
+    ("knocks [n]", "the newest knocks and their verdicts"),
+    ("status", "login, queue and last run"),
+    (
+        "reject-held since <duration>",
+        "refuse every knock held within that time (a raid)",
+    ),
+    (
+        "kick-joined since <duration>",
+        "remove everyone who joined within that time (a raid)",
+    ),
+    ("confirm", "carry out the bulk action Knock asked about"),
+    ("help", "this list"),
+];
+
+fn usage(cmd: &str) -> Usage {
+    let line = HELP
+        .iter()
+        .find(|(u, _)| u.split_whitespace().next() == Some(cmd))
+        .map(|(u, _)| *u)
+        .unwrap_or("help");
+    Usage(format!("Usage: !knock {line}"))
+}
+
+/// The text after the address, if the message is addressed to Knock: `!knock …`, or the bot's
+/// user ID or `localpart:` as the first word.
+fn addressed<'a>(body: &'a str, bot: &UserId) -> Option<&'a str> {
+    let text = body.trim();
+    let first = text.split_whitespace().next()?;
+    let rest = || text[first.len()..].trim_start();
+    let lower = first.to_lowercase();
+    if lower == "!knock" {
+        return Some(rest());
+    }
+    let word = lower.trim_end_matches([':', ',']);
+    if word == bot.as_str().to_lowercase()
+        || word == bot.localpart().to_lowercase() && lower != word
+    {
+        return Some(rest());
+    }
+    None
+}
+
+/// Reads a message. `Ok(None)`: not for Knock (chatter in the room). `Err(usage)`: for Knock,
+/// but malformed.
+pub fn parse(body: &str, bot: &UserId) -> Result<Option<Command>, Usage> {
+    let Some(text) = addressed(body, bot) else {
+        return Ok(None);
+    };
+    let mut words = text.split_whitespace();
+    let Some(cmd) = words.next().map(str::to_lowercase) else {
+        return Ok(Some(Command::Help));
+    };
+    let rest: Vec<&str> = words.collect();
+    let reason = |from: usize| {
+        let r = rest.get(from..).map(|w| w.join(" ")).unwrap_or_default();
+        (!r.trim().is_empty()).then(|| r.trim().to_owned())
+    };
+    let user = |i: usize| rest.get(i).and_then(|u| UserId::parse(u).ok());
+    let since = || match (rest.first(), rest.get(1)) {
+        (Some(s), Some(d)) if s.eq_ignore_ascii_case("since") && rest.len() == 2 => {
+            parse_duration_ms(d).filter(|ms| *ms > 0)
+        }
+        _ => None,
+    };
+    let command = match cmd.as_str() {
+        "approve" if rest.len() == 1 => user(0).map(Command::Approve),
+        "reject" if !rest.is_empty() => user(0).map(|u| Command::Reject {
+            user: u,
+            reason: reason(1),
+        }),
+        "block" if !rest.is_empty() => Some(Command::Block {
+            pattern: rest[0].to_owned(),
+            reason: reason(1),
+        }),
+        "unblock" if rest.len() == 1 => Some(Command::Unblock(rest[0].to_owned())),
+        "held" if rest.is_empty() => Some(Command::Held),
+        "pending" if rest.is_empty() => Some(Command::Pending),
+        "knocks" if rest.is_empty() => Some(Command::Knocks(10)),
+        "knocks" if rest.len() == 1 => rest[0]
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=50).contains(n))
+            .map(Command::Knocks),
+        "status" if rest.is_empty() => Some(Command::Status),
+        "help" => Some(Command::Help),
+        "reject-held" => since().map(|ms| Command::RejectHeldSince { ms }),
+        "kick-joined" => since().map(|ms| Command::KickJoinedSince { ms }),
+        "confirm" if rest.is_empty() => Some(Command::Confirm),
+        _ => None,
+    };
+    match command {
+        Some(c) => Ok(Some(c)),
+        None if HELP
+            .iter()
+            .any(|(u, _)| u.split_whitespace().next() == Some(&cmd)) =>
+        {
+            Err(usage(&cmd))
+        }
+        None => Err(Usage(format!("Unknown command {cmd:?}. Try: !knock help"))),
+    }
+}
+
+/// What a reaction on a notice asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tap {
+    Approve,
+    Reject,
+    /// Block the person (an exact entry).
+    Block,
+}
+
+/// The action a reaction key stands for: ✅ approves, ❌ rejects, 🔨 blocks (with or without
+/// the emoji variation selector). Other keys mean nothing.
+pub fn tap(key: &str) -> Option<Tap> {
+    match key.trim().trim_end_matches('\u{fe0f}') {
+        "✅" | "✔" | "☑" => Some(Tap::Approve),
+        "❌" | "✖" => Some(Tap::Reject),
+        "🔨" => Some(Tap::Block),
+        _ => None,
+    }
+}
+
+/// Whether an action on `affected` people waits for a confirming reply.
+pub fn needs_confirmation(affected: usize) -> bool {
+    affected > CONFIRM_ABOVE
+}
+
+/// The help text, one command per line.
+pub fn help_text() -> String {
+    let mut out = String::from("Knock commands (also as a mention of the bot):");
+    for (u, what) in HELP {
+        out.push_str(&format!("\n!knock {u} — {what}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bot() -> UserId {
+        UserId::parse("@knockbot:example.org").unwrap()
+    }
+
+    fn p(s: &str) -> Result<Option<Command>, Usage> {
+        parse(s, &bot())
+    }
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn chatter_is_not_a_command() {
+        assert_eq!(p("hello everyone"), Ok(None));
+        assert_eq!(
+            p("knockbot is great"),
+            Ok(None),
+            "a bare name is no address"
+        );
+        assert_eq!(p(""), Ok(None));
+    }
+
+    #[test]
+    fn commands_are_read_with_the_prefix_or_a_mention() {
+        assert_eq!(
+            p("!knock approve @ann:x.org"),
+            Ok(Some(Command::Approve(user("@ann:x.org"))))
+        );
+        assert_eq!(
+            p("@knockbot:example.org approve @ann:x.org"),
+            Ok(Some(Command::Approve(user("@ann:x.org"))))
+        );
+        assert_eq!(
+            p("KnockBot: approve @ann:x.org"),
+            Ok(Some(Command::Approve(user("@ann:x.org"))))
+        );
+        assert_eq!(
+            p("!Knock reject @bob:x.org spam, sorry"),
+            Ok(Some(Command::Reject {
+                user: user("@bob:x.org"),
+                reason: Some("spam, sorry".into())
+            }))
+        );
+        assert_eq!(
+            p("!knock block @spam*:* raid"),
+            Ok(Some(Command::Block {
+                pattern: "@spam*:*".into(),
+                reason: Some("raid".into())
+            }))
+        );
+        assert_eq!(p("!knock knocks"), Ok(Some(Command::Knocks(10))));
+        assert_eq!(p("!knock knocks 25"), Ok(Some(Command::Knocks(25))));
+        assert_eq!(
+            p("!knock reject-held since 10m"),
+            Ok(Some(Command::RejectHeldSince { ms: 600_000 }))
+        );
+        assert_eq!(
+            p("!knock kick-joined since 2h"),
+            Ok(Some(Command::KickJoinedSince { ms: 7_200_000 }))
+        );
+        assert_eq!(p("!knock"), Ok(Some(Command::Help)));
+        assert_eq!(p("!knock confirm"), Ok(Some(Command::Confirm)));
+    }
+
+    #[test]
+    fn a_malformed_command_gets_its_usage_line() {
+        assert_eq!(
+            p("!knock approve ann"),
+            Err(Usage("Usage: !knock approve <user>".into()))
+        );
+        assert_eq!(
+            p("!knock knocks 500"),
+            Err(Usage("Usage: !knock knocks [n]".into()))
+        );
+        assert_eq!(
+            p("!knock reject-held 10m"),
+            Err(Usage("Usage: !knock reject-held since <duration>".into()))
+        );
+        assert_eq!(
+            p("!knock frobnicate"),
+            Err(Usage(
+                "Unknown command \"frobnicate\". Try: !knock help".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn reactions_map_to_actions_with_or_without_the_variation_selector() {
+        assert_eq!(tap("✅"), Some(Tap::Approve));
+        assert_eq!(tap("✔\u{fe0f}"), Some(Tap::Approve));
+        assert_eq!(tap("❌"), Some(Tap::Reject));
+        assert_eq!(tap("🔨"), Some(Tap::Block));
+        assert_eq!(tap("👍"), None);
+    }
+
+    #[test]
+    fn more_than_ten_people_need_a_confirmation() {
+        assert!(!needs_confirmation(10));
+        assert!(needs_confirmation(11));
+        assert!(help_text().contains("!knock reject-held since <duration>"));
+    }
+}
