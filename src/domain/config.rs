@@ -62,6 +62,35 @@ pub struct Config {
     /// The room is a space (`KNOCK_ROOMS`, `"space": true`): a knock invites into it and into
     /// its child rooms.
     pub space: Option<SpaceTarget>,
+    /// How the room is named to moderators (its alias in `KNOCK_ROOMS`, or `default`): never
+    /// its ID.
+    pub label: String,
+    /// `MANAGEMENT_ROOM_ID`: the private, unencrypted room where Knock tells moderators about
+    /// knocks (per room: `management_room_id`).
+    pub management_room: Option<RoomId>,
+    /// `MANAGEMENT_NOTIFY`: which knocks get a notice there.
+    pub management_notify: Notify,
+}
+
+/// `MANAGEMENT_NOTIFY`: which knocks Knock posts about in the management room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// Knocks waiting for a moderator (the default).
+    Held,
+    /// Also every accepted and every refused knock.
+    All,
+    None,
+}
+
+impl Notify {
+    pub fn parse(s: &str) -> Option<Notify> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "held" => Some(Notify::Held),
+            "all" => Some(Notify::All),
+            "none" => Some(Notify::None),
+            _ => None,
+        }
+    }
 }
 
 /// A space target's child rooms: the ones listed, or (`None`) every `m.space.child` it has.
@@ -396,6 +425,25 @@ impl Config {
             Policy::default()
         });
 
+        let management_room = get("MANAGEMENT_ROOM_ID").and_then(|v| match RoomId::parse(&v) {
+            Ok(r) => Some(r),
+            Err(why) => {
+                bad("MANAGEMENT_ROOM_ID", false, format!("it {why}"));
+                None
+            }
+        });
+        let management_notify = match get("MANAGEMENT_NOTIFY") {
+            None => Notify::Held,
+            Some(v) => Notify::parse(&v).unwrap_or_else(|| {
+                bad(
+                    "MANAGEMENT_NOTIFY",
+                    false,
+                    "it must be held, all or none".into(),
+                );
+                Notify::Held
+            }),
+        };
+
         match (room_id, problems.is_empty()) {
             (Some(room_id), true) => Ok(Config {
                 room_id,
@@ -428,6 +476,9 @@ impl Config {
                 login,
                 blocklist,
                 space: None,
+                label: "default".into(),
+                management_room,
+                management_notify,
             }),
             _ => Err(Problems(problems)),
         }

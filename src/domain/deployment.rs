@@ -621,6 +621,7 @@ impl Site {
         cfg.space = entry.filter(|e| e.space).map(|e| SpaceTarget {
             children: e.children.clone(),
         });
+        cfg.label = self.label(room);
         Ok(cfg)
     }
 

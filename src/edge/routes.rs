@@ -82,11 +82,45 @@ async fn health(env: &Env) -> Result<Response> {
     } else {
         json!({ "status": "running", "webhook": webhook })
     };
-    let warnings = crate::domain::deployment::size_warnings(&lookup);
+    let mut warnings = crate::domain::deployment::size_warnings(&lookup);
+    if cfg.management_room.is_some() {
+        let management = management_health(env, &cfg, now).await?;
+        if management["status"] == "encrypted" {
+            warnings.push(format!(
+                "MANAGEMENT_ROOM_ID: {}",
+                management["fix"].as_str().unwrap_or_default()
+            ));
+        }
+        out["management"] = management;
+    }
     if !warnings.is_empty() {
         out["warnings"] = warnings.into();
     }
     http::json(200, &out)
+}
+
+thread_local! {
+    /// The management room's health as this isolate last heard it, and when.
+    static MANAGEMENT_HEALTH: std::cell::RefCell<Option<(u64, serde_json::Value)>> =
+        const { std::cell::RefCell::new(None) };
+}
+const MANAGEMENT_HEALTH_TTL_MS: u64 = 60_000;
+
+/// Whether the default room's management room is usable, asked of its room object (which
+/// checks the homeserver at most every ten minutes), at most once a minute per isolate.
+async fn management_health(env: &Env, cfg: &Config, now: u64) -> Result<serde_json::Value> {
+    let cached = MANAGEMENT_HEALTH.with(|h| {
+        h.borrow()
+            .as_ref()
+            .filter(|(at, _)| now.saturating_sub(*at) < MANAGEMENT_HEALTH_TTL_MS)
+            .map(|(_, v)| v.clone())
+    });
+    if let Some(v) = cached {
+        return Ok(v);
+    }
+    let v: serde_json::Value = room_do::call(env, cfg, &RoomOp::Management).await?;
+    MANAGEMENT_HEALTH.with(|h| *h.borrow_mut() = Some((now, v.clone())));
+    Ok(v)
 }
 
 fn misconfigured(p: &Problems) -> serde_json::Value {

@@ -205,6 +205,28 @@ impl Api {
         self.req(Method::Put, path, Some(body))
     }
 
+    /// An `m.notice` with an HTML body, idempotent per transaction id (the management room's
+    /// notices).
+    pub fn send_notice(&self, room: &RoomId, txn_id: &str, body: &str, html: &str) -> HttpRequest {
+        let content = json!({
+            "msgtype": "m.notice",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": html,
+        });
+        let path = self.room(room, &format!("/send/m.room.message/{}", encode(txn_id)));
+        self.req(Method::Put, path, Some(content))
+    }
+
+    /// One state event of a room (`state_key` empty for most).
+    pub fn state_event(&self, room: &RoomId, event_type: &str, state_key: &str) -> HttpRequest {
+        let path = self.room(
+            room,
+            &format!("/state/{}/{}", encode(event_type), encode(state_key)),
+        );
+        self.req(Method::Get, path, None)
+    }
+
     /// An incremental `/sync` that returns at once, filtered to one room's membership events.
     pub fn sync(&self, room: &RoomId, since: Option<&str>) -> HttpRequest {
         let filter = json!({

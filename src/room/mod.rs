@@ -13,6 +13,7 @@
 //! lost instance leaves an alarm behind.
 
 pub mod moderate;
+pub mod notify;
 pub mod protocol;
 pub mod queue;
 pub mod space;
@@ -144,6 +145,10 @@ impl<H: Host> Room<H> {
         use lifecycle::Effect;
         let now = self.host.now();
         self.owe_children(t.name, k)?;
+        // Held by new evidence: the moderators hear of it.
+        if t.name == "held" {
+            self.owe_notice(k)?;
+        }
         for e in &t.effects {
             match *e {
                 Effect::PauseRoomUntil(until) => {
@@ -175,7 +180,8 @@ impl<H: Host> Room<H> {
         let due = self.store().earliest_due()?.map(|t| t.max(pause));
         let watch = (self.store().meta_u64("watch_continue")? == 1).then_some(now);
         let children = self.store().child_knocks_next()?;
-        Ok([due, watch, children].into_iter().flatten().min())
+        let notices = self.store().notices_next()?.map(|t| t.max(pause));
+        Ok([due, watch, children, notices].into_iter().flatten().min())
     }
 
     /// Makes sure an alarm fires by the time work is owed. While a run holds the lease, the

@@ -97,6 +97,8 @@ pub enum RoomOp {
     },
     /// The room's health for `GET /rooms`: queue depth, held knocks, the last cron run.
     Status,
+    /// Whether the management room is usable (configured, unencrypted).
+    Management,
     /// Deletes what Knock stores about a person.
     Forget {
         user_id: String,
@@ -121,6 +123,7 @@ impl RoomOp {
             RoomOp::Knocks { .. } => "/knocks",
             RoomOp::Forget { .. } => "/forget",
             RoomOp::Status => "/status",
+            RoomOp::Management => "/management",
         }
     }
 }
@@ -214,6 +217,7 @@ impl<H: Host> Room<H> {
                 verdict,
             } => self.page(limit, before, verdict.as_deref()),
             RoomOp::Status => self.status(),
+            RoomOp::Management => self.management_health().await,
             RoomOp::Forget { user_id } => {
                 let gone = self.store().forget(&user_id)?;
                 let mut out = json!({ "forgotten": gone });
@@ -300,6 +304,7 @@ impl<H: Host> Room<H> {
                 }
                 let row = Knock::recorded(&k.user_id, &k.source, status, &reason, now);
                 let stored = store.insert(&row)?;
+                self.owe_notice(&stored)?;
                 KnockOut {
                     status: Some(status),
                     ..KnockOut::new("recorded", stored.id)
@@ -312,6 +317,7 @@ impl<H: Host> Room<H> {
                     ..Knock::new(&k.user_id, &k.source, now)
                 };
                 let stored = store.insert(&row)?;
+                self.owe_notice(&stored)?;
                 KnockOut::new("queued", stored.id)
             }
         };

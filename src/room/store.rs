@@ -393,6 +393,10 @@ impl<S: Sql> Store<S> {
         self.drop_review(user)?;
         self.sql
             .exec("DELETE FROM outbox WHERE user_id = ?", &[user.into()])?;
+        self.sql.exec(
+            "DELETE FROM notices WHERE knock_id NOT IN (SELECT id FROM knocks)",
+            &[],
+        )?;
         Ok(Forgotten { knocks, deliveries })
     }
 
@@ -617,6 +621,73 @@ impl<S: Sql> Store<S> {
         self.sql
             .exec("DELETE FROM reviews WHERE seen_at < ?", &[int(pass_start)])?;
         Ok(())
+    }
+
+    // --- notices for the management room -----------------------------------------------------
+
+    /// Owes the management room a notice about knock `id` (once per knock).
+    pub fn owe_notice(&self, knock_id: i64, now: u64) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR IGNORE INTO notices (knock_id, next_at) VALUES (?, ?)",
+            &[knock_id.into(), int(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Notices due for posting: (knock id, attempts so far).
+    pub fn notices_due(&self, now: u64, limit: u32) -> Result<Vec<(i64, i64)>> {
+        #[derive(Deserialize)]
+        struct N {
+            knock_id: i64,
+            attempts: i64,
+        }
+        let rows: Vec<N> = self.sql.query(
+            "SELECT knock_id, attempts FROM notices WHERE posted_at IS NULL AND next_at <= ? \
+             ORDER BY next_at, knock_id LIMIT ?",
+            &[int(now), (limit as i64).into()],
+        )?;
+        Ok(rows.into_iter().map(|n| (n.knock_id, n.attempts)).collect())
+    }
+
+    pub fn notices_next(&self) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct T {
+            t: Option<i64>,
+        }
+        let rows: Vec<T> = self.sql.query(
+            "SELECT MIN(next_at) AS t FROM notices WHERE posted_at IS NULL",
+            &[],
+        )?;
+        Ok(rows.first().and_then(|r| r.t).map(ms))
+    }
+
+    pub fn notice_posted(&self, knock_id: i64, event_id: &str, now: u64) -> Result<()> {
+        self.sql.exec(
+            "UPDATE notices SET posted_at = ?, event_id = ? WHERE knock_id = ?",
+            &[int(now), event_id.into(), knock_id.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn notice_retry(&self, knock_id: i64, at: u64) -> Result<()> {
+        self.sql.exec(
+            "UPDATE notices SET attempts = attempts + 1, next_at = ? WHERE knock_id = ?",
+            &[int(at), knock_id.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The knock a posted notice is about, by the notice's event id.
+    pub fn notice_knock(&self, event_id: &str) -> Result<Option<i64>> {
+        #[derive(Deserialize)]
+        struct K {
+            knock_id: i64,
+        }
+        let rows: Vec<K> = self.sql.query(
+            "SELECT knock_id FROM notices WHERE event_id = ?",
+            &[event_id.into()],
+        )?;
+        Ok(rows.first().map(|k| k.knock_id))
     }
 
     // --- a space's knocks for its child rooms -------------------------------------------------

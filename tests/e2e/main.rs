@@ -11,6 +11,7 @@ mod hostile;
 mod intake;
 mod lifecycle;
 mod login;
+mod management;
 mod rate_limits;
 mod rooms;
 mod sandbox;

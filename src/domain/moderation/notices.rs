@@ -126,6 +126,33 @@ pub fn held(k: &NoticeKnock, room: &str) -> Notice {
     Notice { body, html }
 }
 
+/// The notice for a knock Knock decided without a moderator (`MANAGEMENT_NOTIFY=all`): accepted
+/// (`queued`, `invited`) or refused (`blocked`, `spam`, …), with the rule.
+pub fn decided(k: &NoticeKnock, room: &str, verdict: &str) -> Notice {
+    let who = clean(&k.user_id);
+    let from = source_label(&k.source);
+    let room = clean(room);
+    let verdict = clean(verdict);
+    let accepted = matches!(
+        verdict.as_str(),
+        "queued" | "invited" | "joined" | "welcomed"
+    );
+    let head = if accepted { "Accepted" } else { "Refused" };
+    let mut body = format!("{head} in {room}: {who}, from {from} ({verdict}).");
+    let mut html = format!(
+        "<p><b>{head}</b> in {}: <code>{}</code>, from {} ({}).</p>",
+        escape(&room),
+        escape(&who),
+        escape(&from),
+        escape(&verdict)
+    );
+    if let Some(r) = k.reason.as_deref().map(clean).filter(|r| !r.is_empty()) {
+        body.push_str(&format!("\nWhy: {r}"));
+        html.push_str(&format!("<p>Why: {}</p>", escape(&r)));
+    }
+    Notice { body, html }
+}
+
 /// The digest of a join wave in `room`: every held knock so far (the first
 /// [`MAX_DIGEST_LINES`] by name), edited in place as the wave grows.
 pub fn digest(knocks: &[NoticeKnock], room: &str) -> Notice {

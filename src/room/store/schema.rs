@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 ";
 
-/// Version 4: a space's knocks owed to its child rooms (delivered to each child's own object).
+/// Version 4: a space's knocks owed to its child rooms (delivered to each child's own object),
+/// and notices owed to the management room.
 const SCHEMA_V4: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
   parent_id INTEGER NOT NULL,
@@ -90,6 +91,14 @@ CREATE TABLE IF NOT EXISTS outbox (
   PRIMARY KEY (parent_id, room)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_at) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS notices (
+  knock_id INTEGER PRIMARY KEY,
+  next_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  event_id TEXT,
+  posted_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS notices_due ON notices(next_at) WHERE posted_at IS NULL;
 ";
 
 pub const SCHEMA_VERSION: u64 = 4;

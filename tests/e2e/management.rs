@@ -1,0 +1,156 @@
+//! The management room (`MANAGEMENT_ROOM_ID`), against the real worker and Synapse: a held
+//! knock is posted there as a notice, and an encrypted management room is reported by `GET /`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{enc, synapse, wait_until, Worker};
+
+const API_KEY: &str = "management-e2e-key";
+
+struct Setup {
+    worker: Worker,
+    management: String,
+}
+
+/// A private room of the bot's, unencrypted unless `encrypted`.
+fn private_room(encrypted: bool) -> String {
+    let s = synapse();
+    let mut state = vec![];
+    if encrypted {
+        state.push(json!({"type": "m.room.encryption", "state_key": "",
+                          "content": {"algorithm": "m.megolm.v1.aes-sha2"}}));
+    }
+    let r = s.client(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &s.bot.token,
+        Some(json!({"preset": "private_chat", "name": "Knock moderators",
+                    "initial_state": state})),
+    );
+    assert_eq!(r.status, 200, "createRoom: {}", r.body);
+    r.json()["room_id"].as_str().expect("room_id").to_owned()
+}
+
+fn setup() -> &'static Setup {
+    static S: OnceLock<Setup> = OnceLock::new();
+    S.get_or_init(|| {
+        let s = synapse();
+        let room = s.create_knock_room(&s.bot);
+        let management = private_room(false);
+        let mut vars = Worker::base_vars(s);
+        vars.retain(|(k, _)| k != "NEW_ROOM_ID");
+        for (k, v) in [
+            ("NEW_ROOM_ID", room.as_str()),
+            ("MANAGEMENT_ROOM_ID", management.as_str()),
+            ("API_KEY", API_KEY),
+        ] {
+            vars.push((k.into(), v.into()));
+        }
+        Setup {
+            worker: Worker::start(&vars),
+            management,
+        }
+    })
+}
+
+/// The bot's notices in `room`: (plain body, HTML body).
+fn notices(room: &str) -> Vec<(String, String)> {
+    let s = synapse();
+    let filter = enc(r#"{"types":["m.room.message"]}"#);
+    let r = s.client(
+        "GET",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100&filter={filter}",
+            enc(room)
+        ),
+        &s.bot.token,
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["chunk"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["content"]["msgtype"] == "m.notice")
+        .map(|e| {
+            (
+                e["content"]["body"].as_str().unwrap_or_default().to_owned(),
+                e["content"]["formatted_body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_held_knock_is_posted_to_the_management_room_with_its_reason() {
+    let s = synapse();
+    let st = setup();
+    let r = st.worker.admin(
+        API_KEY,
+        "/block_user",
+        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let namesake = s.register("matthew88", false);
+    let r = st.worker.post(
+        "/invite_from_form",
+        &[("Content-Type", "application/json")],
+        json!({"matrix_id": namesake.user_id})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let (body, html) = wait_until("the held knock's notice", Duration::from_secs(30), || {
+        notices(&st.management)
+            .into_iter()
+            .find(|(b, _)| b.contains(&namesake.user_id))
+    });
+    assert!(
+        body.starts_with("Held for a moderator in default:"),
+        "{body}"
+    );
+    assert!(
+        body.contains("matches blocked @matthew41:localhost"),
+        "{body}"
+    );
+    assert!(body.contains("React ✅ to approve"), "{body}");
+    assert!(html.contains("<b>Held for a moderator</b>"), "{html}");
+    let public_room = &st.worker.room_id;
+    assert!(!body.contains(public_room.as_str()) && !html.contains(public_room.as_str()));
+    // Posted once: the queue's later runs do not post it again.
+    std::thread::sleep(Duration::from_secs(2));
+    let copies = notices(&st.management)
+        .iter()
+        .filter(|(b, _)| b.contains(&namesake.user_id))
+        .count();
+    assert_eq!(copies, 1);
+    // GET / says the management room is fine.
+    let health: Value = st.worker.get("/", &[]).json();
+    assert_eq!(health["management"]["status"], "ok", "{health}");
+}
+
+#[test]
+fn an_encrypted_management_room_is_reported_with_the_fix() {
+    let s = synapse();
+    let mut vars = Worker::base_vars(s);
+    vars.push(("MANAGEMENT_ROOM_ID".into(), private_room(true)));
+    let w = Worker::start(&vars);
+    let health: Value = w.get("/", &[]).json();
+    assert_eq!(health["management"]["status"], "encrypted", "{health}");
+    let warning = health["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("create an unencrypted private room"),
+        "{health}"
+    );
+    assert!(
+        w.log().contains("management_room_encrypted"),
+        "the log says so too"
+    );
+}
