@@ -395,6 +395,14 @@ pub fn size_warnings(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
         .collect()
 }
 
+/// A short, stable name for a room where its ID must not appear (transaction and delivery
+/// keys, the notices of the management room): the first 8 bytes of its SHA-256, in hex.
+pub fn room_key(room: &RoomId) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(room.as_str().as_bytes());
+    hex::encode(&digest[..8])
+}
+
 /// Which rooms (indexes into [`Site::rooms`]) cron run number `turn` calls: all when they fit in
 /// `per_run`, else a window that moves on each run, so every room gets its turn.
 pub fn cron_window(rooms: usize, per_run: usize, turn: usize) -> Vec<usize> {
@@ -557,6 +565,11 @@ impl Site {
         self.rooms()
             .into_iter()
             .find(|r| r.as_str() == name || self.label(r) == name)
+    }
+
+    /// The deployment's room with this [`room_key`].
+    pub fn by_key(&self, key: &str) -> Option<RoomId> {
+        self.rooms().into_iter().find(|r| room_key(r) == key)
     }
 
     /// How the admin API names a room: its alias, `<space>/<n>` for a space's n-th listed child,

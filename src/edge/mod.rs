@@ -6,6 +6,7 @@ mod blocklist;
 mod http;
 mod list_do;
 mod log;
+mod manage_do;
 mod rate_limit_do;
 mod room_do;
 mod routes;
@@ -23,6 +24,11 @@ pub const ROOMS_BINDING: &str = "ROOMS";
 pub const LISTS_BINDING: &str = "LISTS";
 pub const LIMITS_BINDING: &str = "LIMITS";
 pub const SESSIONS_BINDING: &str = "SESSIONS";
+pub const MANAGE_BINDING: &str = "MANAGE";
+
+/// The one-minute schedule: the management rooms' reactions (so a tap takes effect within a
+/// minute). The five-minute one runs the rooms' background tasks.
+pub const MANAGEMENT_CRON: &str = "* * * * *";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -57,11 +63,31 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
+    let lookup = env_lookup(&env);
+    if event.cron() == MANAGEMENT_CRON {
+        // Every management room of the deployment, once.
+        let mut managed: Vec<crate::domain::mxid::RoomId> = Vec::new();
+        for room in site.rooms() {
+            if let Ok(cfg) = site.config_for(&room, &lookup) {
+                if let Some(m) = cfg.management_room {
+                    if !managed.contains(&m) {
+                        managed.push(m);
+                    }
+                }
+            }
+        }
+        for m in managed.iter().take(CRON_ROOMS_PER_RUN) {
+            match manage_do::poll(&env, m).await {
+                Ok(report) => log.event("management_polled", &[("report", report)]),
+                Err(e) => log.event("management_poll_failed", &[("error", e.to_string().into())]),
+            }
+        }
+        return;
+    }
     let rooms = site.rooms();
     // More rooms than one run may call: each run takes the next window (runs are 5 min apart).
     let turn = (event.schedule() as u64 / 300_000) as usize;
     let window = crate::domain::deployment::cron_window(rooms.len(), CRON_ROOMS_PER_RUN, turn);
-    let lookup = env_lookup(&env);
     let calls = window.into_iter().map(|i| {
         let room = rooms[i].clone();
         let label = site.label(&room);

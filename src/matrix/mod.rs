@@ -208,12 +208,30 @@ impl Api {
     /// An `m.notice` with an HTML body, idempotent per transaction id (the management room's
     /// notices).
     pub fn send_notice(&self, room: &RoomId, txn_id: &str, body: &str, html: &str) -> HttpRequest {
-        let content = json!({
+        self.send_notice_with(room, txn_id, body, html, json!({}))
+    }
+
+    /// [`Api::send_notice`] with more content fields: what the notice is about (for the
+    /// reactions to it), or `m.relates_to` (a reply in a notice's thread).
+    pub fn send_notice_with(
+        &self,
+        room: &RoomId,
+        txn_id: &str,
+        body: &str,
+        html: &str,
+        extra: Value,
+    ) -> HttpRequest {
+        let mut content = json!({
             "msgtype": "m.notice",
             "body": body,
             "format": "org.matrix.custom.html",
             "formatted_body": html,
         });
+        if let (Some(c), Some(more)) = (content.as_object_mut(), extra.as_object()) {
+            for (k, v) in more {
+                c.insert(k.clone(), v.clone());
+            }
+        }
         let path = self.room(room, &format!("/send/m.room.message/{}", encode(txn_id)));
         self.req(Method::Put, path, Some(content))
     }
@@ -245,6 +263,36 @@ impl Api {
             q.push_str(&format!("&since={}", encode(s)));
         }
         self.req(Method::Get, format!("/sync{q}"), None)
+    }
+
+    /// An incremental `/sync` that returns at once, filtered to one room's timeline events of
+    /// these types (the management room's reactions and messages).
+    pub fn sync_timeline(&self, room: &RoomId, since: Option<&str>, types: &[&str]) -> HttpRequest {
+        let filter = json!({
+            "room": {
+                "rooms": [room.as_str()],
+                "timeline": { "types": types, "limit": 100 },
+                "state": { "types": ["m.room.power_levels"] },
+                "ephemeral": { "not_types": ["*"] },
+                "account_data": { "not_types": ["*"] }
+            },
+            "presence": { "not_types": ["*"] },
+            "account_data": { "not_types": ["*"] }
+        });
+        let mut q = format!("?timeout=0&filter={}", encode(&filter.to_string()));
+        if let Some(s) = since {
+            q.push_str(&format!("&since={}", encode(s)));
+        }
+        self.req(Method::Get, format!("/sync{q}"), None)
+    }
+
+    /// One event of a room.
+    pub fn event(&self, room: &RoomId, event_id: &str) -> HttpRequest {
+        self.req(
+            Method::Get,
+            self.room(room, &format!("/event/{}", encode(event_id))),
+            None,
+        )
     }
 
     /// Opens a direct chat with `user` (they get an invite to it).
@@ -370,6 +418,21 @@ pub fn parse_sync(body: &Value, room: &RoomId) -> SyncedMembers {
             .and_then(Value::as_bool)
             .unwrap_or(false),
     }
+}
+
+/// A room's timeline in a `/sync` reply: the next token, the events, and whether the server
+/// left some out (`limited`).
+pub fn parse_timeline(body: &Value, room: &RoomId) -> (Option<String>, Vec<Value>, bool) {
+    let joined = &body["rooms"]["join"][room.as_str()];
+    let events = joined["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (
+        body["next_batch"].as_str().map(str::to_owned),
+        events,
+        joined["timeline"]["limited"].as_bool().unwrap_or(false),
+    )
 }
 
 /// What a homeserver's reply means for the caller: the core's neutral words for it.

@@ -5,13 +5,12 @@
 //! notice's event id so a reaction to it finds the knock.
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::{Host, Result, Room};
 use crate::domain::config::Notify;
+use crate::domain::deployment::room_key;
 use crate::domain::lifecycle::{Knock, Status};
 use crate::domain::moderation::notices::{self, NoticeKnock};
-use crate::domain::mxid::RoomId;
 
 const RETRY_BASE_MS: u64 = 5_000;
 const RETRY_MAX_MS: u64 = 10 * 60_000;
@@ -56,13 +55,14 @@ impl<H: Host> Room<H> {
             let notice = render(&k, &cfg.label);
             let txn = format!("knock-notice-{}-{knock_id}", room_key(&cfg.room_id));
             *calls += 1;
-            let sent = self
-                .host
-                .send(
-                    self.api()?
-                        .send_notice(&room, &txn, &notice.body, &notice.html),
-                )
-                .await;
+            // What the notice is about, for the reactions to it (the room by its key only).
+            let about = json!({ "org.knock.notice": {
+                "room_key": room_key(&cfg.room_id), "user_id": k.user_id, "knock_id": k.id,
+            }});
+            let req = self
+                .api()?
+                .send_notice_with(&room, &txn, &notice.body, &notice.html, about);
+            let sent = self.host.send(req).await;
             let now = self.host.now();
             match sent {
                 Ok(reply) => {
@@ -156,10 +156,4 @@ fn render(k: &Knock, label: &str) -> notices::Notice {
     } else {
         notices::decided(&nk, label, k.status.as_str())
     }
-}
-
-/// A short, stable name for a room in transaction ids (never its room ID).
-fn room_key(room: &RoomId) -> String {
-    let digest = Sha256::digest(room.as_str().as_bytes());
-    hex::encode(&digest[..8])
 }

@@ -12,10 +12,10 @@
 //! cron runs, blocks, unblocks and forgetting on to them.
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::protocol::KnockIn;
 use super::{Host, Result, Room, RoomOp};
+use crate::domain::deployment::room_key;
 use crate::domain::lifecycle::{Knock, Status};
 use crate::domain::mxid::RoomId;
 use crate::matrix::parse_space_children;
@@ -120,7 +120,11 @@ impl<H: Host> Room<H> {
             let op = RoomOp::Knock(KnockIn {
                 user_id: owed.user_id.clone(),
                 source: "space".into(),
-                delivery_key: format!("space:{}:{}", self.space_key()?, owed.parent_id),
+                delivery_key: format!(
+                    "space:{}:{}",
+                    room_key(&self.cfg()?.room_id),
+                    owed.parent_id
+                ),
                 record_as: None,
                 note: Some("knocked on the space".into()),
             });
@@ -178,11 +182,5 @@ impl<H: Host> Room<H> {
             });
         }
         Ok(Some(Value::Array(out)))
-    }
-
-    /// A short, stable name for this space in child delivery keys (never its room ID).
-    fn space_key(&self) -> Result<String> {
-        let digest = Sha256::digest(self.cfg()?.room_id.as_str().as_bytes());
-        Ok(hex::encode(&digest[..8]))
     }
 }

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{enc, synapse, wait_until, Worker};
+use crate::support::{enc, synapse, wait_until, User, Worker};
 
 const API_KEY: &str = "management-e2e-key";
 
 struct Setup {
     worker: Worker,
     management: String,
+    room: String,
+    /// A member of the management room at the `kick` level, and one below it.
+    moderator: User,
+    member: User,
 }
 
 /// A private room of the bot's, unencrypted unless `encrypted`.
@@ -49,15 +53,54 @@ fn setup() -> &'static Setup {
         ] {
             vars.push((k.into(), v.into()));
         }
+        let moderator = s.new_user("mgmtmod");
+        let member = s.new_user("mgmtmember");
+        for u in [&moderator, &member] {
+            let r = s.client(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{}/invite", enc(&management)),
+                &s.bot.token,
+                Some(json!({"user_id": u.user_id})),
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+            s.join(u, &management);
+        }
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            enc(&management)
+        );
+        let mut levels = s.client("GET", &path, &s.bot.token, None).json();
+        levels["users"][moderator.user_id.as_str()] = json!(50);
+        let r = s.client("PUT", &path, &s.bot.token, Some(levels));
+        assert_eq!(r.status, 200, "{}", r.body);
         Setup {
             worker: Worker::start(&vars),
             management,
+            room,
+            moderator,
+            member,
         }
     })
 }
 
 /// The bot's notices in `room`: (plain body, HTML body).
 fn notices(room: &str) -> Vec<(String, String)> {
+    notice_events(room)
+        .iter()
+        .map(|e| {
+            (
+                e["content"]["body"].as_str().unwrap_or_default().to_owned(),
+                e["content"]["formatted_body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The bot's notices in `room`, as events, newest first.
+fn notice_events(room: &str) -> Vec<Value> {
     let s = synapse();
     let filter = enc(r#"{"types":["m.room.message"]}"#);
     let r = s.client(
@@ -74,17 +117,8 @@ fn notices(room: &str) -> Vec<(String, String)> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-        .iter()
+        .into_iter()
         .filter(|e| e["content"]["msgtype"] == "m.notice")
-        .map(|e| {
-            (
-                e["content"]["body"].as_str().unwrap_or_default().to_owned(),
-                e["content"]["formatted_body"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        })
         .collect()
 }
 
@@ -153,4 +187,92 @@ fn an_encrypted_management_room_is_reported_with_the_fix() {
         w.log().contains("management_room_encrypted"),
         "the log says so too"
     );
+}
+
+/// `user` reacts to `event` in the management room.
+fn react(user: &User, event: &str, key: &str) {
+    let s = synapse();
+    let st = setup();
+    let txn = format!("react-{}", crate::support::now_ms());
+    let r = s.client(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.reaction/{txn}",
+            enc(&st.management)
+        ),
+        &user.token,
+        Some(json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event, "key": key}})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Runs the one-minute cron (the management rooms' reactions) once.
+fn poll() {
+    let r = setup()
+        .worker
+        .get("/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", &[]);
+    assert_eq!(r.status, 200, "cron trigger: {}", r.body);
+}
+
+#[test]
+fn a_moderators_tap_approves_a_held_knock_and_anyone_elses_does_nothing() {
+    let s = synapse();
+    let st = setup();
+    let r = st.worker.admin(
+        API_KEY,
+        "/block_user",
+        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let namesake = s.register("matthew66", false);
+    let r = st.worker.post(
+        "/invite_from_form",
+        &[("Content-Type", "application/json")],
+        json!({"matrix_id": namesake.user_id})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let notice = wait_until("the held knock's notice", Duration::from_secs(30), || {
+        notice_events(&st.management).into_iter().find(|e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&namesake.user_id))
+        })
+    });
+    let notice_id = notice["event_id"].as_str().expect("event id").to_owned();
+    // Someone below the kick level taps ✅: nothing happens.
+    react(&st.member, &notice_id, "✅");
+    poll();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(s.membership(&st.room, &namesake.user_id), None);
+    // A moderator taps ✅: the person is invited, and Knock says so in the notice's thread.
+    react(&st.moderator, &notice_id, "✅");
+    wait_until("the moderator's approval", Duration::from_secs(30), || {
+        poll();
+        (s.membership(&st.room, &namesake.user_id).as_deref() == Some("invite")).then_some(())
+    });
+    let replies = || {
+        notice_events(&st.management)
+            .into_iter()
+            .filter(|e| {
+                e["content"]["m.relates_to"]["event_id"] == notice_id.as_str()
+                    && e["content"]["m.relates_to"]["rel_type"] == "m.thread"
+            })
+            .count()
+    };
+    assert_eq!(replies(), 1);
+    let text: Vec<String> = notices(&st.management)
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    assert!(
+        text.iter()
+            .any(|b| b.starts_with("Approved by") && b.contains(&namesake.user_id)),
+        "{text:?}"
+    );
+    // Later polls do not apply the same reaction again.
+    poll();
+    poll();
+    assert_eq!(replies(), 1);
 }

@@ -302,3 +302,115 @@ mod tests {
         assert!(help_text().contains("!knock reject-held since <duration>"));
     }
 }
+
+/// A moderator's tap on a notice, found in the management room's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tapped {
+    /// The reaction's event id: an action is applied once per reaction.
+    pub reaction_id: String,
+    /// The notice it reacts to.
+    pub notice_id: String,
+    pub tap: Tap,
+    pub sender: String,
+}
+
+/// The taps in a timeline that Knock acts on: reactions (`m.annotation`) with a known key, from
+/// a moderator (`is_moderator`), never from the bot itself. Returns them in timeline order, and
+/// the senders of taps that were ignored because they are no moderators.
+pub fn taps(
+    events: &[serde_json::Value],
+    bot: &str,
+    is_moderator: &dyn Fn(&str) -> bool,
+) -> (Vec<Tapped>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut ignored = Vec::new();
+    for e in events {
+        if e["type"] != "m.reaction" {
+            continue;
+        }
+        let rel = &e["content"]["m.relates_to"];
+        if rel["rel_type"] != "m.annotation" {
+            continue;
+        }
+        let (Some(id), Some(notice), Some(key), Some(sender)) = (
+            e["event_id"].as_str(),
+            rel["event_id"].as_str(),
+            rel["key"].as_str(),
+            e["sender"].as_str(),
+        ) else {
+            continue;
+        };
+        let Some(tap) = tap(key) else { continue };
+        if sender == bot {
+            continue;
+        }
+        if !is_moderator(sender) {
+            ignored.push(sender.to_owned());
+            continue;
+        }
+        out.push(Tapped {
+            reaction_id: id.to_owned(),
+            notice_id: notice.to_owned(),
+            tap,
+            sender: sender.to_owned(),
+        });
+    }
+    (out, ignored)
+}
+
+/// What a notice of Knock's is about, as it wrote it in the notice (`org.knock.notice`): the
+/// room (its key, never its ID) and the person. `None` for any other event, or one the bot did
+/// not send.
+pub fn notice_about(event: &serde_json::Value, bot: &str) -> Option<(String, UserId)> {
+    if event["sender"] != bot {
+        return None;
+    }
+    let about = &event["content"]["org.knock.notice"];
+    let room = about["room_key"].as_str()?.to_owned();
+    let user = UserId::parse(about["user_id"].as_str()?).ok()?;
+    Some((room, user))
+}
+
+#[cfg(test)]
+mod tap_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reaction(id: &str, sender: &str, key: &str) -> serde_json::Value {
+        json!({"type": "m.reaction", "event_id": id, "sender": sender,
+               "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$notice",
+                                            "key": key}}})
+    }
+
+    #[test]
+    fn only_moderators_taps_count_and_never_the_bots() {
+        let events = vec![
+            reaction("$1", "@mod:x", "✅"),
+            reaction("$2", "@stranger:x", "✅"),
+            reaction("$3", "@bot:x", "❌"),
+            reaction("$4", "@mod:x", "👍"),
+            json!({"type": "m.room.message", "sender": "@mod:x", "content": {"body": "hi"}}),
+        ];
+        let (taps, ignored) = taps(&events, "@bot:x", &|u| u == "@mod:x");
+        assert_eq!(
+            taps,
+            vec![Tapped {
+                reaction_id: "$1".into(),
+                notice_id: "$notice".into(),
+                tap: Tap::Approve,
+                sender: "@mod:x".into()
+            }]
+        );
+        assert_eq!(ignored, vec!["@stranger:x".to_owned()]);
+    }
+
+    #[test]
+    fn a_notice_says_what_it_is_about_only_when_the_bot_wrote_it() {
+        let notice = json!({"sender": "@bot:x", "content": {"body": "Held…",
+            "org.knock.notice": {"room_key": "abc", "user_id": "@ann:x", "knock_id": 3}}});
+        let (room, user) = notice_about(&notice, "@bot:x").unwrap();
+        assert_eq!((room.as_str(), user.as_str()), ("abc", "@ann:x"));
+        let forged = json!({"sender": "@mod:x", "content": notice["content"].clone()});
+        assert_eq!(notice_about(&forged, "@bot:x"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! The management room's Durable Object, one per management room: reads the room's new
+//! reactions on each one-minute cron run (an incremental `/sync` that returns at once; nothing
+//! polls between runs, so it costs a few milliseconds a minute) and carries out the
+//! moderators' taps on Knock's notices: ✅ approves, ❌ rejects the held knock the notice is
+//! about, in the room the notice names (by its key). Each reaction is applied once (its event id
+//! is remembered), only from moderators (power level at or above the management room's `kick`),
+//! and Knock answers in the notice's thread with what it did.
+//!
+//! Which taps count and what a notice is about are decided in
+//! [`crate::domain::moderation::commands`]; this object reads, asks, and calls the room object.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use super::log::Logger;
+use super::session_do::{self, SessionOp, TokenReply};
+use super::transport::FetchTransport;
+use super::{env_lookup, room_do, stub, MANAGE_BINDING};
+use crate::domain::config::Config;
+use crate::domain::deployment::Site;
+use crate::domain::moderation::commands::{notice_about, taps, Tap};
+use crate::domain::moderation::moderators::PowerLevels;
+use crate::domain::mxid::RoomId;
+use crate::matrix::{classify, parse_timeline, Api, HttpRequest, Transport};
+use crate::room::RoomOp;
+
+/// Reactions remembered as applied (the newest; a sync never replays older ones).
+const REMEMBERED: usize = 2_000;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ManageOp {
+    /// Read the management room's new events and act on them.
+    Poll { room: String },
+}
+
+/// Asks the management room's object to poll.
+pub async fn poll(env: &Env, room: &RoomId) -> Result<Value> {
+    let op = ManageOp::Poll {
+        room: room.as_str().to_owned(),
+    };
+    stub::call(env, MANAGE_BINDING, room.as_str(), "/", &op).await
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Stored {
+    since: Option<String>,
+    handled: VecDeque<String>,
+}
+
+#[durable_object]
+pub struct ManageDo {
+    state: State,
+    env: Env,
+}
+
+impl DurableObject for ManageDo {
+    fn new(state: State, env: Env) -> Self {
+        ManageDo { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let ManageOp::Poll { room } = req.json().await?;
+        let room = RoomId::parse(&room).map_err(|e| worker::Error::RustError(e.into()))?;
+        let report = match self.poll(&room).await {
+            Ok(v) => v,
+            Err(e) => json!({ "error": e }),
+        };
+        Response::from_json(&report)
+    }
+}
+
+impl ManageDo {
+    async fn poll(&self, room: &RoomId) -> std::result::Result<Value, String> {
+        let lookup = env_lookup(&self.env);
+        let site = Site::load(&lookup).map_err(|p| p.summary())?;
+        let cfg = site.default_config(&lookup).map_err(|p| p.summary())?;
+        let log = Logger::background("manage");
+        let token = self.token(&cfg).await?;
+        let api = Api::new(&cfg.matrix_base_url, "");
+        let send = |req: HttpRequest| {
+            let t = FetchTransport {
+                timeout_ms: cfg.matrix_timeout_ms,
+            };
+            let req = req.with_token(&token);
+            async move { classify(t.send(req).await) }
+        };
+        let bot = self.bot(&api, &send).await?;
+        let storage = self.state.storage();
+        let mut stored: Stored = storage
+            .get("manage")
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let body = send(api.sync_timeline(room, stored.since.as_deref(), &["m.reaction"]))
+            .await
+            .map_err(|f| f.describe())?;
+        let (next, events, _limited) = parse_timeline(&body, room);
+        let mut done = Vec::new();
+        if events.iter().any(|e| e["type"] == "m.reaction") {
+            let levels = send(api.state_event(room, "m.room.power_levels", ""))
+                .await
+                .map(|c| PowerLevels::from_content(&c))
+                .map_err(|f| f.describe())?;
+            let (tapped, ignored) = taps(&events, &bot, &|u| levels.is_moderator(u));
+            for who in ignored {
+                log.event(
+                    "reaction_ignored",
+                    &[("sender", who.into()), ("why", "not a moderator".into())],
+                );
+            }
+            for t in tapped {
+                if stored.handled.contains(&t.reaction_id) {
+                    continue;
+                }
+                let outcome = self
+                    .apply(&site, &lookup, &api, &send, room, &bot, &t)
+                    .await;
+                let text = match &outcome {
+                    Ok(what) => what.clone(),
+                    Err(why) => format!("Could not act on {}'s reaction: {why}", t.sender),
+                };
+                let thread = json!({ "m.relates_to": {
+                    "rel_type": "m.thread", "event_id": t.notice_id,
+                    "is_falling_back": true, "m.in_reply_to": { "event_id": t.notice_id },
+                }});
+                let escaped = crate::domain::moderation::notices::escape(&text);
+                let txn = format!("knock-react-{}", t.reaction_id);
+                if let Err(f) =
+                    send(api.send_notice_with(room, &txn, &text, &escaped, thread)).await
+                {
+                    log.event("reaction_reply_failed", &[("detail", f.describe().into())]);
+                }
+                log.event(
+                    "reaction_applied",
+                    &[
+                        ("sender", t.sender.clone().into()),
+                        ("result", text.clone().into()),
+                    ],
+                );
+                stored.handled.push_back(t.reaction_id.clone());
+                while stored.handled.len() > REMEMBERED {
+                    stored.handled.pop_front();
+                }
+                done.push(json!({ "reaction": t.reaction_id, "result": text }));
+            }
+        }
+        if next.is_some() {
+            stored.since = next;
+        }
+        storage
+            .put("manage", &stored)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(json!({ "acted": done }))
+    }
+
+    /// Carries out one tap; returns the sentence for the thread.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply<F, Fut>(
+        &self,
+        site: &Site,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        api: &Api,
+        send: &F,
+        room: &RoomId,
+        bot: &str,
+        t: &crate::domain::moderation::commands::Tapped,
+    ) -> std::result::Result<String, String>
+    where
+        F: Fn(HttpRequest) -> Fut,
+        Fut: std::future::Future<
+            Output = std::result::Result<Value, crate::domain::outcome::Failure>,
+        >,
+    {
+        let notice = send(api.event(room, &t.notice_id))
+            .await
+            .map_err(|f| f.describe())?;
+        let Some((room_key, user)) = notice_about(&notice, bot) else {
+            return Err("that event is no notice of Knock's about a knock".into());
+        };
+        let target = site
+            .by_key(&room_key)
+            .ok_or("the notice's room is no longer in this deployment")?;
+        let cfg = site.config_for(&target, lookup).map_err(|p| p.summary())?;
+        let approve = match t.tap {
+            Tap::Approve => true,
+            Tap::Reject => false,
+            Tap::Block => {
+                return Err("🔨 (block) is not wired yet; use !knock block or the admin API".into())
+            }
+        };
+        let op = RoomOp::DecideHeld {
+            user_id: user.as_str().to_owned(),
+            approve,
+        };
+        let out: Value = room_do::call(&self.env, &cfg, &op)
+            .await
+            .map_err(|e| e.to_string())?;
+        let who = user.as_str();
+        Ok(
+            match (
+                out["changed"].as_u64().unwrap_or(0),
+                &out["blocked"],
+                approve,
+            ) {
+                (0, _, _) => format!("Nothing to do: {who} has no knock waiting for a moderator."),
+                (_, Value::String(rule), _) => {
+                    format!(
+                        "Not invited: {who} is blocked now ({rule}). {} approved.",
+                        t.sender
+                    )
+                }
+                (_, _, true) => format!("Approved by {}: {who} will be invited.", t.sender),
+                (_, _, false) => format!("Rejected by {}: {who} will not be invited.", t.sender),
+            },
+        )
+    }
+
+    async fn token(&self, cfg: &Config) -> std::result::Result<String, String> {
+        let reply: TokenReply = session_do::call(&self.env, cfg, &SessionOp::Token)
+            .await
+            .map_err(|e| e.to_string())?;
+        reply.token.ok_or_else(|| {
+            reply
+                .detail
+                .unwrap_or_else(|| "homeserver login needed".into())
+        })
+    }
+
+    /// The bot's own user ID (its reactions are never taps, its notices are the only ones),
+    /// as the homeserver knows the token.
+    async fn bot<F, Fut>(&self, api: &Api, send: &F) -> std::result::Result<String, String>
+    where
+        F: Fn(HttpRequest) -> Fut,
+        Fut: std::future::Future<
+            Output = std::result::Result<Value, crate::domain::outcome::Failure>,
+        >,
+    {
+        let me = send(api.whoami()).await.map_err(|f| f.describe())?;
+        me["user_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "the homeserver did not say who the bot is".into())
+    }
+}
