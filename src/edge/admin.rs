@@ -59,17 +59,11 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
     };
     // Every room's configuration, the default room's first; `?room=` picks the one a
     // room-specific route is about.
-    let mut rooms: Vec<(String, Config)> = Vec::new();
+    let rooms = match all_rooms(&site, &lookup) {
+        Ok(r) => r,
+        Err(p) => return http::json_error(503, &p.summary()),
+    };
     let default = site.default_room();
-    for room in default
-        .iter()
-        .chain(site.rooms().iter().filter(|r| Some(*r) != default.as_ref()))
-    {
-        match site.config_for(room, &lookup) {
-            Ok(c) => rooms.push((site.label(room), c)),
-            Err(p) => return http::json_error(503, &p.summary()),
-        }
-    }
     let asked = req
         .url()?
         .query_pairs()
@@ -287,6 +281,22 @@ async fn preview_everywhere(env: &Env, rooms: &[(String, Config)], entry: &Entry
 
 /// Blocks in every room of the deployment. The top-level fields are the default room's (as a
 /// one-room deployment always answered); `rooms` has one entry per room.
+/// Every room of the deployment with its label and configuration, the default room first.
+pub fn all_rooms(
+    site: &Site,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Vec<(String, Config)>, crate::domain::config::Problems> {
+    let default = site.default_room();
+    let mut rooms = Vec::new();
+    for room in default
+        .iter()
+        .chain(site.rooms().iter().filter(|r| Some(*r) != default.as_ref()))
+    {
+        rooms.push((site.label(room), site.config_for(room, lookup)?));
+    }
+    Ok(rooms)
+}
+
 async fn block_user(
     req: &mut Request,
     env: &Env,
@@ -297,8 +307,23 @@ async fn block_user(
         Ok(e) => e,
         Err(reply) => return reply,
     };
+    match block_everywhere(env, rooms, &entry, body.reach, log).await? {
+        Some(reply) => http::json(200, &reply),
+        None => http::json_error(507, "The block-list is full."),
+    }
+}
+
+/// Adds `entry` to the block-list and enforces it in every room: the answer of `block_user`
+/// (`None`: the list is full). The admin API and the management room's 🔨 both block so.
+pub async fn block_everywhere(
+    env: &Env,
+    rooms: &[(String, Config)],
+    entry: &Entry,
+    reach: Option<crate::domain::blocklist::Reach>,
+    log: &Logger,
+) -> Result<Option<Value>> {
     // What the entry catches, read before it acts (the same answer `blocklist/preview` gives).
-    let preview = preview_everywhere(env, rooms, &entry).await?;
+    let preview = preview_everywhere(env, rooms, entry).await?;
     let added: Value = stub::call(
         env,
         LISTS_BINDING,
@@ -312,7 +337,7 @@ async fn block_user(
     let status = match added["outcome"]["outcome"].as_str() {
         Some("added") => "blocked",
         Some("duplicate") => "already_blocked",
-        _ => return http::json_error(507, "The block-list is full."),
+        _ => return Ok(None),
     };
     let mut reply = json!({ "status": status, "entry": added["entry"], "version": added["version"],
                             "preview": preview });
@@ -326,7 +351,7 @@ async fn block_user(
         let op = RoomOp::Enforce {
             pattern: entry.pattern.clone(),
             reason: moderation::reason(&explanation),
-            reach: body.reach,
+            reach,
         };
         let calls = rooms.iter().map(|(label, cfg)| {
             let op = &op;
@@ -374,7 +399,7 @@ async fn block_user(
             ("rooms", reply["rooms"].clone()),
         ],
     );
-    http::json(200, &reply)
+    Ok(Some(reply))
 }
 
 /// `GET /rooms`: every room with its forms, health, queue depth and last cron run; never a

@@ -2,7 +2,8 @@
 //! reactions on each one-minute cron run (an incremental `/sync` that returns at once; nothing
 //! polls between runs, so it costs a few milliseconds a minute) and carries out the
 //! moderators' taps on Knock's notices: ✅ approves, ❌ rejects the held knock the notice is
-//! about, in the room the notice names (by its key). Each reaction is applied once (its event id
+//! about, in the room the notice names (by its key); 🔨 blocks the person (an exact entry), in
+//! every room, unless they are the bot or a moderator. Each reaction is applied once (its event id
 //! is remembered), only from moderators (power level at or above the management room's `kick`),
 //! and Knock answers in the notice's thread with what it did.
 //!
@@ -18,11 +19,12 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 use super::log::Logger;
 use super::session_do::{self, SessionOp, TokenReply};
 use super::transport::FetchTransport;
-use super::{env_lookup, room_do, stub, MANAGE_BINDING};
+use super::{admin, env_lookup, now_ms, room_do, stub, MANAGE_BINDING};
+use crate::domain::blocklist::{Entry, Reach};
 use crate::domain::config::Config;
 use crate::domain::deployment::Site;
 use crate::domain::moderation::commands::{notice_about, taps, Tap};
-use crate::domain::moderation::moderators::PowerLevels;
+use crate::domain::moderation::moderators::{may_act_against, PowerLevels};
 use crate::domain::mxid::RoomId;
 use crate::matrix::{classify, parse_timeline, Api, HttpRequest, Transport};
 use crate::room::RoomOp;
@@ -117,7 +119,7 @@ impl ManageDo {
                     continue;
                 }
                 let outcome = self
-                    .apply(&site, &lookup, &api, &send, room, &bot, &t)
+                    .apply(&site, &lookup, &api, &send, room, &bot, &levels, &t)
                     .await;
                 let text = match &outcome {
                     Ok(what) => what.clone(),
@@ -168,6 +170,7 @@ impl ManageDo {
         send: &F,
         room: &RoomId,
         bot: &str,
+        levels: &PowerLevels,
         t: &crate::domain::moderation::commands::Tapped,
     ) -> std::result::Result<String, String>
     where
@@ -190,7 +193,41 @@ impl ManageDo {
             Tap::Approve => true,
             Tap::Reject => false,
             Tap::Block => {
-                return Err("🔨 (block) is not wired yet; use !knock block or the admin API".into())
+                // Never against the bot or a moderator (of this room or of the public room).
+                let public = send(api.state_event(&cfg.room_id, "m.room.power_levels", ""))
+                    .await
+                    .map(|c| PowerLevels::from_content(&c))
+                    .map_err(|f| f.describe())?;
+                if !may_act_against(user.as_str(), bot, levels, &public) {
+                    return Ok(format!(
+                        "Not blocked: {} is the bot or a moderator, and Knock never acts against them.",
+                        user.as_str()
+                    ));
+                }
+                let entry = Entry::parse(
+                    user.as_str(),
+                    Some(format!("blocked by {} from the management room", t.sender)),
+                    now_ms(),
+                )
+                .map_err(|e| e.message().to_owned())?
+                .with_reach(Some(Reach::Exact));
+                let rooms = admin::all_rooms(site, lookup).map_err(|p| p.summary())?;
+                let log = Logger::background("manage");
+                let reply =
+                    admin::block_everywhere(&self.env, &rooms, &entry, Some(Reach::Exact), &log)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or("the block-list is full")?;
+                let removed = reply["rooms"]
+                    .as_array()
+                    .map(|rs| rs.iter().filter(|r| r["action"] != "none").count())
+                    .unwrap_or(0);
+                return Ok(format!(
+                    "Blocked by {}: {} (removed from {removed} room{}).",
+                    t.sender,
+                    user.as_str(),
+                    if removed == 1 { "" } else { "s" }
+                ));
             }
         };
         let op = RoomOp::DecideHeld {

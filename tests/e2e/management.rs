@@ -276,3 +276,63 @@ fn a_moderators_tap_approves_a_held_knock_and_anyone_elses_does_nothing() {
     poll();
     assert_eq!(replies(), 1);
 }
+
+#[test]
+fn a_moderators_hammer_blocks_the_person_a_notice_is_about() {
+    let s = synapse();
+    let st = setup();
+    let r = st.worker.admin(
+        API_KEY,
+        "/block_user",
+        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let namesake = s.register("matthew77", false);
+    let r = st.worker.post(
+        "/invite_from_form",
+        &[("Content-Type", "application/json")],
+        json!({"matrix_id": namesake.user_id})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let notice = wait_until("the held knock's notice", Duration::from_secs(30), || {
+        notice_events(&st.management).into_iter().find(|e| {
+            e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("Held") && b.contains(&namesake.user_id))
+        })
+    });
+    react(
+        &st.moderator,
+        notice["event_id"].as_str().expect("id"),
+        "🔨",
+    );
+    let list = wait_until(
+        "the block from the management room",
+        Duration::from_secs(30),
+        || {
+            poll();
+            let list = st
+                .worker
+                .admin(API_KEY, "/blocklist?format=text", None)
+                .body;
+            list.contains(&namesake.user_id).then_some(list)
+        },
+    );
+    assert!(
+        list.contains("blocked by @mgmtmod"),
+        "the entry names who blocked: {list}"
+    );
+    let knocks = st.worker.admin(API_KEY, "/knocks", None).json();
+    let k = knocks["knocks"]
+        .as_array()
+        .and_then(|ks| {
+            ks.iter()
+                .find(|k| k["user_id"] == namesake.user_id.as_str())
+                .cloned()
+        })
+        .expect("the knock");
+    assert_eq!(k["verdict"], "blocked", "{k}");
+    assert_eq!(s.membership(&st.room, &namesake.user_id), None);
+}
