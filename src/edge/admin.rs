@@ -528,13 +528,25 @@ async fn unblock_user(
         Ok(b) => b,
         Err(msg) => return http::json_error(400, &msg),
     };
+    let reply = unblock_everywhere(env, rooms, &body.user_id, log).await?;
+    http::json(200, &reply)
+}
+
+/// Removes a block-list entry and lifts what it did in every room (owed kicks, Knock's bans):
+/// the answer of `unblock_user`. The admin API and `!knock unblock` both unblock so.
+pub async fn unblock_everywhere(
+    env: &Env,
+    rooms: &[(String, Config)],
+    pattern: &str,
+    log: &Logger,
+) -> Result<Value> {
     let removed: Value = stub::call(
         env,
         LISTS_BINDING,
         DEFAULT_LIST,
         "/",
         &ListOp::Remove {
-            pattern: body.user_id.clone(),
+            pattern: pattern.to_owned(),
         },
     )
     .await?;
@@ -543,7 +555,7 @@ async fn unblock_user(
         "status": if was_blocked { "unblocked" } else { "not_blocked" },
         "removed": removed["entries"],
     });
-    if let Ok(user) = crate::domain::mxid::UserId::parse(&body.user_id) {
+    if let Ok(user) = crate::domain::mxid::UserId::parse(pattern) {
         let op = RoomOp::Lift {
             user_id: user.as_str().into(),
         };
@@ -565,8 +577,8 @@ async fn unblock_user(
         }
         reply["rooms"] = per_room.into();
     }
-    log.event("unblocked", &[("pattern", body.user_id.into())]);
-    http::json(200, &reply)
+    log.event("unblocked", &[("pattern", pattern.into())]);
+    Ok(reply)
 }
 
 async fn export(req: &Request, env: &Env) -> Result<Response> {

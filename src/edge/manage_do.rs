@@ -23,14 +23,20 @@ use super::{admin, env_lookup, now_ms, room_do, stub, MANAGE_BINDING};
 use crate::domain::blocklist::{Entry, Reach};
 use crate::domain::config::Config;
 use crate::domain::deployment::Site;
-use crate::domain::moderation::commands::{notice_about, taps, Tap};
+use crate::domain::moderation::commands::{
+    help_text, notice_about, parse, taps, Command, Tap, Usage,
+};
 use crate::domain::moderation::moderators::{may_act_against, PowerLevels};
-use crate::domain::mxid::RoomId;
+use crate::domain::moderation::notices;
+use crate::domain::mxid::{RoomId, UserId};
 use crate::matrix::{classify, parse_timeline, Api, HttpRequest, Transport};
 use crate::room::RoomOp;
 
-/// Reactions remembered as applied (the newest; a sync never replays older ones).
+/// Reactions and commands remembered as applied (the newest; a sync never replays older ones).
 const REMEMBERED: usize = 2_000;
+
+/// On the first read of a management room, only events this recent are acted on.
+const FIRST_READ_WINDOW_MS: u64 = 120_000;
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -97,12 +103,19 @@ impl ManageDo {
             .await
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
-        let body = send(api.sync_timeline(room, stored.since.as_deref(), &["m.reaction"]))
+        let types = ["m.reaction", "m.room.message"];
+        let body = send(api.sync_timeline(room, stored.since.as_deref(), &types))
             .await
             .map_err(|f| f.describe())?;
-        let (next, events, _limited) = parse_timeline(&body, room);
+        let (next, mut events, _limited) = parse_timeline(&body, room);
+        if stored.since.is_none() {
+            // The first read of the room returns its recent history: what is older than a
+            // couple of minutes was said before Knock listened, and is not acted on now.
+            let recent = now_ms().saturating_sub(FIRST_READ_WINDOW_MS);
+            events.retain(|e| e["origin_server_ts"].as_u64().is_some_and(|t| t >= recent));
+        }
         let mut done = Vec::new();
-        if events.iter().any(|e| e["type"] == "m.reaction") {
+        if events.iter().any(|e| e["sender"] != bot.as_str()) {
             let levels = send(api.state_event(room, "m.room.power_levels", ""))
                 .await
                 .map(|c| PowerLevels::from_content(&c))
@@ -148,6 +161,51 @@ impl ManageDo {
                     stored.handled.pop_front();
                 }
                 done.push(json!({ "reaction": t.reaction_id, "result": text }));
+            }
+            let bot_id = UserId::parse(&bot).map_err(|e| e.to_string())?;
+            for e in events.iter().filter(|e| e["type"] == "m.room.message") {
+                let (Some(id), Some(sender), Some(text)) = (
+                    e["event_id"].as_str(),
+                    e["sender"].as_str(),
+                    e["content"]["body"].as_str(),
+                ) else {
+                    continue;
+                };
+                if sender == bot || stored.handled.iter().any(|h| h == id) {
+                    continue;
+                }
+                let answer = match parse(text, &bot_id) {
+                    Ok(None) => continue,
+                    _ if !levels.is_moderator(sender) => {
+                        log.event(
+                            "command_ignored",
+                            &[("sender", sender.into()), ("why", "not a moderator".into())],
+                        );
+                        continue;
+                    }
+                    Err(Usage(usage)) => usage,
+                    Ok(Some(cmd)) => self
+                        .command(&site, &lookup, &api, &send, &bot, &levels, sender, cmd)
+                        .await
+                        .unwrap_or_else(|why| format!("Could not do that: {why}")),
+                };
+                let reply = json!({ "m.relates_to": { "m.in_reply_to": { "event_id": id } } });
+                let html =
+                    crate::domain::moderation::notices::escape(&answer).replace('\n', "<br>");
+                let txn = format!("knock-cmd-{id}");
+                if let Err(f) = send(api.send_notice_with(room, &txn, &answer, &html, reply)).await
+                {
+                    log.event("command_reply_failed", &[("detail", f.describe().into())]);
+                }
+                log.event(
+                    "command_applied",
+                    &[("sender", sender.into()), ("result", answer.clone().into())],
+                );
+                stored.handled.push_back(id.to_owned());
+                while stored.handled.len() > REMEMBERED {
+                    stored.handled.pop_front();
+                }
+                done.push(json!({ "command": id, "result": answer }));
             }
         }
         if next.is_some() {
@@ -255,6 +313,182 @@ impl ManageDo {
                 (_, _, false) => format!("Rejected by {}: {who} will not be invited.", t.sender),
             },
         )
+    }
+
+    /// Carries out a moderator's command; returns the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn command<F, Fut>(
+        &self,
+        site: &Site,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        api: &Api,
+        send: &F,
+        bot: &str,
+        levels: &PowerLevels,
+        sender: &str,
+        cmd: Command,
+    ) -> std::result::Result<String, String>
+    where
+        F: Fn(HttpRequest) -> Fut,
+        Fut: std::future::Future<
+            Output = std::result::Result<Value, crate::domain::outcome::Failure>,
+        >,
+    {
+        let rooms = admin::all_rooms(site, lookup).map_err(|p| p.summary())?;
+        let log = Logger::background("manage");
+        let call = |cfg: &Config, op: RoomOp| {
+            let cfg = cfg.clone();
+            async move {
+                room_do::call::<Value>(&self.env, &cfg, &op)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match cmd {
+            Command::Help => Ok(help_text()),
+            Command::Approve(_) | Command::Reject { .. } => {
+                let (user, approve) = match &cmd {
+                    Command::Approve(u) => (u.clone(), true),
+                    Command::Reject { user, .. } => (user.clone(), false),
+                    _ => unreachable!("matched above"),
+                };
+                // The user's held knock, in whichever room holds one.
+                for (label, cfg) in &rooms {
+                    let op = RoomOp::DecideHeld {
+                        user_id: user.as_str().to_owned(),
+                        approve,
+                    };
+                    let out = call(cfg, op).await?;
+                    if out["changed"].as_u64().unwrap_or(0) == 0 && out["member_kept"] != true {
+                        continue;
+                    }
+                    return Ok(match (&out["blocked"], approve) {
+                        (Value::String(rule), _) => {
+                            format!("Not invited: {user} is blocked now ({rule}).")
+                        }
+                        (_, true) => format!("Approved by {sender}: {user} will be invited to {label}."),
+                        (_, false) => format!("Rejected by {sender}: {user} will not be invited to {label}."),
+                    });
+                }
+                Ok(format!("Nothing to do: {user} has no knock waiting for a moderator."))
+            }
+            Command::Block { pattern, reason } => {
+                if let Ok(user) = UserId::parse(&pattern) {
+                    let default = &rooms.first().ok_or("no room")?.1;
+                    let public = send(api.state_event(&default.room_id, "m.room.power_levels", ""))
+                        .await
+                        .map(|c| PowerLevels::from_content(&c))
+                        .map_err(|f| f.describe())?;
+                    if !may_act_against(user.as_str(), bot, levels, &public) {
+                        return Ok(format!(
+                            "Not blocked: {user} is the bot or a moderator, and Knock never acts against them."
+                        ));
+                    }
+                }
+                let reason = reason.unwrap_or_else(|| format!("blocked by {sender} from the management room"));
+                let entry = Entry::parse(&pattern, Some(reason), now_ms()).map_err(|e| e.message().to_owned())?;
+                let reply = admin::block_everywhere(&self.env, &rooms, &entry, None, &log)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the block-list is full")?;
+                let removed = reply["rooms"]
+                    .as_array()
+                    .map(|rs| rs.iter().filter(|r| r["action"] != "none").count())
+                    .unwrap_or(0);
+                Ok(match reply["status"].as_str() {
+                    Some("already_blocked") => format!("{pattern} was blocked already."),
+                    _ => format!("Blocked by {sender}: {pattern} (acted in {removed} room{}).", if removed == 1 { "" } else { "s" }),
+                })
+            }
+            Command::Unblock(pattern) => {
+                let reply = admin::unblock_everywhere(&self.env, &rooms, &pattern, &log)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(if reply["status"] == "unblocked" {
+                    format!("Unblocked by {sender}: {pattern}.")
+                } else {
+                    format!("{pattern} was not blocked.")
+                })
+            }
+            Command::Held => {
+                let mut lines = Vec::new();
+                for (label, cfg) in &rooms {
+                    let out = call(cfg, RoomOp::Held).await?;
+                    for k in out["held"].as_array().into_iter().flatten().take(20) {
+                        lines.push(format!(
+                            "{label}: {} — {}",
+                            k["user_id"].as_str().unwrap_or_default(),
+                            notices::clean(k["reason"].as_str().unwrap_or("held"))
+                        ));
+                    }
+                    for m in out["members_to_review"].as_array().into_iter().flatten().take(20) {
+                        lines.push(format!(
+                            "{label}: member {} to review — {}",
+                            m["user_id"].as_str().unwrap_or_default(),
+                            notices::clean(m["why"].as_str().unwrap_or_default())
+                        ));
+                    }
+                }
+                Ok(if lines.is_empty() {
+                    "Nothing is waiting for a moderator.".into()
+                } else {
+                    format!("Waiting for a moderator:\n{}", lines.join("\n"))
+                })
+            }
+            Command::Pending => {
+                let mut lines = Vec::new();
+                for (label, cfg) in &rooms {
+                    let out = call(cfg, RoomOp::Pending).await?;
+                    for p in out["pending"].as_array().into_iter().flatten().take(20) {
+                        lines.push(format!(
+                            "{label}: {} ({}, {} s)",
+                            p["user_id"].as_str().unwrap_or_default(),
+                            p["state"].as_str().unwrap_or_default(),
+                            p["age_seconds"].as_u64().unwrap_or(0)
+                        ));
+                    }
+                }
+                Ok(if lines.is_empty() {
+                    "No invite is pending.".into()
+                } else {
+                    format!("Pending:\n{}", lines.join("\n"))
+                })
+            }
+            Command::Knocks(n) => {
+                let mut lines = Vec::new();
+                for (label, cfg) in &rooms {
+                    let op = RoomOp::Knocks { limit: n, before: None, verdict: None };
+                    let out = call(cfg, op).await?;
+                    for k in out["knocks"].as_array().into_iter().flatten() {
+                        lines.push(format!(
+                            "{label}: {} — {}",
+                            k["user_id"].as_str().unwrap_or_default(),
+                            k["verdict"].as_str().unwrap_or_default()
+                        ));
+                    }
+                }
+                Ok(if lines.is_empty() {
+                    "No knocks yet.".into()
+                } else {
+                    format!("Newest knocks:\n{}", lines.join("\n"))
+                })
+            }
+            Command::Status => {
+                let mut lines = Vec::new();
+                for (label, cfg) in &rooms {
+                    let st = call(cfg, RoomOp::Status).await?;
+                    lines.push(format!(
+                        "{label}: {} queued, {} held, {} pending{}",
+                        st["queued"], st["held"], st["pending_invites"],
+                        if st["login_needed"] == true { ", homeserver login needed" } else { "" }
+                    ));
+                }
+                Ok(lines.join("\n"))
+            }
+            Command::RejectHeldSince { .. } | Command::KickJoinedSince { .. } | Command::Confirm => {
+                Ok("Raid clean-up from Matrix is not available yet: use the admin API (/held_knocks, /reject_knock, /rescind_invite).".into())
+            }
+        }
     }
 
     async fn token(&self, cfg: &Config) -> std::result::Result<String, String> {

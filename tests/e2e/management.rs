@@ -336,3 +336,78 @@ fn a_moderators_hammer_blocks_the_person_a_notice_is_about() {
     assert_eq!(k["verdict"], "blocked", "{k}");
     assert_eq!(s.membership(&st.room, &namesake.user_id), None);
 }
+
+/// `user` says `text` in the management room.
+fn say(user: &User, text: &str) -> String {
+    let s = synapse();
+    let st = setup();
+    let txn = format!("say-{}", crate::support::now_ms());
+    let r = s.client(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(&st.management)
+        ),
+        &user.token,
+        Some(json!({"msgtype": "m.text", "body": text})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["event_id"].as_str().expect("event id").to_owned()
+}
+
+/// Knock's answers in the management room to the message `event`.
+fn answers_to(event: &str) -> Vec<String> {
+    notice_events(&setup().management)
+        .into_iter()
+        .filter(|e| e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event)
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_moderators_block_command_kicks_a_member_and_others_commands_are_ignored() {
+    let s = synapse();
+    let st = setup();
+    let troll = s.new_user("mgmttroll");
+    let r = s.client(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{}/invite", enc(&st.room)),
+        &s.bot.token,
+        Some(json!({"user_id": troll.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.join(&troll, &st.room);
+    s.wait_for_membership(&st.room, &troll.user_id, "join");
+    // Not a moderator: ignored, with no answer.
+    let ignored = say(&st.member, &format!("!knock block {}", troll.user_id));
+    // A malformed command gets its usage line.
+    let bad = say(&st.moderator, "!knock approve nobody");
+    let block = say(
+        &st.moderator,
+        &format!("!knock block {} raiding", troll.user_id),
+    );
+    wait_until("the block command", Duration::from_secs(30), || {
+        poll();
+        (s.membership(&st.room, &troll.user_id).as_deref() == Some("leave")).then_some(())
+    });
+    let said = answers_to(&block);
+    assert!(
+        said.iter()
+            .any(|a| a.starts_with("Blocked by") && a.contains(&troll.user_id)),
+        "{said:?}"
+    );
+    assert_eq!(
+        answers_to(&bad),
+        vec!["Usage: !knock approve <user>".to_owned()]
+    );
+    assert!(answers_to(&ignored).is_empty());
+    // `held` answers too.
+    let held = say(&st.moderator, "!knock help");
+    wait_until("the help answer", Duration::from_secs(20), || {
+        poll();
+        answers_to(&held)
+            .first()
+            .filter(|a| a.contains("!knock reject-held since <duration>"))
+            .cloned()
+    });
+}
