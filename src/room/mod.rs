@@ -171,11 +171,10 @@ impl<H: Host> Room<H> {
     /// pause), or at once when a watchdog run is to continue.
     fn next_wake(&self) -> Result<Option<u64>> {
         let now = self.host.now();
-        let pause = self.store().meta_u64("pause_until")?;
-        let due = self.store().earliest_due()?.map(|t| t.max(pause));
-        let watch = (self.store().meta_u64("watch_continue")? == 1).then_some(now);
-        let children = self.store().child_knocks_next()?;
-        Ok([due, watch, children].into_iter().flatten().min())
+        let w = self.store().wake_inputs()?;
+        let due = w.earliest_due.map(|t| t.max(w.pause_until));
+        let watch = w.watch_continue.then_some(now);
+        Ok([due, watch, w.child_next].into_iter().flatten().min())
     }
 
     /// Makes sure an alarm fires by the time work is owed. While a run holds the lease, the
