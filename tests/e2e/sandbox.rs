@@ -156,7 +156,10 @@ fn the_run_command_with_nothing_configured_starts_a_working_sandbox() {
     });
     // The space's form: the same knock invites into the space and both of its rooms.
     let space_hook = format!("http://127.0.0.1:{port}/invite_from_form/space");
-    assert!(text.contains(&space_hook), "the space's webhook is printed:\n{text}");
+    assert!(
+        text.contains(&space_hook),
+        "the space's webhook is printed:\n{text}"
+    );
     let again = sample.replace("sandbox-sample-1", "sandbox-sample-space");
     let r = request(
         "POST",
