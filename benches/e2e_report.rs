@@ -1339,7 +1339,6 @@ fn main() {
     run("cold_start", &|| {
         cold_start(&mode, synapse.as_ref().ok().copied())
     });
-    drop(run);
 
     let failed: Vec<String> = stages
         .iter()
