@@ -18,7 +18,9 @@
 //! `cargo bench --bench e2e_report` with `KNOCK_BENCH_JSON=<path>` and merges the figures into
 //! `target/bench/summary.json`. `KNOCK_BENCH_QUICK=1` makes every stage short. A stage that
 //! cannot run is recorded as `{"ok": false, "error": ...}` and the others still run; the exit
-//! code is non-zero when any stage failed.
+//! code is non-zero when any stage failed. `KNOCK_BENCH_STAGES=hot_path_cpu,bundle` (names
+//! separated by commas) runs only those stages, for measuring one change quickly; the others
+//! are left out of the figures.
 
 #[path = "../tests/e2e/support.rs"]
 mod support;
@@ -1404,13 +1406,27 @@ fn cron_rooms(mode: &Mode, s: &Synapse) -> Value {
     })
 }
 
+/// Whether `KNOCK_BENCH_STAGES` (a comma-separated list; unset or empty: every stage) names
+/// the stage.
+fn wanted(name: &str) -> bool {
+    match std::env::var("KNOCK_BENCH_STAGES") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 fn main() {
     let mode = Mode::from_env();
     let dir = out_dir();
     let started = Instant::now();
     let mut stages = Map::new();
+    let mut run = |name: &str, f: &dyn Fn() -> Value| {
+        if wanted(name) {
+            stages.insert(name.into(), stage(name, f));
+        }
+    };
 
-    stages.insert("bundle".into(), stage("bundle", bundle));
+    run("bundle", &bundle);
 
     let synapse: Result<&'static Synapse, String> =
         catch_unwind(support::synapse).map_err(|e| panic_text(&*e));
@@ -1418,34 +1434,19 @@ fn main() {
         Ok(s) => f(s),
         Err(e) => json!({ "ok": false, "error": format!("Synapse did not start: {e}") }),
     };
-    stages.insert(
-        "rejected_knock".into(),
-        stage("rejected_knock", || {
-            needs_synapse(&|s| rejected_knock(&mode, s, &dir))
-        }),
-    );
-    stages.insert(
-        "accepted_latency".into(),
-        stage("accepted_latency", || {
-            needs_synapse(&|s| accepted_latency(&mode, s))
-        }),
-    );
-    stages.insert(
-        "hot_path_cpu".into(),
-        stage("hot_path_cpu", || {
-            needs_synapse(&|s| hot_path_cpu(&mode, s))
-        }),
-    );
-    stages.insert(
-        "cron_rooms".into(),
-        stage("cron_rooms", || needs_synapse(&|s| cron_rooms(&mode, s))),
-    );
-    stages.insert(
-        "cold_start".into(),
-        stage("cold_start", || {
-            cold_start(&mode, synapse.as_ref().ok().copied())
-        }),
-    );
+    run("rejected_knock", &|| {
+        needs_synapse(&|s| rejected_knock(&mode, s, &dir))
+    });
+    run("accepted_latency", &|| {
+        needs_synapse(&|s| accepted_latency(&mode, s))
+    });
+    run("hot_path_cpu", &|| {
+        needs_synapse(&|s| hot_path_cpu(&mode, s))
+    });
+    run("cron_rooms", &|| needs_synapse(&|s| cron_rooms(&mode, s)));
+    run("cold_start", &|| {
+        cold_start(&mode, synapse.as_ref().ok().copied())
+    });
 
     let failed: Vec<String> = stages
         .iter()

@@ -101,27 +101,41 @@ pub struct LimiterDo {
     state: State,
     #[allow(dead_code)]
     env: Env,
+    /// This instance knows a clean-up alarm is pending (it set or saw one, and no alarm has run
+    /// since), so it need not ask storage again.
+    alarm_pending: std::cell::Cell<bool>,
 }
 
 impl DurableObject for LimiterDo {
     fn new(state: State, env: Env) -> Self {
-        LimiterDo { state, env }
+        LimiterDo {
+            state,
+            env,
+            alarm_pending: std::cell::Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let Check { quota } = req.json().await?;
         let storage = self.state.storage();
         // Storage calls hold the object's input gate, so this read-decide-write is atomic.
-        let (state, _): (LimiterState, u64) = storage.get("state").await?.unwrap_or_default();
+        let stored: Option<(LimiterState, u64)> = storage.get("state").await?;
+        let fresh = stored.is_none();
+        let (state, _) = stored.unwrap_or_default();
         let now = now_ms();
         let (verdict, next) = rate_limit::decide(&state, now, &quota);
         let idle_after = quota.window_ms.max(quota.max_lockout_ms);
         storage.put("state", &(next, idle_after)).await?;
-        // One clean-up alarm at a time; it checks for idleness when it fires.
-        if storage.get_alarm().await?.is_none() {
-            storage
-                .set_alarm(std::time::Duration::from_millis(idle_after))
-                .await?;
+        // One clean-up alarm at a time; it checks for idleness when it fires. A key with no
+        // state has none worth keeping (the alarm that cleared it is spent), so only a known key
+        // asks storage; setting one over a leftover is harmless, since it re-checks idleness.
+        if !self.alarm_pending.get() {
+            if fresh || storage.get_alarm().await?.is_none() {
+                storage
+                    .set_alarm(std::time::Duration::from_millis(idle_after))
+                    .await?;
+            }
+            self.alarm_pending.set(true);
         }
         let answer = match verdict {
             Verdict::Allow { .. } => Answer {
@@ -137,6 +151,8 @@ impl DurableObject for LimiterDo {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        // The alarm that woke this is spent; a new one is known only once it is set.
+        self.alarm_pending.set(false);
         let storage = self.state.storage();
         let Some((state, idle_after)) = storage.get::<(LimiterState, u64)>("state").await? else {
             return Response::ok("empty");
@@ -150,6 +166,7 @@ impl DurableObject for LimiterDo {
             storage
                 .set_alarm(std::time::Duration::from_millis(idle_after - quiet_for))
                 .await?;
+            self.alarm_pending.set(true);
             Response::ok("still in use")
         }
     }

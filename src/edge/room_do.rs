@@ -4,7 +4,7 @@
 //! session object, one re-login on refusal), the block-list (the list object's version, an
 //! index at least that new) and the log.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -67,6 +67,7 @@ impl DurableObject for RoomDo {
             store,
             config: OnceCell::new(),
             token: RefCell::new(None),
+            alarm_at: Cell::new(None),
             log: Logger::background("room"),
         };
         // An object that served a request before knows its room (an alarm has no header).
@@ -93,7 +94,14 @@ impl DurableObject for RoomDo {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let report = self.room.alarm().await.map_err(worker::Error::RustError)?;
+        // The alarm that woke this is spent (or, should this run fail, retried): not known
+        // until the run sets or deletes one.
+        self.room.host.alarm_at.set(None);
+        let report = self.room.alarm().await;
+        if report.is_err() {
+            self.room.host.alarm_at.set(None);
+        }
+        let report = report.map_err(worker::Error::RustError)?;
         self.room.host.log("room_alarm", &[("report", report)]);
         Response::ok("done")
     }
@@ -107,6 +115,9 @@ pub struct DoHost {
     config: OnceCell<std::result::Result<Config, String>>,
     /// The bot's token, as last handed out by the session object.
     token: RefCell<Option<String>>,
+    /// The alarm as this instance last set, deleted or read it (`Some(None)`: none), while it
+    /// is known: only this instance changes it, and an alarm that fires makes it unknown.
+    alarm_at: Cell<Option<Option<u64>>>,
     log: Logger,
 }
 
@@ -178,22 +189,37 @@ impl Host for DoHost {
     }
 
     async fn alarm(&self) -> Option<u64> {
+        if let Some(known) = self.alarm_at.get() {
+            return known;
+        }
         match self.state.storage().get_alarm().await {
-            Ok(t) => t.map(|t| t.max(0) as u64),
+            Ok(t) => {
+                let t = t.map(|t| t.max(0) as u64);
+                self.alarm_at.set(Some(t));
+                t
+            }
             Err(_) => None,
         }
     }
 
     async fn set_alarm(&self, at: u64) {
+        // Already set for exactly then: nothing to write.
+        if self.alarm_at.get() == Some(Some(at)) {
+            return;
+        }
         let when = ScheduledTime::new(js_sys::Date::new(&js_sys::Number::from(at as f64)));
-        if let Err(e) = self.state.storage().set_alarm(when).await {
-            self.log("alarm_failed", &[("error", e.to_string().into())]);
+        self.alarm_at.set(None);
+        match self.state.storage().set_alarm(when).await {
+            Ok(()) => self.alarm_at.set(Some(Some(at))),
+            Err(e) => self.log("alarm_failed", &[("error", e.to_string().into())]),
         }
     }
 
     async fn delete_alarm(&self) {
-        if let Err(e) = self.state.storage().delete_alarm().await {
-            self.log("alarm_failed", &[("error", e.to_string().into())]);
+        self.alarm_at.set(None);
+        match self.state.storage().delete_alarm().await {
+            Ok(()) => self.alarm_at.set(Some(None)),
+            Err(e) => self.log("alarm_failed", &[("error", e.to_string().into())]),
         }
     }
 

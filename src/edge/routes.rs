@@ -388,18 +388,17 @@ async fn invite_from_form(
         Err(e) => return refuse(audience, log, &e),
     };
     let user = choice.id.clone();
-    log.event(
-        "knock_received",
-        &[
-            ("user_id", user.as_str().into()),
-            ("source", source.into()),
-            ("proof", format!("{proof:?}").into()),
-            (
-                "note",
-                choice.note().map_or(serde_json::Value::Null, Into::into),
-            ),
-        ],
-    );
+    // One line per knock, written once its verdict is known: who, from where, how it was
+    // proven, and what became of it. (Each line is a `console.log`, and costs.)
+    let mut fields: Vec<(&str, serde_json::Value)> = vec![
+        ("user_id", user.as_str().into()),
+        ("source", source.into()),
+        ("proof", format!("{proof:?}").into()),
+        (
+            "note",
+            choice.note().map_or(serde_json::Value::Null, Into::into),
+        ),
+    ];
     // The block-list comes before anything else that costs a subrequest. A blocked knock is
     // recorded with its verdict and answered exactly like any other (a shadow block); weak
     // evidence (a namesake, say) holds the knock for a moderator, with the explanation.
@@ -409,16 +408,9 @@ async fn invite_from_form(
         Some((Outcome::Hold, _)) => Some(Status::Held),
         _ => None,
     };
-    if let (Some((outcome, why)), Some(status)) = (&verdict, record_as) {
-        log.event(
-            "knock_verdict",
-            &[
-                ("user_id", user.as_str().into()),
-                ("verdict", status.as_str().into()),
-                ("evidence", outcome.as_str().into()),
-                ("rule", why.clone().into()),
-            ],
-        );
+    if let (Some((outcome, why)), Some(_)) = (&verdict, record_as) {
+        fields.push(("evidence", outcome.as_str().into()));
+        fields.push(("rule", why.clone().into()));
     }
     let knock = KnockIn {
         user_id: user.as_str().into(),
@@ -430,19 +422,28 @@ async fn invite_from_form(
             _ => choice.note().map(str::to_owned),
         },
     };
-    let out: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
+    let out: KnockOut = match room_do::call(env, &cfg, &RoomOp::Knock(knock)).await {
+        Ok(out) => out,
+        Err(e) => {
+            log.event("knock_failed", &fields);
+            return Err(e);
+        }
+    };
     if out.outcome == "limited" {
-        log.event("knock_limited", &[("by", "matrix_id".into())]);
+        fields.insert(0, ("by", "matrix_id".into()));
+        log.event("knock_limited", &fields);
         return too_many(audience, out.retry_after_ms);
     }
-    log.event(
-        "knock_verdict",
-        &[
-            ("user_id", user.as_str().into()),
-            ("verdict", out.outcome.into()),
-            ("knock_id", out.knock_id.into()),
-        ],
-    );
+    // A recorded knock's verdict is the status it was stored with (blocked, held); otherwise
+    // what the room did with it (queued, repeat).
+    let shown = match (out.status, record_as) {
+        (Some(status), _) | (None, Some(status)) => status.as_str().to_owned(),
+        (None, None) => out.outcome.clone(),
+    };
+    fields.push(("verdict", shown.into()));
+    fields.push(("outcome", out.outcome.into()));
+    fields.push(("knock_id", out.knock_id.into()));
+    log.event("knock_verdict", &fields);
     reply_accepted(audience, &cfg)
 }
 

@@ -176,12 +176,15 @@ impl<H: Host> Room<H> {
     /// pause), or at once when a watchdog run is to continue.
     fn next_wake(&self) -> Result<Option<u64>> {
         let now = self.host.now();
-        let pause = self.store().meta_u64("pause_until")?;
-        let due = self.store().earliest_due()?.map(|t| t.max(pause));
-        let watch = (self.store().meta_u64("watch_continue")? == 1).then_some(now);
-        let children = self.store().child_knocks_next()?;
-        let notices = self.store().notices_next()?.map(|t| t.max(pause));
-        Ok([due, watch, children, notices].into_iter().flatten().min())
+        let w = self.store().wake_inputs()?;
+        let due = w.earliest_due.map(|t| t.max(w.pause_until));
+        let watch = w.watch_continue.then_some(now);
+        // Notices wait out a pause too (they are homeserver calls); child knocks do not.
+        let notices = w.notice_next.map(|t| t.max(w.pause_until));
+        Ok([due, watch, w.child_next, notices]
+            .into_iter()
+            .flatten()
+            .min())
     }
 
     /// Makes sure an alarm fires by the time work is owed. While a run holds the lease, the

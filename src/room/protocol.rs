@@ -243,7 +243,15 @@ impl<H: Host> Room<H> {
         let cfg = self.cfg()?;
         let store = self.store();
         let now = self.host.now();
-        let previous_delivery = match store.delivery(&k.delivery_key, now)? {
+        let limiter_key = format!("mxid:{}", k.user_id);
+        // One statement for the delivery, the per-ID limiter and the join wave.
+        let (delivery, limit_state, wave_state) = store.intake_state::<LimiterState, WaveState>(
+            &k.delivery_key,
+            now,
+            &limiter_key,
+            "wave",
+        )?;
+        let previous_delivery = match delivery {
             Some(id) => match store.get(id)? {
                 Some(prev) if lifecycle::is_retry(&k.delivery_key, &prev) => Some(id),
                 Some(_) => None,
@@ -252,15 +260,14 @@ impl<H: Host> Room<H> {
             },
             None => None,
         };
-        let limiter_key = format!("mxid:{}", k.user_id);
         let (limit, limiter) = if previous_delivery.is_some() {
             (rate_limit::Verdict::Allow { remaining: 0 }, None)
         } else {
-            let state: LimiterState = store.limit_state(&limiter_key)?.unwrap_or_default();
+            let state = limit_state.unwrap_or_default();
             let (verdict, next) = rate_limit::decide(&state, now, &cfg.mxid_quota);
             (verdict, Some(next))
         };
-        let wave_state: WaveState = store.meta("wave")?.unwrap_or_default();
+        let wave_state = wave_state.unwrap_or_default();
         let (wave, next_wave) = rate_limit::record_knock(&wave_state, now, &cfg.wave);
         let latest = store.latest_for(&k.user_id)?;
         let record_as = k.record_as.map(|status| {
@@ -277,7 +284,8 @@ impl<H: Host> Room<H> {
             let keep = now + cfg.mxid_quota.window_ms + cfg.mxid_quota.max_lockout_ms;
             store.set_limit_state(&limiter_key, &next, keep)?;
         }
-        if previous_delivery.is_none() {
+        // Written only when it changed: a write costs.
+        if previous_delivery.is_none() && next_wave != wave_state {
             store.set_meta("wave", &next_wave)?;
         }
         let out = match decision {

@@ -168,6 +168,17 @@ fn de_ms<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::
     Ok(ms(v))
 }
 
+/// What [`Store::wake_inputs`] reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WakeInputs {
+    pub pause_until: u64,
+    pub earliest_due: Option<u64>,
+    pub watch_continue: bool,
+    pub child_next: Option<u64>,
+    /// The next notice owed to the management room.
+    pub notice_next: Option<u64>,
+}
+
 pub struct Store<S: Sql> {
     pub sql: S,
 }
@@ -531,6 +542,77 @@ impl<S: Sql> Store<S> {
             &[key.into(), v.into(), int(expires_at)],
         )?;
         Ok(())
+    }
+
+    /// What intake reads before deciding, in one statement: the knock an unexpired delivery
+    /// key was stored for, the limiter state under `limit_key`, and the meta value `meta_key`.
+    pub fn intake_state<L: DeserializeOwned, M: DeserializeOwned>(
+        &self,
+        delivery_key: &str,
+        now: u64,
+        limit_key: &str,
+        meta_key: &str,
+    ) -> Result<(Option<i64>, Option<L>, Option<M>)> {
+        #[derive(Deserialize)]
+        struct R {
+            delivery: Option<i64>,
+            limit: Option<String>,
+            meta: Option<String>,
+        }
+        let rows: Vec<R> = self.sql.query(
+            "SELECT (SELECT knock_id FROM deliveries WHERE key = ? AND expires_at > ?) AS delivery, \
+             (SELECT state FROM limits WHERE key = ?) AS \"limit\", \
+             (SELECT v FROM meta WHERE k = ?) AS meta",
+            &[
+                delivery_key.into(),
+                int(now),
+                limit_key.into(),
+                meta_key.into(),
+            ],
+        )?;
+        let Some(r) = rows.into_iter().next() else {
+            return Ok((None, None, None));
+        };
+        fn parse<T: DeserializeOwned>(v: Option<String>) -> Option<T> {
+            v.and_then(|v| serde_json::from_str(&v).ok())
+        }
+        Ok((r.delivery, parse(r.limit), parse(r.meta)))
+    }
+
+    /// What the next alarm depends on, in one statement: the pause (`pause_until`), the earliest
+    /// owed knock work, whether a watchdog run is to continue (`watch_continue`), and the next
+    /// undelivered child knock.
+    pub fn wake_inputs(&self) -> Result<WakeInputs> {
+        #[derive(Deserialize)]
+        struct R {
+            pause: Option<String>,
+            due: Option<i64>,
+            watch: Option<String>,
+            child: Option<i64>,
+            notice: Option<i64>,
+        }
+        let rows: Vec<R> = self.sql.query(
+            "SELECT (SELECT v FROM meta WHERE k = 'pause_until') AS pause, \
+             (SELECT MIN(due_at) FROM knocks WHERE due_at IS NOT NULL) AS due, \
+             (SELECT v FROM meta WHERE k = 'watch_continue') AS watch, \
+             (SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL) AS child, \
+             (SELECT MIN(next_at) FROM notices WHERE posted_at IS NULL) AS notice",
+            &[],
+        )?;
+        let u = |v: Option<String>| {
+            v.and_then(|v| serde_json::from_str::<u64>(&v).ok())
+                .unwrap_or(0)
+        };
+        Ok(rows
+            .into_iter()
+            .next()
+            .map_or_else(WakeInputs::default, |r| WakeInputs {
+                pause_until: u(r.pause),
+                earliest_due: r.due.map(ms),
+                watch_continue: u(r.watch) == 1,
+                child_next: r.child.map(ms),
+                notice_next: r.notice.map(ms),
+            }))
     }
 
     // --- members and bans -----------------------------------------------------------------
