@@ -246,8 +246,10 @@ pub enum Event {
     },
     /// The invite was not accepted in time.
     Expired,
-    /// A moderator's decision on a held knock.
-    Approved,
+    /// A moderator's decision on a held knock; `by` names who (the audit trail).
+    Approved {
+        by: Option<String>,
+    },
     Rejected {
         reason: String,
     },
@@ -417,13 +419,19 @@ pub fn apply(k: &Knock, event: Event, now: u64, policy: &RetryPolicy) -> Transit
                 "unchanged"
             }
         }
-        Event::Approved => {
+        Event::Approved { by } => {
             if next.status == Status::Held {
                 next.status = Status::Queued;
                 next.approved = true;
                 next.attempts = 0;
                 next.next_attempt_at = now;
-                next.last_error = Some("approved by a moderator".into());
+                let who = format!("approved by {}", by.as_deref().unwrap_or("a moderator"));
+                // Kept in the note too, which outlives the invite (the reason is cleared by it).
+                next.note = Some(match next.note.take() {
+                    Some(n) => format!("{n}; {who}"),
+                    None => who.clone(),
+                });
+                next.last_error = Some(who);
                 "approved"
             } else {
                 "unchanged"

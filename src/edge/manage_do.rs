@@ -291,6 +291,7 @@ impl ManageDo {
         let op = RoomOp::DecideHeld {
             user_id: user.as_str().to_owned(),
             approve,
+            by: Some(t.sender.clone()),
         };
         let out: Value = room_do::call(&self.env, &cfg, &op)
             .await
@@ -357,6 +358,7 @@ impl ManageDo {
                     let op = RoomOp::DecideHeld {
                         user_id: user.as_str().to_owned(),
                         approve,
+                        by: Some(sender.to_owned()),
                     };
                     let out = call(cfg, op).await?;
                     if out["changed"].as_u64().unwrap_or(0) == 0 && out["member_kept"] != true {

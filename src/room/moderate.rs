@@ -195,7 +195,12 @@ impl<H: Host> Room<H> {
     /// reported. An approval is checked against the current block-list first: block-level
     /// evidence closes the knock as blocked; hold-level evidence is what the moderator saw, and
     /// the approval stands. Rejecting a reported member removes them, as a rescind does.
-    pub(crate) async fn decide_held(&self, user_id: &str, approve: bool) -> Result<Value> {
+    pub(crate) async fn decide_held(
+        &self,
+        user_id: &str,
+        approve: bool,
+        by: Option<String>,
+    ) -> Result<Value> {
         let held: Vec<_> = self
             .store()
             .live_for(user_id)?
@@ -233,9 +238,9 @@ impl<H: Host> Room<H> {
                     reason: why.clone(),
                     ban: self.cfg()?.block_action == BlockAction::Ban,
                 },
-                (None, true) => Event::Approved,
+                (None, true) => Event::Approved { by: by.clone() },
                 (None, false) => Event::Rejected {
-                    reason: "rejected by a moderator".into(),
+                    reason: format!("rejected by {}", by.as_deref().unwrap_or("a moderator")),
                 },
             };
             // Re-read after the block-list check: only knocks still held are decided.

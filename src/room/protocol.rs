@@ -74,6 +74,9 @@ pub enum RoomOp {
     DecideHeld {
         user_id: String,
         approve: bool,
+        /// Who decided (a moderator's user ID, or the admin API), for the audit trail.
+        #[serde(default)]
+        by: Option<String>,
     },
     /// A cron run: observe the room and run the watchdog tasks that are due.
     Tick,
@@ -197,7 +200,11 @@ impl<H: Host> Room<H> {
                     .collect();
                 Ok(json!({ "held": held, "members_to_review": reviews }))
             }
-            RoomOp::DecideHeld { user_id, approve } => self.decide_held(&user_id, approve).await,
+            RoomOp::DecideHeld {
+                user_id,
+                approve,
+                by,
+            } => self.decide_held(&user_id, approve, by).await,
             RoomOp::Tick => {
                 // Every tick re-arms the queue, whatever else it does.
                 self.rearm().await?;

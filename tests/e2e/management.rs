@@ -275,6 +275,21 @@ fn a_moderators_tap_approves_a_held_knock_and_anyone_elses_does_nothing() {
     poll();
     poll();
     assert_eq!(replies(), 1);
+    // The knock records who approved it.
+    let knocks = st.worker.admin(API_KEY, "/knocks", None).json();
+    let k = knocks["knocks"]
+        .as_array()
+        .and_then(|ks| {
+            ks.iter()
+                .find(|k| k["user_id"] == namesake.user_id.as_str())
+                .cloned()
+        })
+        .expect("the knock");
+    assert_eq!(
+        k["note"].as_str(),
+        Some(format!("approved by {}", st.moderator.user_id).as_str()),
+        "{k}"
+    );
 }
 
 #[test]

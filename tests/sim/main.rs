@@ -677,6 +677,7 @@ impl Sim {
                 let op = RoomOp::DecideHeld {
                     user_id: user.into(),
                     approve: self.chance(70),
+                    by: Some("@mod:localhost".into()),
                 };
                 self.spawn_op(Kind::Other("decide"), op);
             }

@@ -427,12 +427,32 @@ fn a_refused_native_knock_owes_the_homeserver_a_kick() {
 #[test]
 fn an_approval_queues_a_held_knock_and_only_a_held_one() {
     let held = with(Status::Held);
-    let t = ev(&held, Event::Approved, T0 + 5);
+    let t = ev(&held, Event::Approved { by: None }, T0 + 5);
     assert_eq!(t.knock.status, Status::Queued);
     assert!(t.knock.approved);
+    assert_eq!(
+        t.knock.last_error.as_deref(),
+        Some("approved by a moderator")
+    );
+    let named = ev(
+        &held,
+        Event::Approved {
+            by: Some("@mod:x".into()),
+        },
+        T0 + 5,
+    );
+    assert_eq!(
+        named.knock.last_error.as_deref(),
+        Some("approved by @mod:x")
+    );
+    assert_eq!(
+        named.knock.note.as_deref(),
+        Some("approved by @mod:x"),
+        "who approved is kept where the invite does not clear it"
+    );
     assert_eq!(t.knock.due_at(), Some(T0 + 5));
     let blocked = with(Status::Blocked);
-    let t = ev(&blocked, Event::Approved, T0 + 5);
+    let t = ev(&blocked, Event::Approved { by: None }, T0 + 5);
     assert_eq!(t.name, "unchanged");
     assert_eq!(t.knock, blocked);
 }
@@ -451,7 +471,7 @@ fn weak_evidence_holds_a_queued_knock_but_never_an_approved_one() {
         Some("namesake of a blocked person")
     );
     // The moderator approves: the same weak evidence no longer holds it.
-    let approved = ev(&t.knock, Event::Approved, T0 + 6).knock;
+    let approved = ev(&t.knock, Event::Approved { by: None }, T0 + 6).knock;
     let again = ev(&approved, why(), T0 + 7);
     assert_eq!(again.name, "unchanged");
     assert_eq!(again.knock.status, Status::Queued);
