@@ -63,15 +63,23 @@ struct Stored {
 pub struct ManageDo {
     state: State,
     env: Env,
+    /// Polls run one at a time: two overlapping cron runs would otherwise both read the same
+    /// sync token and remembered reactions, and the later write could bring back an older one.
+    one_at_a_time: futures_util::lock::Mutex<()>,
 }
 
 impl DurableObject for ManageDo {
     fn new(state: State, env: Env) -> Self {
-        ManageDo { state, env }
+        ManageDo {
+            state,
+            env,
+            one_at_a_time: futures_util::lock::Mutex::new(()),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let ManageOp::Poll { room } = req.json().await?;
+        let _turn = self.one_at_a_time.lock().await;
         let room = RoomId::parse(&room).map_err(|e| worker::Error::RustError(e.into()))?;
         let report = match self.poll(&room).await {
             Ok(v) => v,
