@@ -4,6 +4,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use worker::{Request, Response, Result};
 
+use crate::domain::moderation::notices::escape;
+
 pub fn json(status: u16, value: &serde_json::Value) -> Result<Response> {
     Ok(Response::from_json(value)?.with_status(status))
 }
@@ -45,22 +47,6 @@ pub async fn read_limited(req: &mut Request, limit: usize) -> Result<Body> {
     Ok(Body::Read(buf))
 }
 
-/// Escapes text for an HTML page.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A small page for people who submitted a plain HTML form.
 pub fn page(status: u16, title: &str, message: &str) -> Result<Response> {
     let html = format!(
@@ -69,8 +55,8 @@ pub fn page(status: u16, title: &str, message: &str) -> Result<Response> {
          <title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;\
          margin:4rem auto;padding:0 1rem;line-height:1.5}}</style></head>\
          <body><h1>{t}</h1><p>{m}</p></body></html>",
-        t = html_escape(title),
-        m = html_escape(message)
+        t = escape(title),
+        m = escape(message)
     );
     Ok(Response::from_html(html)?.with_status(status))
 }

@@ -247,32 +247,28 @@ impl Api {
 
     /// An incremental `/sync` that returns at once, filtered to one room's membership events.
     pub fn sync(&self, room: &RoomId, since: Option<&str>) -> HttpRequest {
-        let filter = json!({
-            "room": {
-                "rooms": [room.as_str()],
-                "timeline": { "types": ["m.room.member"], "limit": 100 },
-                "state": { "types": ["m.room.member"] },
-                "ephemeral": { "not_types": ["*"] },
-                "account_data": { "not_types": ["*"] }
-            },
-            "presence": { "not_types": ["*"] },
-            "account_data": { "not_types": ["*"] }
-        });
-        let mut q = format!("?timeout=0&filter={}", encode(&filter.to_string()));
-        if let Some(s) = since {
-            q.push_str(&format!("&since={}", encode(s)));
-        }
-        self.req(Method::Get, format!("/sync{q}"), None)
+        self.sync_filtered(room, since, &["m.room.member"], &["m.room.member"])
     }
 
     /// An incremental `/sync` that returns at once, filtered to one room's timeline events of
     /// these types (the management room's reactions and messages).
     pub fn sync_timeline(&self, room: &RoomId, since: Option<&str>, types: &[&str]) -> HttpRequest {
+        self.sync_filtered(room, since, types, &["m.room.power_levels"])
+    }
+
+    /// `/sync` with `timeout=0`, one room, these timeline and state event types, nothing else.
+    fn sync_filtered(
+        &self,
+        room: &RoomId,
+        since: Option<&str>,
+        timeline: &[&str],
+        state: &[&str],
+    ) -> HttpRequest {
         let filter = json!({
             "room": {
                 "rooms": [room.as_str()],
-                "timeline": { "types": types, "limit": 100 },
-                "state": { "types": ["m.room.power_levels"] },
+                "timeline": { "types": timeline, "limit": 100 },
+                "state": { "types": state },
                 "ephemeral": { "not_types": ["*"] },
                 "account_data": { "not_types": ["*"] }
             },

@@ -36,7 +36,7 @@ pub struct Notice {
     pub html: String,
 }
 
-/// Escapes text for an HTML body.
+/// Escapes text for an HTML body (notices, and the worker's small HTML pages).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
