@@ -454,6 +454,7 @@ async fn decide_held(
         user_id: user.as_str().into(),
         approve,
         by: Some("the admin API".into()),
+        reason: None,
     };
     let out: Value = room_do::call(env, cfg, &op).await?;
     // A member the block-list scan reported (weak evidence): kept, or removed.
