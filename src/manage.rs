@@ -37,6 +37,10 @@ use crate::room::RoomOp;
 /// Reactions and commands remembered as applied (the newest; a sync never replays older ones).
 pub const REMEMBERED: usize = 2_000;
 
+/// Each cron poll (once a minute) is followed by one more this much later, from the
+/// management room's own alarm: a moderator's tap waits at most about half a minute.
+pub const BETWEEN_CRON_POLLS_MS: u64 = 30_000;
+
 /// On the first read of a management room, only events this recent are acted on.
 pub const FIRST_READ_WINDOW_MS: u64 = 120_000;
 

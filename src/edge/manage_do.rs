@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, State};
 
 use super::log::Logger;
 use super::session_do::{self, SessionOp, TokenReply};
@@ -17,7 +17,7 @@ use crate::domain::config::Config;
 use crate::domain::deployment::Site;
 use crate::domain::mxid::{RoomId, UserId};
 use crate::domain::outcome::Failure;
-use crate::manage::{ManageHost, Manager, Stored};
+use crate::manage::{ManageHost, Manager, Stored, BETWEEN_CRON_POLLS_MS};
 use crate::matrix::{classify, Api, HttpRequest, Transport};
 use crate::room::RoomOp;
 
@@ -62,7 +62,30 @@ impl DurableObject for ManageDo {
             Ok(v) => v,
             Err(e) => json!({ "error": e }),
         };
+        // One more poll half-way to the next cron run, so that a tap waits at most half a
+        // minute (the alarm's own poll does not set another).
+        let storage = self.state.storage();
+        storage.put("room", room.as_str()).await?;
+        if storage.get_alarm().await?.is_none() {
+            let at = now_ms() + BETWEEN_CRON_POLLS_MS;
+            let when = ScheduledTime::new(js_sys::Date::new(&js_sys::Number::from(at as f64)));
+            storage.set_alarm(when).await?;
+        }
         Response::from_json(&report)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let _turn = self.one_at_a_time.lock().await;
+        let room: Option<String> = self.state.storage().get("room").await?;
+        let Some(room) = room.and_then(|r| RoomId::parse(&r).ok()) else {
+            return Response::ok("no room");
+        };
+        let report = match self.poll(&room).await {
+            Ok(v) => v,
+            Err(e) => json!({ "error": e }),
+        };
+        Logger::background("manage").event("management_polled", &[("report", report)]);
+        Response::ok("done")
     }
 }
 
