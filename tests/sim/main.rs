@@ -877,6 +877,19 @@ impl Sim {
                 let by_moderator = k.status == Status::Rejected
                     && k.note.as_deref().is_some_and(|n| n.contains("rejected by"));
                 let sent = hs.sent_txns.contains_key(&format!("{deny_key}{}", k.id));
+                if k.status == Status::Failed && self.config.management_room.is_some() {
+                    let alert = format!(
+                        "knock-alert-{}-invite-failed-{}",
+                        knock::domain::deployment::room_key(&self.config.room_id),
+                        k.id
+                    );
+                    if !hs.sent_txns.contains_key(&alert) {
+                        self.world.violation(format!(
+                            "knock {} failed for good and the moderators were never told",
+                            k.id
+                        ));
+                    }
+                }
                 let wanted = by_moderator && self.config.deny_message.is_some();
                 if wanted != sent {
                     self.world.violation(format!(
