@@ -73,6 +73,9 @@ pub struct Config {
     /// `DENY_MESSAGE`: sent by direct message to a person a moderator rejected (never the rule
     /// that matched them); unset sends nothing. `{user_id}` and `{display_name}` are filled in.
     pub deny_message: Option<String>,
+    /// `POLICY_PUBLISH_ROOM`: a room of the bot's where Knock mirrors its block-list as
+    /// `m.policy.rule.user` state events, for other communities' moderation bots.
+    pub policy_publish_room: Option<RoomId>,
 }
 
 /// `MANAGEMENT_NOTIFY`: which knocks Knock posts about in the management room.
@@ -436,6 +439,14 @@ impl Config {
                 None
             }
         });
+        let policy_publish_room =
+            get("POLICY_PUBLISH_ROOM").and_then(|v| match RoomId::parse(&v) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    bad("POLICY_PUBLISH_ROOM", false, format!("it {why}"));
+                    None
+                }
+            });
         let management_notify = match get("MANAGEMENT_NOTIFY") {
             None => Notify::Held,
             Some(v) => Notify::parse(&v).unwrap_or_else(|| {
@@ -484,6 +495,7 @@ impl Config {
                 management_room,
                 management_notify,
                 deny_message,
+                policy_publish_room,
             }),
             _ => Err(Problems(problems)),
         }

@@ -16,10 +16,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
-use super::blocklist::{publish, BLOCKLIST_KV};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::blocklist::{publish as publish_kv, BLOCKLIST_KV};
 use super::log::Logger;
-use super::now_ms;
+use super::session_do::{self, SessionOp, TokenReply};
+use super::transport::FetchTransport;
+use super::{env_lookup, now_ms};
 use crate::domain::blocklist::{AddOutcome, BlockList, Entry, EntryKind};
+use crate::domain::deployment::Site;
+use crate::domain::policy::publish;
+use crate::matrix::{classify, Api, Transport};
 
 /// The list every room uses today.
 pub const DEFAULT_LIST: &str = "default";
@@ -58,6 +67,7 @@ CREATE TABLE IF NOT EXISTS entries (
   UNIQUE (kind, ident)
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS published (state_key TEXT PRIMARY KEY, content TEXT NOT NULL);
 ";
 
 fn kind_str(k: EntryKind) -> &'static str {
@@ -157,6 +167,7 @@ impl DurableObject for ListDo {
 
     async fn alarm(&self) -> Result<Response> {
         self.publish_owed().await?;
+        self.publish_to_room().await?;
         if self.meta_u64("publish_failures")? > 0
             && self.meta_u64("published_version")? >= self.meta_u64("version")?
         {
@@ -267,7 +278,7 @@ impl ListDo {
             return Ok(());
         }
         let log = Logger::background("blocklist");
-        match publish(&self.env.kv(BLOCKLIST_KV)?, &list).await {
+        match publish_kv(&self.env.kv(BLOCKLIST_KV)?, &list).await {
             Ok(()) => {
                 // A change stored while the write was under way is published by the next alarm.
                 self.set_meta("published_at", &now_ms().to_string())?;
@@ -297,6 +308,113 @@ impl ListDo {
         }
     }
 }
+
+impl ListDo {
+    /// With `POLICY_PUBLISH_ROOM`, brings that room's `m.policy.rule.user` state to the list:
+    /// at most [`ROOM_PUBLISH_PER_RUN`] state events a run, each recorded once the homeserver
+    /// took it; what is left (or failed) is sent by a later alarm.
+    async fn publish_to_room(&self) -> Result<()> {
+        let lookup = env_lookup(&self.env);
+        let Ok(cfg) = Site::load(&lookup).and_then(|site| site.default_config(&lookup)) else {
+            return Ok(());
+        };
+        let Some(room) = cfg.policy_publish_room.clone() else {
+            return Ok(());
+        };
+        let list = match self.list.borrow().clone() {
+            Some(l) => l,
+            None => self.load()?,
+        };
+        #[derive(Deserialize)]
+        struct Row {
+            state_key: String,
+            content: String,
+        }
+        let rows: Vec<Row> = self
+            .state
+            .storage()
+            .sql()
+            .exec("SELECT state_key, content FROM published", None)?
+            .to_array()?;
+        let published: BTreeMap<String, Value> = rows
+            .into_iter()
+            .filter_map(|r| Some((r.state_key, serde_json::from_str(&r.content).ok()?)))
+            .collect();
+        let steps = publish::plan(
+            &publish::wanted(&list.entries),
+            &published,
+            ROOM_PUBLISH_PER_RUN,
+        );
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let log = Logger::background("blocklist");
+        let reply: TokenReply = session_do::call(&self.env, &cfg, &SessionOp::Token).await?;
+        let Some(token) = reply.token else {
+            log.event(
+                "policy_publish_waiting",
+                &[("why", "homeserver login needed".into())],
+            );
+            return self.retry_room_publish().await;
+        };
+        let api = Api::new(&cfg.matrix_base_url, "");
+        let t = FetchTransport {
+            timeout_ms: cfg.matrix_timeout_ms,
+        };
+        let mut sent = 0u64;
+        for (key, content) in &steps {
+            let req = api
+                .put_state(&room, publish::RULE_TYPE, key, content)
+                .with_token(&token);
+            match classify(t.send(req).await) {
+                Ok(_) => {
+                    let sql = self.state.storage().sql();
+                    if content.as_object().is_some_and(|o| o.is_empty()) {
+                        sql.exec(
+                            "DELETE FROM published WHERE state_key = ?",
+                            vec![key.as_str().into()],
+                        )?;
+                    } else {
+                        sql.exec(
+                            "INSERT OR REPLACE INTO published (state_key, content) VALUES (?, ?)",
+                            vec![key.as_str().into(), content.to_string().into()],
+                        )?;
+                    }
+                    sent += 1;
+                }
+                Err(f) => {
+                    log.event("policy_publish_failed", &[("detail", f.describe().into())]);
+                    return self.retry_room_publish().await;
+                }
+            }
+        }
+        log.event("policy_published", &[("events", sent.into())]);
+        if steps.len() == ROOM_PUBLISH_PER_RUN {
+            // More to send: at once, by the next alarm.
+            self.state
+                .storage()
+                .set_alarm(scheduled(now_ms() + 1_000))
+                .await?;
+        } else {
+            self.set_meta("room_publish_failures", "0")?;
+        }
+        Ok(())
+    }
+
+    async fn retry_room_publish(&self) -> Result<()> {
+        let tries = self.meta_u64("room_publish_failures")? + 1;
+        self.set_meta("room_publish_failures", &tries.to_string())?;
+        let wait = (PUBLISH_GAP_MS << tries.min(8)).min(5 * 60_000);
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            storage.set_alarm(scheduled(now_ms() + wait)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Most state events one alarm sends to `POLICY_PUBLISH_ROOM` (subrequests are limited).
+const ROOM_PUBLISH_PER_RUN: usize = 30;
 
 /// The shortest gap between two KV publishes (KV takes one write per second per key).
 const PUBLISH_GAP_MS: u64 = 1_500;

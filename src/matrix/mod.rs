@@ -264,6 +264,21 @@ impl Api {
         self.req(Method::Put, path, Some(content))
     }
 
+    /// Sets a state event (an empty object removes a policy rule, as the spec says).
+    pub fn put_state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> HttpRequest {
+        let path = self.room(
+            room,
+            &format!("/state/{}/{}", encode(event_type), encode(state_key)),
+        );
+        self.req(Method::Put, path, Some(content.clone()))
+    }
+
     /// One state event of a room (`state_key` empty for most).
     pub fn state_event(&self, room: &RoomId, event_type: &str, state_key: &str) -> HttpRequest {
         let path = self.room(

@@ -12,6 +12,7 @@ mod intake;
 mod lifecycle;
 mod login;
 mod management;
+mod policy;
 mod rate_limits;
 mod rooms;
 mod sandbox;

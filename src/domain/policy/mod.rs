@@ -15,6 +15,7 @@
 //! Never does: IO.
 
 pub mod index;
+pub mod publish;
 
 use base64::Engine;
 use serde::Deserialize;
