@@ -315,6 +315,19 @@ async fn block_user(
 
 /// Adds `entry` to the block-list and enforces it in every room: the answer of `block_user`
 /// (`None`: the list is full). The admin API and the management room's 🔨 both block so.
+/// This isolate's hot path takes the list the change just stored at once, without waiting for
+/// the list object's publish to KV or for its own cached version to expire: a knock this
+/// isolate serves next is judged by the new list. (Other isolates see it once KV has it; a
+/// room checks the list object itself before any invite meanwhile.)
+async fn adopt_version(env: &Env, rooms: &[(String, Config)], changed: &Value, log: &Logger) {
+    let (Some(version), Some((_, cfg))) = (changed["version"].as_u64(), rooms.first()) else {
+        return;
+    };
+    if let Err(e) = super::blocklist::adopt(env, version, &cfg.blocklist).await {
+        log.event("blocklist_adopt_failed", &[("error", e.to_string().into())]);
+    }
+}
+
 pub async fn block_everywhere(
     env: &Env,
     rooms: &[(String, Config)],
@@ -339,6 +352,7 @@ pub async fn block_everywhere(
         Some("duplicate") => "already_blocked",
         _ => return Ok(None),
     };
+    adopt_version(env, rooms, &added, log).await;
     let mut reply = json!({ "status": status, "entry": added["entry"], "version": added["version"],
                             "preview": preview });
     if entry.kind != EntryKind::DisplayName {
@@ -553,6 +567,9 @@ pub async fn unblock_everywhere(
     )
     .await?;
     let was_blocked = removed["removed"].as_bool().unwrap_or(false);
+    if was_blocked {
+        adopt_version(env, rooms, &removed, log).await;
+    }
     let mut reply = json!({
         "status": if was_blocked { "unblocked" } else { "not_blocked" },
         "removed": removed["entries"],

@@ -125,6 +125,18 @@ pub async fn authoritative_version(env: &Env) -> Result<u64> {
     Ok(v.version)
 }
 
+/// Makes this isolate's hot path use a list at least as new as `version` (one the list object
+/// just stored) from now on.
+pub async fn adopt(env: &Env, version: u64, policy: &Policy) -> Result<()> {
+    at_least(env, version, policy).await?;
+    VERSION.with(|v| {
+        if v.get().is_none_or(|(_, known)| known < version) {
+            v.set(Some((now_ms(), version)));
+        }
+    });
+    Ok(())
+}
+
 /// An index at least as new as `version`: this isolate's, KV's, or (when KV is still behind)
 /// the list object's own.
 pub async fn at_least(env: &Env, version: u64, policy: &Policy) -> Result<Rc<BlockIndex>> {

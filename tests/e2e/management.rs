@@ -136,12 +136,7 @@ fn notice_events(room: &str) -> Vec<Value> {
 fn a_held_knock_is_posted_to_the_management_room_with_its_reason() {
     let s = synapse();
     let st = setup();
-    let r = st.worker.admin(
-        API_KEY,
-        "/block_user",
-        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    block_matthew41(st);
     let namesake = s.register("matthew88", false);
     let r = st.worker.post(
         "/invite_from_form",
@@ -254,29 +249,10 @@ fn poll_in(st: &Setup) {
 fn a_moderators_tap_approves_a_held_knock_and_anyone_elses_does_nothing() {
     let s = synapse();
     let st = setup();
-    let r = st.worker.admin(
-        API_KEY,
-        "/block_user",
-        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    block_matthew41(st);
     let namesake = s.register("matthew66", false);
-    let r = st.worker.post(
-        "/invite_from_form",
-        &[("Content-Type", "application/json")],
-        json!({"matrix_id": namesake.user_id})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let notice = wait_until("the held knock's notice", Duration::from_secs(30), || {
-        notice_events(&st.management).into_iter().find(|e| {
-            e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains(&namesake.user_id))
-        })
-    });
-    let notice_id = notice["event_id"].as_str().expect("event id").to_owned();
+    form_knock(st, &namesake);
+    let notice_id = held_notice(st, &namesake);
     // Someone below the kick level taps ✅: nothing happens.
     react(&st.member, &notice_id, "✅");
     poll();
@@ -332,33 +308,11 @@ fn a_moderators_tap_approves_a_held_knock_and_anyone_elses_does_nothing() {
 fn a_moderators_hammer_blocks_the_person_a_notice_is_about() {
     let s = synapse();
     let st = setup();
-    let r = st.worker.admin(
-        API_KEY,
-        "/block_user",
-        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    block_matthew41(st);
     let namesake = s.register("matthew77", false);
-    let r = st.worker.post(
-        "/invite_from_form",
-        &[("Content-Type", "application/json")],
-        json!({"matrix_id": namesake.user_id})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(r.status, 202, "{}", r.body);
-    let notice = wait_until("the held knock's notice", Duration::from_secs(30), || {
-        notice_events(&st.management).into_iter().find(|e| {
-            e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.starts_with("Held") && b.contains(&namesake.user_id))
-        })
-    });
-    react(
-        &st.moderator,
-        notice["event_id"].as_str().expect("id"),
-        "🔨",
-    );
+    form_knock(st, &namesake);
+    let notice = held_notice(st, &namesake);
+    react(&st.moderator, &notice, "🔨");
     let list = wait_until(
         "the block from the management room",
         Duration::from_secs(30),
@@ -470,6 +424,16 @@ fn a_moderators_block_command_kicks_a_member_and_others_commands_are_ignored() {
     });
 }
 
+/// Blocks `@matthew41`: its namesakes' knocks are held for a moderator (hold-level evidence).
+fn block_matthew41(st: &Setup) {
+    let r = st.worker.admin(
+        API_KEY,
+        "/block_user",
+        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// Posts a form knock for `user` to `st`'s worker.
 fn form_knock(st: &Setup, user: &User) {
     let r = st.worker.post(
@@ -531,12 +495,7 @@ fn direct_messages(user: &User) -> Vec<String> {
 fn a_moderators_cross_rejects_a_held_knock_and_the_person_gets_the_deny_message_only() {
     let s = synapse();
     let st = setup();
-    let r = st.worker.admin(
-        API_KEY,
-        "/block_user",
-        Some(json!({"user_id": "@matthew41:localhost", "reason": "spam"})),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    block_matthew41(st);
     let namesake = s.register("matthew55", false);
     form_knock(st, &namesake);
     let notice = held_notice(st, &namesake);
