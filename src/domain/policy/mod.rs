@@ -16,6 +16,7 @@
 
 pub mod index;
 pub mod publish;
+pub mod sync;
 
 use base64::Engine;
 use serde::Deserialize;
