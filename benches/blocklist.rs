@@ -22,7 +22,7 @@ use criterion::{BatchSize, Criterion, SamplingMode};
 use knock::domain::blocklist::{
     allowed_distance, family_key, osa_distance, BlockIndex, Entry, EntryKind, LinearScan,
 };
-use knock::domain::blocklist::{commonness, Outcome, Reach};
+use knock::domain::blocklist::{commonness, Outcome, Policy, Reach};
 use knock::domain::mxid::UserId;
 
 #[path = "support/handles.rs"]
@@ -550,6 +550,17 @@ impl Tally {
     }
 }
 
+/// The policy of the realistic runs: the defaults, or the `BLOCKLIST_*` settings in the
+/// environment, as the worker reads them.
+fn bench_policy() -> Policy {
+    Policy::from_vars(|name| std::env::var(name).ok()).unwrap_or_else(|errors| {
+        for e in errors {
+            eprintln!("blocklist: {e}");
+        }
+        std::process::exit(2)
+    })
+}
+
 fn outcome_of(index: &BlockIndex, id: &UserId) -> Outcome {
     index.check_user(id).map_or(Outcome::Allow, |v| v.outcome())
 }
@@ -587,7 +598,8 @@ fn evaluate(
     let blocked_ids: std::collections::HashSet<String> = targets.iter().map(|h| h.id()).collect();
     // The list starts with the blocked handles; every later entry is filler.
     let own = list.len().min(targets.len());
-    let index = BlockIndex::build(list.clone());
+    let policy = bench_policy();
+    let index = BlockIndex::build_with(list.clone(), policy);
     // Namesakes: honest handles of the same family as a user-ID entry that reaches its family
     // (an entry matched only exactly has no namesakes).
     let families: std::collections::HashSet<String> = list
@@ -600,7 +612,7 @@ fn evaluate(
         .map(|u| family_key(u.localpart()))
         .collect();
     // The blocked handles alone, to tell their collateral from the filler's.
-    let alone = BlockIndex::build(list[..own].to_vec());
+    let alone = BlockIndex::build_with(list[..own].to_vec(), policy);
     let mut caught_by: std::collections::BTreeMap<(&'static str, &'static str, String), usize> =
         std::collections::BTreeMap::new();
     let mut honest_alone = Tally::default();
@@ -799,7 +811,15 @@ fn realistic(n: usize, rng: &mut Rng) -> String {
             .as_deref()
             .is_none_or(|c| c.split(',').any(|c| c == f.name))
     }) {
-        for split in [handles::Split::InSample, handles::Split::HeldOut] {
+        let splits = std::env::var("KNOCK_BENCH_SPLIT").ok();
+        for split in [handles::Split::InSample, handles::Split::HeldOut]
+            .into_iter()
+            .filter(|s| {
+                splits
+                    .as_deref()
+                    .is_none_or(|c| c.split(',').any(|c| c == s.to_string()))
+            })
+        {
             for (i, blocked) in [100usize, 1_000].into_iter().enumerate() {
                 let seed =
                     0x5eed_0000 + i as u64 * 7919 + (split == handles::Split::HeldOut) as u64;
