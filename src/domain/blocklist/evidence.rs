@@ -116,6 +116,7 @@ where
                 leet: inner_leet || edge_leet,
                 first_letter_differs: false,
                 key_chars: key_chars(e.key),
+                candidate_counter: !c.counter.is_empty(),
             };
             let grade = if ci > 0 {
                 policy.grade(
@@ -168,6 +169,7 @@ pub(crate) fn near<'a>(
         leet: candidate.leet,
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
         key_chars: key_chars(entry.key),
+        candidate_counter: !candidate.counter.is_empty(),
     };
     let grade = policy.grade(kind, rule, &evidence, &[entry.key], &candidate.key, memo)?;
     Some(Found {

@@ -115,6 +115,8 @@ pub struct Evidence {
     pub first_letter_differs: bool,
     /// Characters of the entry's key that was compared.
     pub key_chars: u8,
+    /// The candidate carries a counter of its own.
+    pub candidate_counter: bool,
 }
 
 impl Evidence {
@@ -125,6 +127,7 @@ impl Evidence {
             leet: false,
             first_letter_differs: false,
             key_chars: 0,
+            candidate_counter: false,
         }
     }
 }
@@ -487,13 +490,17 @@ impl Policy {
                 }
                 let differs = evidence.counter == CounterMatch::Differs;
                 // Only an initial differs (`vgautier`, `zgautier`; `gautier`, `agautier`): held.
-                // With another counter as well, held (`nmaillet83` for `maillet95`) unless the
-                // near miss reads as a common name or handle of its own (`elena05` for
-                // `helena33`, `cwalker` for `walker99`).
+                // With another counter of its own as well, held (`ldominique71` for
+                // `dominique98`) unless the near miss reads as a common name or handle of its own
+                // (`elena05` for `helena33`). Without a counter, it is what an initial and a
+                // surname look like beside the surname with digits (`ahenck`, `henck21`): no
+                // evidence.
                 if evidence.first_letter_differs {
                     return if !differs {
                         Grade::hold(Why::FirstLetter)
-                    } else if memo.of(candidate_key).1 >= self.hold_common_per_million {
+                    } else if !evidence.candidate_counter
+                        || memo.of(candidate_key).1 >= self.hold_common_per_million
+                    {
                         None
                     } else {
                         Grade::hold(Why::CounterToo)
