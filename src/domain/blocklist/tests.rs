@@ -1560,3 +1560,33 @@ fn a_stricter_policy_blocks_what_the_default_holds() {
     let id = user("@matthew70:kde.org");
     assert_eq!(index.check_user(&id), scan.check_user(&id));
 }
+
+#[test]
+fn an_edge_digit_read_as_a_letter_is_no_evidence_when_both_counters_differ() {
+    // `paul48` is Paul with 48, not Paula with 8: two names, two numbers.
+    let index = graded(&["@paula79:x.org", "@mir078:x.org", "@eileen46:x.org"]);
+    for id in ["@paul48:kde.org", "@miro71:kde.org", "@elena05:kde.org"] {
+        let v = index.check_user(&user(id));
+        assert!(v.is_none(), "{id}: {:?}", v.map(|v| v.explain()));
+    }
+    // The same counter, digits inside the name, or a blocked name with no counter still count.
+    assert_eq!(outcome(&index, "@paul479:kde.org"), Outcome::Block);
+    assert_eq!(outcome(&index, "@p4ul48:kde.org"), Outcome::Block);
+    let index = graded(&["@alice:x.org"]);
+    assert_ne!(outcome(&index, "@alic3_01:kde.org"), Outcome::Allow);
+}
+
+#[test]
+fn the_index_finds_a_later_entry_without_a_counter_behind_an_earlier_one_with_another() {
+    // The earlier `paula79` is no evidence against `paul48`; the later `paula` is (held).
+    let entries: Vec<Entry> = ["@paula79:x.org", "@paula:x.org"]
+        .iter()
+        .map(|p| Entry::parse(p, None, 0).unwrap())
+        .collect();
+    let index = BlockIndex::build(entries.clone());
+    let scan = LinearScan::new(&entries);
+    let id = user("@paul48:kde.org");
+    let v = index.check_user(&id).unwrap();
+    assert_eq!((v.index, v.outcome()), (1, Outcome::Hold));
+    assert_eq!(Some(v), scan.check_user(&id));
+}
