@@ -611,6 +611,18 @@ fn evaluate(
         .filter_map(|(_, e)| UserId::parse(&e.pattern).ok())
         .map(|u| family_key(u.localpart()))
         .collect();
+    // Namesakes by initial: honest handles whose family key differs from such an entry's only at
+    // the first letter (`ksanders`, `asanders`; `gautier`, `vgautier`), as strings can't tell
+    // them from an evasion either. A subset of the others, counted apart for information.
+    let rest = |k: &str| -> Option<String> {
+        let r: String = k.chars().skip(1).collect();
+        (r.chars().count() >= 4).then_some(r)
+    };
+    let rests: std::collections::HashSet<String> =
+        families.iter().filter_map(|k| rest(k)).collect();
+    let initial_namesake = |k: &str| {
+        rest(k).is_some_and(|r| rests.contains(&r) || families.contains(&r)) || rests.contains(k)
+    };
     // The blocked handles alone, to tell their collateral from the filler's.
     let alone = BlockIndex::build_with(list[..own].to_vec(), policy);
     let mut caught_by: std::collections::BTreeMap<(&'static str, &'static str, String), usize> =
@@ -649,8 +661,12 @@ fn evaluate(
             }
         }
     }
-    let (mut honest, mut namesakes, mut others) =
-        (Tally::default(), Tally::default(), Tally::default());
+    let (mut honest, mut namesakes, mut others, mut by_initial) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
     let mut by_glob = 0;
     let mut made = 0;
     while made < 2_000 {
@@ -688,10 +704,14 @@ fn evaluate(
         {
             by_glob += 1;
         }
-        if families.contains(&family_key(&h.local)) {
+        let key = family_key(&h.local);
+        if families.contains(&key) {
             namesakes.add(o);
         } else {
             others.add(o);
+            if initial_namesake(&key) {
+                by_initial.add(o);
+            }
         }
         if show
             && (o == Outcome::Block
@@ -732,6 +752,7 @@ fn evaluate(
     println!("{}", honest.row("honest handles"));
     println!("{}", namesakes.row("  of which same family as an entry"));
     println!("{}", others.row("  of which other"));
+    println!("{}", by_initial.row("    of which initial only differs"));
     println!(
         "  {:<34} {:>6} {:>7}   (globs of the filler list, not fuzzy evidence)",
         "  honest blocked by a glob", "", by_glob
@@ -745,20 +766,31 @@ fn evaluate(
         println!("    {source:<15} {outcome:<6} {rule:<40} {n:>5}");
     }
     let caught = 100.0 * (evasions.block + evasions.hold) as f64 / evasions.n().max(1) as f64;
+    let of_all = |k: usize| 100.0 * k as f64 / honest.n().max(1) as f64;
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let median_us = median_ns as f64 / 1e3;
     println!(
-        "  evasions blocked or held {caught:.2}% (goal >= 99%), honest blocked {:.2}% (goal <= 0.1%), honest held {:.2}% (goal <= 1%; {:.2}% apart from same-family namesakes)",
+        "  evasions blocked or held {caught:.2}% (goal >= 99%: {}), honest blocked {:.2}% (goal <= 0.1%: {}), honest held {:.2}% (goal <= 1%: {}; {:.2}% apart from same-family namesakes: {}; {:.2}% apart from namesakes by initial too), lookup median {median_us:.2} µs (goal < 10 µs: {}){}",
+        verdict(caught >= 99.0),
         honest.pct(honest.block),
+        verdict(honest.pct(honest.block) <= 0.1),
         honest.pct(honest.hold),
-        100.0 * others.hold as f64 / honest.n().max(1) as f64,
+        verdict(honest.pct(honest.hold) <= 1.0),
+        of_all(others.hold),
+        verdict(of_all(others.hold) <= 1.0),
+        of_all(others.hold - by_initial.hold),
+        verdict(median_us < 10.0),
+        if blocked == 100 { "" } else { " [goals are set at 100 blocked; shown for comparison]" },
     );
     format!(
-        "{{\"split\":\"{split}\",\"filler\":\"{filler_name}\",\"blocked\":{blocked},\"entries\":{},\"lookup_median_ns\":{median_ns},\"lookup_p99_ns\":{p99_ns},\"evasions_caught_pct\":{caught:.3},\"evasions\":{},\"by_technique\":{{{}}},\"honest\":{},\"honest_same_family\":{},\"honest_other\":{},\"honest_vs_blocked_alone\":{},\"honest_blocked_by_glob\":{by_glob}}}",
+        "{{\"split\":\"{split}\",\"filler\":\"{filler_name}\",\"blocked\":{blocked},\"entries\":{},\"lookup_median_ns\":{median_ns},\"lookup_p99_ns\":{p99_ns},\"evasions_caught_pct\":{caught:.3},\"evasions\":{},\"by_technique\":{{{}}},\"honest\":{},\"honest_same_family\":{},\"honest_other\":{},\"honest_other_initial\":{},\"honest_vs_blocked_alone\":{},\"honest_blocked_by_glob\":{by_glob}}}",
         list.len(),
         evasions.json(),
         techniques.join(","),
         honest.json(),
         namesakes.json(),
         others.json(),
+        by_initial.json(),
         honest_alone.json()
     )
 }
