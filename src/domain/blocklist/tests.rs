@@ -1210,8 +1210,13 @@ fn michele_is_held_for_michelle_and_one_letter_of_an_initial_is_held() {
         "@bolzmann21:matrix.org",
         "@helena33:matrix.org",
         "@vgautier:x.org",
+        "@dominique98:x.org",
     ]);
-    for id in ["@sbolzmann83:kde.org", "@zgautier12:kde.org"] {
+    for id in [
+        "@sbolzmann83:kde.org",
+        "@zgautier12:kde.org",
+        "@ldominique71:kde.org",
+    ] {
         let v = index.check_user(&user(id)).unwrap();
         assert_eq!(
             (v.outcome(), v.grade.why),
