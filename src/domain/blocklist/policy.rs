@@ -2,9 +2,9 @@
 //!
 //! Decides: for one match between a candidate and an entry, one of three [`Outcome`]s and the
 //! reason ([`Why`]): **block** (the same ID, a glob, or evidence no namesake would leave: the same
-//! counter, digits written for letters, a distinctive name); **hold** (weak evidence: only the
-//! counter or the spelling differs on a short or common name, only the initial differs, a near
-//! miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
+//! counter, digits written for letters, a distinctive name spelled otherwise); **hold** (weak
+//! evidence: only the counter differs, only the spelling differs on a short or common name, only
+//! the initial differs, a near miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
 //! evasion, e.g. a near miss that is itself a common name). How common a name is comes from
 //! [`super::commonness`]. Also: which [`Reach`] an entry has when it names none, what a knock a
 //! moderator approved gets ([`Outcome::for_knock`]), and what the member scan does
