@@ -114,7 +114,8 @@ where
                 continue;
             }
             let counter = counter_match(&c.counter, e.lead, e.trail);
-            let both_counted = !c.counter.is_empty() && !(e.lead.is_empty() && e.trail.is_empty());
+            let entry_counted = !e.lead.is_empty() || !e.trail.is_empty();
+            let both_counted = !c.counter.is_empty() && entry_counted;
             if (ci > 0 || ei > 0) && counter == CounterMatch::Differs && both_counted && !inner_leet
             {
                 continue;
