@@ -8,12 +8,17 @@
 //! `KNOCK_BENCH_ENTRIES=<n>` any other number.
 //!
 //! Realistic handles (see `support/handles.rs`): 100 and 1,000 blocked handles among a list
-//! filled up to the same number of entries with the generated ones above, 2,000 honest handles
-//! of the same kinds, and evasions of every blocked handle by each technique; for the in-sample
-//! split (what the policy was tuned on) and the held-out one. Prints the confusion table by
-//! technique and by outcome, and adds a `realistic` object to the JSON. `KNOCK_BENCH_MISSES=1`
+//! filled up to the same number of entries, 2,000 honest handles of the same kinds, and evasions
+//! of every blocked handle by each technique; for the in-sample split (what the policy was tuned
+//! on) and the held-out one. The filler is, in turn, the generated entries above (`synthetic`),
+//! a list shaped like a shared ban list matched fuzzily (`ban_list_fuzzy`), and the same list
+//! matched as a subscribed one, exactly and by glob (`ban_list_exact`); see [`Filler`].
+//! Prints the confusion table by technique and by outcome, which entry caught each honest
+//! handle and by which rule, and adds a `realistic` object to the JSON. `KNOCK_BENCH_MISSES=1`
 //! also prints the evasions let in and the honest handles blocked or held (apart from same-family
-//! namesakes); `KNOCK_BENCH_ONLY=realistic` runs only this part.
+//! namesakes); `KNOCK_BENCH_ONLY=realistic` runs only this part; `KNOCK_BENCH_FILLER` and
+//! `KNOCK_BENCH_SPLIT` (comma-separated names) pick fillers and splits; `BLOCKLIST_*` settings
+//! apply as in the worker.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
