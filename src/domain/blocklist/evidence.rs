@@ -79,13 +79,17 @@ fn key_chars(key: &str) -> u8 {
 /// equal and grades as evidence.
 ///
 /// A reading that keeps an edge digit as a letter (`7roll`) is leet evidence only against the
-/// entry's own family key and when the counters then agree; otherwise the digit may as well be a
-/// counter (`paul48` against `paula79`), and the name is as common as the commoner of the two
-/// keys. Two such readings are never compared with each other: both sides read digits as
-/// letters, which says nothing their family keys do not.
+/// entry's own family key and when the counters then agree, and the name is as common as the
+/// commoner of the two keys. When both sides carry counters and they still differ, the digit
+/// may as well be a counter (`paul48` against `paula79`, `miro71` against `mir078`): two names
+/// and two numbers, no evidence, unless the candidate writes digits inside the name too
+/// (`7r0llk1ng99`). Against a name with no counter (`alic3_01` for `alice`) it still counts.
+/// Two such readings are never compared with each other: both sides read digits as letters,
+/// which says nothing their family keys do not.
 ///
-/// The grade of a pair depends only on the candidate, the entry reading's key and counter, and
-/// whether that reading is the entry's family key; the index files its tables by exactly that.
+/// The grade of a pair depends only on the candidate, the entry reading's key and counter
+/// (the candidate's, none, or another), and whether that reading is the entry's family key; the
+/// index files its tables by exactly that.
 pub(crate) fn family<'a, 'b>(
     policy: &Policy,
     kind: EntryKind,
@@ -110,12 +114,19 @@ where
                 continue;
             }
             let counter = counter_match(&c.counter, e.lead, e.trail);
+            let entry_counted = !e.lead.is_empty() || !e.trail.is_empty();
+            let both_counted = !c.counter.is_empty() && entry_counted;
+            if (ci > 0 || ei > 0) && counter == CounterMatch::Differs && both_counted && !inner_leet
+            {
+                continue;
+            }
             let edge_leet = ci > 0 && c.leet && counter != CounterMatch::Differs;
             let evidence = Evidence {
                 counter,
                 leet: inner_leet || edge_leet,
                 first_letter_differs: false,
                 key_chars: key_chars(e.key),
+                candidate_counter: !c.counter.is_empty(),
             };
             let grade = if ci > 0 {
                 policy.grade(
@@ -168,6 +179,7 @@ pub(crate) fn near<'a>(
         leet: candidate.leet,
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
         key_chars: key_chars(entry.key),
+        candidate_counter: !candidate.counter.is_empty(),
     };
     let grade = policy.grade(kind, rule, &evidence, &[entry.key], &candidate.key, memo)?;
     Some(Found {

@@ -22,9 +22,11 @@ const FIELD_SEPARATOR: char = '\u{1}';
 ///
 /// Family matches look up every reading of the candidate in two hash tables: by key, filed for the
 /// earliest member with that reading, and by key and counter, filed for the earliest member with
-/// that reading and counter; both apart for members' family keys and their other readings. A
-/// pair's grade depends on nothing else of the member, and is monotone (the same counter is never
-/// weaker evidence than another), so those members are the only ones of a reading that can win.
+/// that reading and counter (looked up with the candidate's counter and with none); both apart
+/// for members' family keys and their other readings. A pair's grade depends on nothing else of
+/// the member than whether its counter is the candidate's, none or another, and is monotone in
+/// that order (another counter is never stronger evidence), so the earliest member overall, with
+/// the candidate's counter and with none are the only ones of a reading that can win.
 ///
 /// Near misses use a deletion neighbourhood (SymSpell) over the members' family keys: every key
 /// is filed under each string made by deleting up to its allowance of characters, a candidate
@@ -209,10 +211,15 @@ impl FuzzyIndex {
             } else {
                 &[PRIMARY]
             };
+            let bare = EntryReading {
+                lead: "",
+                trail: "",
+                ..er
+            };
             for c in classes {
                 self.family.collect(&[key_hash(&r.key, c)], &mut members);
                 self.family_counter
-                    .collect(&[counter_hash(er, c)], &mut members);
+                    .collect(&[counter_hash(er, c), counter_hash(bare, c)], &mut members);
             }
         }
         members.sort_unstable();

@@ -2,9 +2,9 @@
 //!
 //! Decides: for one match between a candidate and an entry, one of three [`Outcome`]s and the
 //! reason ([`Why`]): **block** (the same ID, a glob, or evidence no namesake would leave: the same
-//! counter, digits written for letters, a distinctive name); **hold** (weak evidence: only the
-//! counter or the spelling differs on a short or common name, only the initial differs, a near
-//! miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
+//! counter, digits written for letters, a distinctive name spelled otherwise); **hold** (weak
+//! evidence: only the counter differs, only the spelling differs on a short or common name, only
+//! the initial differs, a near miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
 //! evasion, e.g. a near miss that is itself a common name). How common a name is comes from
 //! [`super::commonness`]. Also: which [`Reach`] an entry has when it names none, what a knock a
 //! moderator approved gets ([`Outcome::for_knock`]), and what the member scan does
@@ -115,6 +115,8 @@ pub struct Evidence {
     pub first_letter_differs: bool,
     /// Characters of the entry's key that was compared.
     pub key_chars: u8,
+    /// The candidate carries a counter of its own.
+    pub candidate_counter: bool,
 }
 
 impl Evidence {
@@ -125,6 +127,7 @@ impl Evidence {
             leet: false,
             first_letter_differs: false,
             key_chars: 0,
+            candidate_counter: false,
         }
     }
 }
@@ -147,6 +150,12 @@ pub enum Why {
     },
     /// Hold: only the counter or the spelling differs, and the name is common.
     CommonName {
+        per_million: u32,
+    },
+    /// Hold: only the counter differs, on a name that is not common (or that the name table does
+    /// not know: its tail is cut, so a rare surname is missing from it): its namesakes carry
+    /// other numbers.
+    Namesake {
         per_million: u32,
     },
     /// Hold: the key is too short to tell a namesake from an evasion.
@@ -208,6 +217,15 @@ impl Grade {
                 "only the counter or spelling differs, and {entry_key} is a common name ({})",
                 in_a_million(per_million)
             ),
+            Why::Namesake { per_million } => format!(
+                "only the counter differs, and even a rare name like {entry_key} ({}) has \
+                 namesakes, who pick their own numbers",
+                if per_million == 0 {
+                    "not in the name table".to_owned()
+                } else {
+                    in_a_million(per_million)
+                }
+            ),
             Why::ShortKey { chars } => format!(
                 "{entry_key} is too short ({chars} letters) to tell a namesake from an evasion"
             ),
@@ -253,12 +271,21 @@ impl Namesakes {
 
 /// Thresholds of the policy. Every field is a setting; see [`SETTINGS`] for names and defaults.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(default)]
 pub struct Policy {
     /// `BLOCKLIST_HOLD_COMMON_PER_MILLION`: a name at least this common (people in a million
     /// who bear it, alone or as a two-part handle) is held rather than blocked when only its
     /// counter, separators or a repeated letter set it apart from a blocked one; and a near miss
     /// at least this common is taken for another person's name.
     pub hold_common_per_million: u32,
+    /// `BLOCKLIST_HOLD_COUNTER_PER_MILLION`: a name at least this common (as above) is held
+    /// rather than blocked when only its counter sets it apart from a blocked one
+    /// (`kuhnert44` for `kuhnert09`): a rare surname still has namesakes, and they pick their
+    /// own numbers. The default, 0, holds every counter-only difference, because the table's
+    /// tail is cut: a name it does not know may be a rare surname as well as an invented handle
+    /// (`trollking`). 32 (`hold_common_per_million`) blocks counter-only variants of rare and
+    /// unknown names.
+    pub hold_counter_per_million: u32,
     /// `BLOCKLIST_BLOCK_MIN_CHARS`: family keys shorter than this never block on the name alone
     /// (only with the same counter, or with digits for letters); they are held.
     pub block_min_chars: u8,
@@ -278,6 +305,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "BLOCKLIST_HOLD_COMMON_PER_MILLION",
         "32",
         "names at least this common (per million people) are held, not blocked, when only a counter or the spelling differs",
+    ),
+    (
+        "BLOCKLIST_HOLD_COUNTER_PER_MILLION",
+        "0",
+        "names at least this common (per million people; 0: every name, known to the table or not) are held, not blocked, when only the counter differs",
     ),
     (
         "BLOCKLIST_BLOCK_MIN_CHARS",
@@ -305,6 +337,7 @@ impl Default for Policy {
     fn default() -> Policy {
         Policy {
             hold_common_per_million: 32,
+            hold_counter_per_million: 0,
             block_min_chars: 5,
             hold_edits: 2,
             near_min_chars: 5,
@@ -347,6 +380,9 @@ impl Policy {
         };
         if let Some(n) = read("BLOCKLIST_HOLD_COMMON_PER_MILLION", 0, 1_000_000) {
             policy.hold_common_per_million = n;
+        }
+        if let Some(n) = read("BLOCKLIST_HOLD_COUNTER_PER_MILLION", 0, 1_000_000) {
+            policy.hold_counter_per_million = n;
         }
         if let Some(n) = read("BLOCKLIST_BLOCK_MIN_CHARS", 1, 32) {
             policy.block_min_chars = n as u8;
@@ -429,6 +465,10 @@ impl Policy {
                 let per_million = common(memo);
                 if per_million >= self.hold_common_per_million {
                     Grade::hold(Why::CommonName { per_million })
+                } else if evidence.counter == CounterMatch::Differs
+                    && per_million >= self.hold_counter_per_million
+                {
+                    Grade::hold(Why::Namesake { per_million })
                 } else {
                     Grade::block(Why::Distinctive { per_million })
                 }
@@ -450,12 +490,20 @@ impl Policy {
                 }
                 let differs = evidence.counter == CounterMatch::Differs;
                 // Only an initial differs (`vgautier`, `zgautier`; `gautier`, `agautier`): held.
-                // With another counter as well, likelier two people (`koman14`, `roman`).
+                // With another counter of its own as well, held (`ldominique71` for
+                // `dominique98`) unless the near miss reads as a common name or handle of its own
+                // (`elena05` for `helena33`). Without a counter, it is what an initial and a
+                // surname look like beside the surname with digits (`ahenck`, `henck21`): no
+                // evidence.
                 if evidence.first_letter_differs {
-                    return if differs {
+                    return if !differs {
+                        Grade::hold(Why::FirstLetter)
+                    } else if !evidence.candidate_counter
+                        || memo.of(candidate_key).1 >= self.hold_common_per_million
+                    {
                         None
                     } else {
-                        Grade::hold(Why::FirstLetter)
+                        Grade::hold(Why::CounterToo)
                     };
                 }
                 // A near miss that is itself a common name is likelier its own person
