@@ -11,6 +11,7 @@ pub mod domain;
 pub mod matrix;
 pub mod room;
 pub mod turnstile;
+pub mod web;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -467,7 +467,7 @@ impl ManageDo {
             Command::Knocks(n) => {
                 let mut lines = Vec::new();
                 for (label, cfg) in &rooms {
-                    let op = RoomOp::Knocks { limit: n, before: None, verdict: None };
+                    let op = RoomOp::Knocks { limit: n, before: None, verdict: None, user_id: None };
                     let out = call(cfg, op).await?;
                     for k in out["knocks"].as_array().into_iter().flatten() {
                         lines.push(format!(
