@@ -19,3 +19,4 @@ mod support;
 mod turnstile_stub;
 mod upgrade;
 mod watchdogs;
+mod web_ui;
