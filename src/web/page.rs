@@ -508,14 +508,17 @@ pub fn health(ctx: &Ctx, health: &Value, rooms: &Value, whoami: &Value) -> Strin
     let status = s(&health["status"]).unwrap_or("unknown");
     let mut body = format!(
         "<dl class=\"facts\"><dt>Status</dt><dd><span class=\"verdict v-{0}\">{0}</span>{1}</dd>\
-         <dt>Webhook</dt><dd>{2}</dd><dt>Bot</dt><dd><code>{3}</code> ({4})</dd>\
+         <dt>Webhook</dt><dd>{2}</dd><dt>Bot</dt><dd>{3} ({4} mode)</dd>\
          <dt>Login</dt><dd>{5}</dd></dl>",
         escape(status),
         s(&health["reason"])
             .map(|r| format!(" — {}", escape(r)))
             .unwrap_or_default(),
         text(&health["webhook"]),
-        text(&whoami["user_id"]),
+        s(&whoami["user_id"]).map_or_else(
+            || "not known yet".to_owned(),
+            |u| format!("<code>{}</code>", escape(u))
+        ),
         text(&whoami["mode"]),
         if whoami["login_needed"].is_null() || whoami["login_needed"] == false {
             "logged in".to_owned()

@@ -530,6 +530,50 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         assert!(list.contains(&member.user_id), "{list}");
         b.assert_quiet_console("after blocking");
 
+        // Import a text file from the page, find the entry, export, and remove it again.
+        let imported = format!("@webuiimport{n}:localhost");
+        let file = scratch_dir("import").join("list.txt");
+        std::fs::write(&file, format!("{imported} # imported from the page\n")).expect("import file");
+        c.find(Locator::Id("import-file"))
+            .await
+            .expect("file field")
+            .send_keys(&file.display().to_string())
+            .await
+            .expect("choose the file");
+        c.find(Locator::Css("#import button"))
+            .await
+            .expect("import button")
+            .click()
+            .await
+            .expect("click");
+        b.wait_text("#status", "Imported").await;
+        let list = w.admin(API_KEY, "/blocklist?format=txt", None).body;
+        assert!(list.contains(&imported), "{list}");
+        let export = c
+            .execute_async(
+                "const done = arguments[0]; fetch('/blocklist?format=txt').then(r => r.text()).then(done);",
+                vec![],
+            )
+            .await
+            .expect("export");
+        assert!(export.as_str().is_some_and(|t| t.contains(&imported)), "{export}");
+        c.goto(&format!("{base}/admin/blocklist?q={}", enc(&imported)))
+            .await
+            .expect("goto");
+        let rows = b.text("table").await;
+        assert!(rows.contains(&imported) && rows.contains("imported from the page"), "{rows}");
+        assert!(!rows.contains(&member.user_id), "the search keeps one entry: {rows}");
+        c.find(Locator::Css("button[data-action=unblock]"))
+            .await
+            .expect("remove button")
+            .click()
+            .await
+            .expect("click");
+        b.wait_text("#status", "Removed").await;
+        let list = w.admin(API_KEY, "/blocklist?format=txt", None).body;
+        assert!(!list.contains(&imported), "{list}");
+        b.assert_quiet_console("after import and removal");
+
         // Invites: the approved namesake and Eve wait; rescind Eve's from the page.
         c.goto(&format!("{base}/admin/invites")).await.expect("goto");
         let table = b.text("table").await;
@@ -548,7 +592,7 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         c.goto(&format!("{base}/admin/health")).await.expect("goto");
         let facts = b.text("main").await;
         assert!(
-            facts.contains("running") && facts.contains("(access_token)") && facts.contains("logged in"),
+            facts.contains("running") && facts.contains("(access_token mode)") && facts.contains("logged in"),
             "{facts}"
         );
         assert!(facts.contains("ran"), "the last cron run is shown: {facts}");
