@@ -570,10 +570,21 @@ async fn decide_held(
         Ok(u) => u,
         Err(e) => return http::json_error(400, e.message()),
     };
+    // The moderator's reason, cleaned like any outside text, is kept with who decided: the
+    // knock's note then reads "approved by the moderator page (known from the forum)".
+    let reason = body
+        .reason
+        .as_deref()
+        .map(moderation::notices::clean)
+        .filter(|r| !r.trim().is_empty());
+    let by = match &reason {
+        Some(r) => format!("{} ({})", caller.name(), r.trim()),
+        None => caller.name().to_owned(),
+    };
     let op = RoomOp::DecideHeld {
         user_id: user.as_str().into(),
         approve,
-        by: Some(caller.name().into()),
+        by: Some(by),
     };
     let out: Value = room_do::call(env, cfg, &op).await?;
     // A member the block-list scan reported (weak evidence): kept, or removed.
@@ -615,12 +626,7 @@ async fn decide_held(
             ("user_id", user.as_str().into()),
             ("decision", status.into()),
             ("by", caller.name().into()),
-            (
-                "reason",
-                body.reason
-                    .as_deref()
-                    .map_or(Value::Null, |r| moderation::notices::clean(r).into()),
-            ),
+            ("reason", reason.clone().map_or(Value::Null, Value::from)),
         ],
     );
     let mut reply = json!({ "status": status, "user_id": user.as_str() });

@@ -259,7 +259,7 @@ pub fn held(ctx: &Ctx, v: &Value) -> String {
             ));
         }
         body.push_str(
-            "</tbody></table></div><p class=\"bulk-actions\"><label>Reason (kept in the log) \
+            "</tbody></table></div><p class=\"bulk-actions\"><label>Reason (kept with the knock) \
              <input name=\"reason\" id=\"reason\" maxlength=\"300\"></label> \
              <button type=\"button\" data-bulk=\"approve\">Approve selected</button> \
              <button type=\"button\" class=\"danger\" data-bulk=\"reject\">Reject selected</button></p></form>",

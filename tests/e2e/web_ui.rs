@@ -456,7 +456,13 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         assert_eq!(latest_verdict(&w, &namesake.user_id), "held", "the refused POST changed nothing");
         b.console(); // The deliberate 403s.
 
-        // Approve from the page: Synapse shows the invite.
+        // Approve from the page, with a reason: Synapse shows the invite.
+        c.find(Locator::Id("reason"))
+            .await
+            .expect("reason field")
+            .send_keys("known from the forum")
+            .await
+            .expect("type");
         c.find(Locator::Css(&format!("{row} button[data-action=approve]")))
             .await
             .expect("approve button")
@@ -488,6 +494,11 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         assert!(table.contains("<script>window.__knockXss=1</script>"), "{table}");
         assert_eq!(b.js("return window.__knockXss === undefined").await, json!(true));
         c.goto(&format!("{base}/admin/knocks")).await.expect("goto");
+        let all = b.text("table").await;
+        assert!(
+            all.contains("approved by the moderator page (known from the forum)"),
+            "who approved and why is kept with the knock: {all}"
+        );
         b.check_view("Recent knocks", "knocks").await;
         // The system's dark mode: the same view, audited again (contrast included).
         b.color_scheme("dark");
