@@ -5,9 +5,11 @@
 //! - [`matrix`]: client-server API requests and responses as data, behind a [`matrix::Transport`].
 //! - [`room`]: what a room's Durable Object does, over a host and a SQL seam, so the same code
 //!   runs in the worker and in the native simulation.
+//! - [`manage`]: what a management room's Durable Object does on each poll, over a host seam.
 //! - `edge` (wasm32 only): the thin Cloudflare layer: routes, Durable Objects, cron, KV.
 
 pub mod domain;
+pub mod manage;
 pub mod matrix;
 pub mod room;
 pub mod turnstile;

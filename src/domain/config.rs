@@ -70,6 +70,9 @@ pub struct Config {
     pub management_room: Option<RoomId>,
     /// `MANAGEMENT_NOTIFY`: which knocks get a notice there.
     pub management_notify: Notify,
+    /// `DENY_MESSAGE`: sent by direct message to a person a moderator rejected (never the rule
+    /// that matched them); unset sends nothing. `{user_id}` and `{display_name}` are filled in.
+    pub deny_message: Option<String>,
 }
 
 /// `MANAGEMENT_NOTIFY`: which knocks Knock posts about in the management room.
@@ -221,6 +224,7 @@ impl Config {
         };
         let welcome_message = message("WELCOME_MESSAGE", DEFAULT_WELCOME);
         let reminder_message = message("REMINDER_MESSAGE", DEFAULT_REMINDER);
+        let deny_message = get("DENY_MESSAGE").filter(|v| !v.trim().is_empty());
         let get = |name: &str| {
             get(name)
                 .map(|v| v.trim().to_owned())
@@ -479,6 +483,7 @@ impl Config {
                 label: "default".into(),
                 management_room,
                 management_notify,
+                deny_message,
             }),
             _ => Err(Problems(problems)),
         }

@@ -440,6 +440,12 @@ pub fn apply(k: &Knock, event: Event, now: u64, policy: &RetryPolicy) -> Transit
         Event::Rejected { reason } => {
             if next.status == Status::Held {
                 let removal = next.may_hold_membership();
+                // A moderator's decision: kept in the note too, which outlives the reason (a
+                // retry of the owed kick writes its own).
+                next.note = Some(match next.note.take() {
+                    Some(n) => format!("{n}; {reason}"),
+                    None => reason.clone(),
+                });
                 next.close(Status::Rejected, Some(reason), now);
                 if removal {
                     next.owe_removal(Withdraw::Kick);
@@ -552,7 +558,9 @@ mod intake;
 mod status;
 
 pub use answer::profile_display_name;
-pub use intake::{admit, day_of, delivery_ttl_ms, intake, is_retry, Admission, Intake};
+pub use intake::{
+    admit, day_of, delivery_ttl_ms, intake, is_retry, Admission, Intake, WAVE_HOLD_REASON,
+};
 pub use status::{Status, Withdraw};
 
 #[cfg(test)]

@@ -570,21 +570,25 @@ async fn decide_held(
         Ok(u) => u,
         Err(e) => return http::json_error(400, e.message()),
     };
-    // The moderator's reason, cleaned like any outside text, is kept with who decided: the
-    // knock's note then reads "approved by the moderator page (known from the forum)".
+    // The moderator's reason, cleaned like any outside text, is kept with the knock: its note
+    // reads "approved by the moderator page (known from the forum)", or its reason "rejected by
+    // the moderator page: why".
     let reason = body
         .reason
         .as_deref()
         .map(moderation::notices::clean)
         .filter(|r| !r.trim().is_empty());
-    let by = match &reason {
-        Some(r) => format!("{} ({})", caller.name(), r.trim()),
-        None => caller.name().to_owned(),
+    // A rejection's reason goes where the room keeps it ("rejected by …: why"); an approval's
+    // is kept beside who approved.
+    let by = match (&reason, approve) {
+        (Some(r), true) => format!("{} ({})", caller.name(), r.trim()),
+        _ => caller.name().to_owned(),
     };
     let op = RoomOp::DecideHeld {
         user_id: user.as_str().into(),
         approve,
         by: Some(by),
+        reason: if approve { None } else { reason.clone() },
     };
     let out: Value = room_do::call(env, cfg, &op).await?;
     // A member the block-list scan reported (weak evidence): kept, or removed.

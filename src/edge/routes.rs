@@ -375,6 +375,7 @@ async fn invite_from_form(
             delivery_key,
             record_as: Some(Status::Spam),
             note: Some("honeypot field filled".into()),
+            answers: Vec::new(),
         };
         let _: KnockOut = room_do::call(env, &cfg, &RoomOp::Knock(knock)).await?;
         log.event(
@@ -422,6 +423,7 @@ async fn invite_from_form(
             (Some(_), Some((_, why))) => Some(why),
             _ => choice.note().map(str::to_owned),
         },
+        answers: submission.answers(choice.field, &cfg.honeypot_fields),
     };
     let out: KnockOut = match room_do::call(env, &cfg, &RoomOp::Knock(knock)).await {
         Ok(out) => out,

@@ -236,6 +236,34 @@ impl Api {
         self.req(Method::Put, path, Some(content))
     }
 
+    /// Replaces the text of the notice `original` (an `m.replace` edit; clients show the new
+    /// text in place of the old, and reactions stay on the original).
+    pub fn edit_notice(
+        &self,
+        room: &RoomId,
+        txn_id: &str,
+        original: &str,
+        body: &str,
+        html: &str,
+    ) -> HttpRequest {
+        let new = json!({
+            "msgtype": "m.notice",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": html,
+        });
+        let content = json!({
+            "msgtype": "m.notice",
+            "body": format!("* {body}"),
+            "format": "org.matrix.custom.html",
+            "formatted_body": format!("* {html}"),
+            "m.new_content": new,
+            "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+        });
+        let path = self.room(room, &format!("/send/m.room.message/{}", encode(txn_id)));
+        self.req(Method::Put, path, Some(content))
+    }
+
     /// One state event of a room (`state_key` empty for most).
     pub fn state_event(&self, room: &RoomId, event_type: &str, state_key: &str) -> HttpRequest {
         let path = self.room(

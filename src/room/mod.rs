@@ -12,6 +12,7 @@
 //! compare-and-set; alarms are the only scheduler, and a run holds its alarm as a lease so a
 //! lost instance leaves an alarm behind.
 
+pub mod messages;
 pub mod moderate;
 pub mod notify;
 pub mod protocol;
@@ -149,17 +150,46 @@ impl<H: Host> Room<H> {
         if t.name == "held" {
             self.owe_notice(k)?;
         }
+        // An invite that keeps failing, or failed for good: so do they.
+        if k.status == lifecycle::Status::Failed {
+            let why = k.last_error.as_deref().unwrap_or("the homeserver refused");
+            let text = format!("the invite of {} failed for good: {why}", k.user_id);
+            self.owe_alert(&format!("invite-failed-{}", k.id), &text)?;
+        } else if k.is_open() && k.attempts == messages::ALERT_AFTER_ATTEMPTS {
+            let why = k
+                .last_error
+                .as_deref()
+                .unwrap_or("the homeserver did not answer");
+            let text = format!(
+                "the invite of {} failed {} times so far ({why}); Knock keeps trying",
+                k.user_id, k.attempts
+            );
+            self.owe_alert(&format!("invite-retrying-{}", k.id), &text)?;
+        }
         for e in &t.effects {
             match *e {
                 Effect::PauseRoomUntil(until) => {
                     let current = self.store().meta_u64("pause_until")?;
                     self.store().set_meta("pause_until", &until.max(current))?;
                 }
-                Effect::LoginNeeded => self.store().set_meta("login_needed", &1)?,
+                Effect::LoginNeeded => {
+                    if self.store().meta_u64("login_needed")? == 0 {
+                        self.store().set_meta("login_needed_since", &now)?;
+                    }
+                    self.store().set_meta("login_needed", &1)?
+                }
                 // Written only when it changes: most calls succeed, and a write costs.
                 Effect::LoginWorks => {
                     if self.store().meta_u64("login_needed")? != 0 {
                         self.store().set_meta("login_needed", &0)?;
+                        // Told now: while the login was needed, Knock could not post at all.
+                        let since = self.store().meta_u64("login_needed_since")?;
+                        let minutes = now.saturating_sub(since) / 60_000;
+                        let text = format!(
+                            "the homeserver login was needed for about {minutes} min and works \
+                             again; knocks that waited meanwhile are being worked now"
+                        );
+                        self.owe_alert(&format!("login-{since}"), &text)?;
                     }
                 }
                 Effect::RecordBan => self.store().record_ban(
@@ -181,7 +211,8 @@ impl<H: Host> Room<H> {
         let watch = w.watch_continue.then_some(now);
         // Notices wait out a pause too (they are homeserver calls); child knocks do not.
         let notices = w.notice_next.map(|t| t.max(w.pause_until));
-        Ok([due, watch, w.child_next, notices]
+        let owed = w.owed_next.map(|t| t.max(w.pause_until));
+        Ok([due, watch, w.child_next, notices, owed]
             .into_iter()
             .flatten()
             .min())

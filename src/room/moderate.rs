@@ -201,6 +201,17 @@ impl<H: Host> Room<H> {
         approve: bool,
         by: Option<String>,
     ) -> Result<Value> {
+        self.decide_held_because(user_id, approve, by, None).await
+    }
+
+    /// [`Room::decide_held`], with the moderator's reason for a rejection.
+    pub(crate) async fn decide_held_because(
+        &self,
+        user_id: &str,
+        approve: bool,
+        by: Option<String>,
+        because: Option<String>,
+    ) -> Result<Value> {
         let held: Vec<_> = self
             .store()
             .live_for(user_id)?
@@ -240,19 +251,138 @@ impl<H: Host> Room<H> {
                 },
                 (None, true) => Event::Approved { by: by.clone() },
                 (None, false) => Event::Rejected {
-                    reason: format!("rejected by {}", by.as_deref().unwrap_or("a moderator")),
+                    reason: match &because {
+                        Some(why) => format!(
+                            "rejected by {}: {why}",
+                            by.as_deref().unwrap_or("a moderator")
+                        ),
+                        None => {
+                            format!("rejected by {}", by.as_deref().unwrap_or("a moderator"))
+                        }
+                    },
                 },
             };
             // Re-read after the block-list check: only knocks still held are decided.
-            if self
+            if let Some(t) = self
                 .transition(k.id, event)?
-                .is_some_and(|t| t.name != "unchanged")
+                .filter(|t| t.name != "unchanged")
             {
                 changed += 1;
+                if t.name == "rejected" {
+                    // In the same step as the rejection: the message cannot be lost.
+                    self.owe_denial(&t.knock)?;
+                }
             }
         }
         self.rearm().await?;
         Ok(json!({ "changed": changed, "blocked": blocked }))
+    }
+
+    /// Decides every person in `users` as [`Room::decide_held`] does, one after the other.
+    async fn decide_users(
+        &self,
+        users: &[String],
+        approve: bool,
+        by: Option<String>,
+    ) -> Result<Value> {
+        let (mut changed, mut blocked) = (0u64, 0u64);
+        for u in users {
+            let out = self.decide_held(u, approve, by.clone()).await?;
+            changed += out["changed"].as_u64().unwrap_or(0);
+            blocked += u64::from(out["blocked"].is_string());
+        }
+        Ok(json!({ "users": users.len(), "changed": changed, "blocked": blocked }))
+    }
+
+    /// A tap on a join wave's digest: every knock the wave still holds.
+    pub(crate) async fn decide_wave(
+        &self,
+        wave: u64,
+        approve: bool,
+        by: Option<String>,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let (held, _) = self.store().wave_held(wave)?;
+        let users = unique_users(held.iter().map(|k| k.user_id.as_str()));
+        let out = if dry_run {
+            json!({ "users": users.len() })
+        } else {
+            let out = self.decide_users(&users, approve, by).await?;
+            // The digest shows what is left.
+            let at = self.host.now();
+            if self.cfg()?.management_room.is_some() {
+                self.store()
+                    .owe(super::messages::DIGEST, &wave.to_string(), None, at)?;
+                self.rearm().await?;
+            }
+            out
+        };
+        Ok(with_names(out, &users))
+    }
+
+    /// `reject-held since <duration>`: every knock held since `since_ms`.
+    pub(crate) async fn reject_held_since(
+        &self,
+        since_ms: u64,
+        by: Option<String>,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let held = self.store().page(&crate::room::store::KnockQuery {
+            limit: 1000,
+            status: Some(Status::Held),
+            ..Default::default()
+        })?;
+        let users = unique_users(
+            held.iter()
+                .filter(|k| k.created_at >= since_ms)
+                .map(|k| k.user_id.as_str()),
+        );
+        let out = if dry_run {
+            json!({ "users": users.len() })
+        } else {
+            self.decide_users(&users, false, by).await?
+        };
+        Ok(with_names(out, &users))
+    }
+
+    /// `kick-joined since <duration>`: the people Knock invited since `since_ms` who joined.
+    pub(crate) fn joined_since(&self, since_ms: u64) -> Result<Value> {
+        let mut knocks = Vec::new();
+        for status in [Status::Joined, Status::Welcomed] {
+            knocks.extend(self.store().page(&crate::room::store::KnockQuery {
+                limit: 1000,
+                status: Some(status),
+                ..Default::default()
+            })?);
+        }
+        let users = unique_users(
+            knocks
+                .iter()
+                .filter(|k| k.invited_at.unwrap_or(k.created_at) >= since_ms)
+                .map(|k| k.user_id.as_str()),
+        );
+        Ok(with_names(json!({ "users": users.len() }), &users))
+    }
+
+    /// Removes each of `users` (a kick for a member, a withdrawn invite otherwise), at most
+    /// [`super::protocol::MAX_REMOVALS_PER_CALL`] of them; says how many are left.
+    pub(crate) async fn remove_many(&self, users: &[String], by: Option<String>) -> Result<Value> {
+        let max = super::protocol::MAX_REMOVALS_PER_CALL;
+        let mut removed = 0;
+        for u in users.iter().take(max) {
+            let out = self.rescind(u).await?;
+            if out["action"] != "none" {
+                removed += 1;
+            }
+        }
+        self.host.log(
+            "members_removed",
+            &[
+                ("removed", (removed as u64).into()),
+                ("by", by.unwrap_or_default().into()),
+            ],
+        );
+        Ok(json!({ "removed": removed, "left": users.len().saturating_sub(max) }))
     }
 
     /// A moderator withdraws an invite, or removes someone who already joined.
@@ -300,4 +430,21 @@ impl<H: Host> Room<H> {
         }
         Ok(json!({ "membership_was": membership, "action": action, "knocks_closed": closed }))
     }
+}
+
+/// Each user once, in first-seen order.
+fn unique_users<'a>(users: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in users {
+        if !out.iter().any(|o| o == u) {
+            out.push(u.to_owned());
+        }
+    }
+    out
+}
+
+/// `out` with the user IDs it is about (the first 50).
+fn with_names(mut out: Value, users: &[String]) -> Value {
+    out["names"] = json!(users.iter().take(50).collect::<Vec<_>>());
+    out
 }

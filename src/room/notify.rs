@@ -52,7 +52,7 @@ impl<H: Host> Room<H> {
                 self.store().notice_posted(knock_id, "", self.host.now())?;
                 continue;
             };
-            let notice = render(&k, &cfg.label);
+            let notice = render(&k, &self.store().answers(k.id)?, &cfg.label);
             let txn = format!("knock-notice-{}-{knock_id}", room_key(&cfg.room_id));
             *calls += 1;
             // What the notice is about, for the reactions to it (the room by its key only).
@@ -143,12 +143,12 @@ pub const ENCRYPTED_FIX: &str = "the management room is end-to-end encrypted, an
     MANAGEMENT_ROOM_ID to it";
 
 /// The notice about knock `k` of the room named `label`.
-fn render(k: &Knock, label: &str) -> notices::Notice {
+fn render(k: &Knock, answers: &[(String, String)], label: &str) -> notices::Notice {
     let nk = NoticeKnock {
         user_id: k.user_id.clone(),
         display_name: k.display_name.clone(),
         source: k.source.clone(),
-        answers: Vec::new(),
+        answers: answers.to_vec(),
         reason: k.last_error.clone(),
     };
     if k.status == Status::Held {

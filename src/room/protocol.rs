@@ -12,6 +12,10 @@ use crate::domain::lifecycle::{self, Intake, Knock, Status};
 use crate::domain::rate_limit::{self, LimiterState, WaveState};
 
 /// What the worker asks the room to store.
+/// Most people one [`RoomOp::RemoveMany`] removes (each is a homeserver call; the free plan
+/// allows 50 subrequests per invocation).
+pub const MAX_REMOVALS_PER_CALL: usize = 30;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KnockIn {
     pub user_id: String,
@@ -20,6 +24,9 @@ pub struct KnockIn {
     /// `None` to process; `Some(status)` to record only (spam, blocked, held).
     pub record_as: Option<Status>,
     pub note: Option<String>,
+    /// The form's answers for its moderators (label, value), bounded by the form core.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +84,38 @@ pub enum RoomOp {
         /// Who decided (a moderator's user ID, or the admin API), for the audit trail.
         #[serde(default)]
         by: Option<String>,
+        /// The moderator's reason for a rejection, kept with it (never sent to the person).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A moderator decides every knock a join wave still holds (its digest's tap). With
+    /// `dry_run`, only says how many and who.
+    DecideWave {
+        wave: u64,
+        approve: bool,
+        #[serde(default)]
+        by: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Raid clean-up: rejects every knock held since `since_ms` (`dry_run`: who it would be).
+    RejectHeldSince {
+        since_ms: u64,
+        #[serde(default)]
+        by: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Raid clean-up: the people Knock let in whose invite was sent since `since_ms` and who
+    /// joined.
+    JoinedSince {
+        since_ms: u64,
+    },
+    /// Raid clean-up: removes these people (at most [`MAX_REMOVALS_PER_CALL`] a call).
+    RemoveMany {
+        users: Vec<String>,
+        #[serde(default)]
+        by: Option<String>,
     },
     /// A cron run: observe the room and run the watchdog tasks that are due.
     Tick,
@@ -121,6 +160,10 @@ impl RoomOp {
             RoomOp::Lift { .. } => "/lift",
             RoomOp::Held => "/held",
             RoomOp::DecideHeld { .. } => "/decide_held",
+            RoomOp::DecideWave { .. } => "/decide_wave",
+            RoomOp::RejectHeldSince { .. } => "/reject_held_since",
+            RoomOp::JoinedSince { .. } => "/joined_since",
+            RoomOp::RemoveMany { .. } => "/remove_many",
             RoomOp::Tick => "/tick",
             RoomOp::Rescind { .. } => "/rescind",
             RoomOp::Pending => "/pending",
@@ -208,8 +251,26 @@ impl<H: Host> Room<H> {
                 user_id,
                 approve,
                 by,
-            } => self.decide_held(&user_id, approve, by).await,
+                reason,
+            } => {
+                self.decide_held_because(&user_id, approve, by, reason)
+                    .await
+            }
+            RoomOp::DecideWave {
+                wave,
+                approve,
+                by,
+                dry_run,
+            } => self.decide_wave(wave, approve, by, dry_run).await,
+            RoomOp::RejectHeldSince {
+                since_ms,
+                by,
+                dry_run,
+            } => self.reject_held_since(since_ms, by, dry_run).await,
+            RoomOp::JoinedSince { since_ms } => self.joined_since(since_ms),
+            RoomOp::RemoveMany { users, by } => self.remove_many(&users, by).await,
             RoomOp::Tick => {
+                self.note_wave_end()?;
                 // Every tick re-arms the queue, whatever else it does.
                 self.rearm().await?;
                 let mut out = self.tick().await?;
@@ -299,7 +360,21 @@ impl<H: Host> Room<H> {
         // Written only when it changed: a write costs.
         if previous_delivery.is_none() && next_wave != wave_state {
             store.set_meta("wave", &next_wave)?;
+            if let Some(start) = next_wave
+                .started_at()
+                .filter(|s| Some(*s) != wave_state.started_at())
+            {
+                let text = format!(
+                    "a join wave began: more than {} knocks within {} s. New knocks are held \
+                     for a moderator until it has been quiet for {} s; one digest lists them",
+                    cfg.wave.max_knocks,
+                    cfg.wave.window_ms / 1000,
+                    cfg.wave.quiet_ms / 1000
+                );
+                self.owe_alert(&format!("wave-start-{start}"), &text)?;
+            }
         }
+        let by_wave = matches!(&decision, Intake::Record(Status::Held, r) if r == lifecycle::WAVE_HOLD_REASON);
         let out = match decision {
             Intake::RepeatDelivery(id) => return Ok(KnockOut::new("repeat", id)),
             Intake::Limited { retry_after_ms } => {
@@ -324,7 +399,12 @@ impl<H: Host> Room<H> {
                 }
                 let row = Knock::recorded(&k.user_id, &k.source, status, &reason, now);
                 let stored = store.insert(&row)?;
-                self.owe_notice(&stored)?;
+                store.put_answers(stored.id, &k.answers)?;
+                match next_wave.started_at().filter(|_| by_wave) {
+                    // One digest for the wave instead of a notice per knock.
+                    Some(wave) => self.owe_digest(wave, stored.id)?,
+                    None => self.owe_notice(&stored)?,
+                }
                 KnockOut {
                     status: Some(status),
                     ..KnockOut::new("recorded", stored.id)
@@ -337,6 +417,7 @@ impl<H: Host> Room<H> {
                     ..Knock::new(&k.user_id, &k.source, now)
                 };
                 let stored = store.insert(&row)?;
+                store.put_answers(stored.id, &k.answers)?;
                 self.owe_notice(&stored)?;
                 KnockOut::new("queued", stored.id)
             }

@@ -37,12 +37,16 @@ impl<H: Host> Room<H> {
         // A space's knocks for its child rooms, with what is left of the budget.
         let children = self.deliver_children(&mut calls, CALLS_PER_RUN).await?;
         // Notices for the management room, unless the homeserver asked to slow down.
-        let notices = if self.store().meta_u64("pause_until")? > self.host.now() {
-            0
+        let (notices, messages) = if self.store().meta_u64("pause_until")? > self.host.now() {
+            (0, 0)
         } else {
-            self.post_notices(&mut calls, CALLS_PER_RUN).await?
+            let notices = self.post_notices(&mut calls, CALLS_PER_RUN).await?;
+            (notices, self.post_owed(&mut calls, CALLS_PER_RUN).await?)
         };
-        Ok(json!({ "calls": calls, "steps": done, "child_knocks": children, "notices": notices }))
+        Ok(
+            json!({ "calls": calls, "steps": done, "child_knocks": children, "notices": notices,
+                   "messages": messages }),
+        )
     }
 
     /// The next due knock nobody else is acting on, if the room is not paused.

@@ -127,6 +127,7 @@ impl<H: Host> Room<H> {
                 ),
                 record_as: None,
                 note: Some("knocked on the space".into()),
+                answers: Vec::new(),
             });
             let answer = self.host.call_room(&room, &op).await;
             let now = self.host.now();

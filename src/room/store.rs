@@ -13,7 +13,10 @@ use serde::Deserialize;
 use crate::domain::lifecycle::{self, Knock, Status, Withdraw};
 use crate::domain::outcome::Member;
 
+mod owed;
 mod schema;
+
+pub use owed::{backoff, Owed};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -177,6 +180,8 @@ pub struct WakeInputs {
     pub child_next: Option<u64>,
     /// The next notice owed to the management room.
     pub notice_next: Option<u64>,
+    /// The next owed direct message, digest or alert.
+    pub owed_next: Option<u64>,
 }
 
 pub struct Store<S: Sql> {
@@ -404,10 +409,7 @@ impl<S: Sql> Store<S> {
         self.drop_review(user)?;
         self.sql
             .exec("DELETE FROM outbox WHERE user_id = ?", &[user.into()])?;
-        self.sql.exec(
-            "DELETE FROM notices WHERE knock_id NOT IN (SELECT id FROM knocks)",
-            &[],
-        )?;
+        self.drop_orphans()?;
         Ok(Forgotten { knocks, deliveries })
     }
 
@@ -444,6 +446,9 @@ impl<S: Sql> Store<S> {
             .exec("DELETE FROM deliveries WHERE expires_at <= ?", &[int(now)])?;
         self.sql
             .exec("DELETE FROM limits WHERE expires_at <= ?", &[int(now)])?;
+        if pruned > 0 {
+            self.drop_orphans()?;
+        }
         Ok(pruned)
     }
 
@@ -590,13 +595,15 @@ impl<S: Sql> Store<S> {
             watch: Option<String>,
             child: Option<i64>,
             notice: Option<i64>,
+            owed: Option<i64>,
         }
         let rows: Vec<R> = self.sql.query(
             "SELECT (SELECT v FROM meta WHERE k = 'pause_until') AS pause, \
              (SELECT MIN(due_at) FROM knocks WHERE due_at IS NOT NULL) AS due, \
              (SELECT v FROM meta WHERE k = 'watch_continue') AS watch, \
              (SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL) AS child, \
-             (SELECT MIN(next_at) FROM notices WHERE posted_at IS NULL) AS notice",
+             (SELECT MIN(next_at) FROM notices WHERE posted_at IS NULL) AS notice, \
+             (SELECT MIN(next_at) FROM owed WHERE done_at IS NULL) AS owed",
             &[],
         )?;
         let u = |v: Option<String>| {
@@ -612,6 +619,7 @@ impl<S: Sql> Store<S> {
                 watch_continue: u(r.watch) == 1,
                 child_next: r.child.map(ms),
                 notice_next: r.notice.map(ms),
+                owed_next: r.owed.map(ms),
             }))
     }
 

@@ -323,6 +323,7 @@ impl<H: Host> Room<H> {
             delivery_key: format!("native:{event_id}"),
             record_as,
             note,
+            answers: Vec::new(),
         })?;
         Ok(match (out.outcome.as_str(), out.status) {
             ("queued", _) => "knock_queued",

@@ -465,6 +465,27 @@ impl Synapse {
             .count()
     }
 
+    /// A full `/sync` of `user`, as of now. Synapse keeps the answer to an initial sync for two
+    /// minutes (`sync_response_cache_duration`) and gives it again to the same request, so a
+    /// test that polls with a plain `/sync?timeout=0` keeps seeing the first answer; each call
+    /// here sends a filter of its own, which Synapse caches apart.
+    pub fn sync_now(&self, user: &User) -> Value {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let filter = enc(&format!(
+            r#"{{"room":{{"timeline":{{"limit":{}}}}}}}"#,
+            20 + n
+        ));
+        let r = self.client(
+            "GET",
+            &format!("/_matrix/client/v3/sync?timeout=0&filter={filter}"),
+            &user.token,
+            None,
+        );
+        assert_eq!(r.status, 200, "sync: {}", r.body);
+        r.json()
+    }
+
     pub fn join(&self, user: &User, room_id: &str) {
         let r = self.client(
             "POST",

@@ -171,14 +171,7 @@ fn an_ignored_invite_is_reminded_once_then_rescinded() {
         (state_of().as_deref() == Some("reminded")).then_some(())
     });
     // The reminder is a direct message: the latecomer has an invite to a direct chat with it.
-    let sync = s
-        .client(
-            "GET",
-            "/_matrix/client/v3/sync?timeout=0",
-            &user.token,
-            None,
-        )
-        .json();
+    let sync = s.sync_now(&user);
     let dms: Vec<String> = sync["rooms"]["invite"]
         .as_object()
         .map(|o| o.keys().filter(|r| r.as_str() != room()).cloned().collect())
@@ -188,14 +181,7 @@ fn an_ignored_invite_is_reminded_once_then_rescinded() {
         .iter()
         .any(|m| m.contains(&user.user_id)));
     cron();
-    let sync = s
-        .client(
-            "GET",
-            "/_matrix/client/v3/sync?timeout=0",
-            &user.token,
-            None,
-        )
-        .json();
+    let sync = s.sync_now(&user);
     let dm_count = sync["rooms"]["invite"].as_object().map_or(0, |o| o.len()) - 1;
     assert_eq!(dm_count, 1, "reminded once only");
     // Past INVITE_EXPIRY the invite is withdrawn.

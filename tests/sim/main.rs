@@ -263,6 +263,7 @@ const USERS: [&str; 10] = [
     "@ghost:localhost",
 ];
 const GLOB: &str = "@evil*:localhost";
+const MGMT: &str = "!mgmt:localhost";
 
 struct Sim {
     rng: XorShiftRng,
@@ -297,6 +298,12 @@ fn config(rng: &mut XorShiftRng) -> Config {
         "BLOCK_ACTION",
         ["kick", "ban"][(rng.next_u32() % 4 == 0) as usize].into(),
     );
+    // Half the seeds have a management room and a deny message: notices, join-wave digests,
+    // alerts and direct messages to rejected people are owed and sent too.
+    if rng.next_u32() % 2 == 0 {
+        vars.insert("MANAGEMENT_ROOM_ID", MGMT.into());
+        vars.insert("DENY_MESSAGE", "Sorry, {user_id}.".into());
+    }
     Config::from_lookup(|k| vars.get(k).cloned()).expect("sim config")
 }
 
@@ -546,6 +553,7 @@ impl Sim {
             delivery_key,
             record_as,
             note,
+            answers: Vec::new(),
         });
         self.spawn_op(
             Kind::Knock {
@@ -678,10 +686,37 @@ impl Sim {
                     user_id: user.into(),
                     approve: self.chance(70),
                     by: Some("@mod:localhost".into()),
+                    reason: None,
                 };
                 self.spawn_op(Kind::Other("decide"), op);
             }
-            66..=74 => self.person(),
+            66 => {
+                // A moderator decides a join wave's knocks at once (a digest's tap), or clears
+                // what was held lately (`reject-held since`).
+                let wave: Option<i64> = self
+                    .db
+                    .query_row("SELECT MAX(wave) FROM wave_knocks", [], |r| r.get(0))
+                    .expect("waves");
+                let op = match wave {
+                    Some(wave) if self.chance(50) => RoomOp::DecideWave {
+                        wave: wave as u64,
+                        approve: self.chance(50),
+                        by: Some("@mod:localhost".into()),
+                        dry_run: false,
+                    },
+                    _ => RoomOp::RejectHeldSince {
+                        since_ms: self
+                            .world
+                            .now
+                            .get()
+                            .saturating_sub(self.rng.next_u64() % 600_000),
+                        by: Some("@mod:localhost".into()),
+                        dry_run: false,
+                    },
+                };
+                self.spawn_op(Kind::Other("decide_many"), op);
+            }
+            67..=74 => self.person(),
             75..=80 => self.fire_alarm(false),
             81 => self.fire_alarm(true),
             82..=85 => self.spawn_op(Kind::Other("tick"), RoomOp::Tick),
@@ -715,6 +750,19 @@ impl Sim {
                     "knock {} of {} owes work due at {due} but the alarm is {alarm:?}",
                     k.id, k.user_id
                 ));
+            }
+        }
+        // Owed messages (direct messages, digests, alerts, notices) are never left without
+        // an alarm to send them.
+        let w = store.wake_inputs().expect("wake inputs");
+        for (what, next) in [("owed message", w.owed_next), ("notice", w.notice_next)] {
+            if let Some(due) = next {
+                let wake_by = due.max(pause).max(now + lease_ms(&self.config));
+                if alarm.is_none_or(|a| a > wake_by) {
+                    self.world.violation(format!(
+                        "a {what} is due at {due} but the alarm is {alarm:?}"
+                    ));
+                }
             }
         }
         let leaked: Vec<(i64, String)> = self
@@ -804,6 +852,51 @@ impl Sim {
                     "after settling, knock {} still owes work: {k:?}",
                     k.id
                 ));
+            }
+        }
+        let owed: i64 = self
+            .db
+            .query_row("SELECT COUNT(*) FROM owed WHERE done_at IS NULL", [], |r| {
+                r.get(0)
+            })
+            .expect("owed");
+        if owed > 0 {
+            self.world.violation(format!(
+                "after settling, {owed} owed messages were never sent"
+            ));
+        }
+        // Every person a moderator rejected got the deny message (a transaction of its own),
+        // and nobody else did.
+        let deny_key = format!(
+            "knock-deny-{}-",
+            knock::domain::deployment::room_key(&self.config.room_id)
+        );
+        {
+            let hs = self.world.hs.borrow();
+            for k in &knocks {
+                let by_moderator = k.status == Status::Rejected
+                    && k.note.as_deref().is_some_and(|n| n.contains("rejected by"));
+                let sent = hs.sent_txns.contains_key(&format!("{deny_key}{}", k.id));
+                if k.status == Status::Failed && self.config.management_room.is_some() {
+                    let alert = format!(
+                        "knock-alert-{}-invite-failed-{}",
+                        knock::domain::deployment::room_key(&self.config.room_id),
+                        k.id
+                    );
+                    if !hs.sent_txns.contains_key(&alert) {
+                        self.world.violation(format!(
+                            "knock {} failed for good and the moderators were never told",
+                            k.id
+                        ));
+                    }
+                }
+                let wanted = by_moderator && self.config.deny_message.is_some();
+                if wanted != sent {
+                    self.world.violation(format!(
+                        "knock {} ({:?}, {:?}): deny message wanted {wanted}, sent {sent}",
+                        k.id, k.status, k.last_error
+                    ));
+                }
             }
         }
         let blocked = self.world.list.borrow().index();

@@ -241,3 +241,68 @@ fn a_reported_member_stays_dismissed_until_the_evidence_changes_and_stale_report
     store.forget("@other:x").expect("forget");
     assert!(store.reviews().expect("reviews").is_empty());
 }
+
+#[test]
+fn owed_work_is_owed_once_retried_with_back_off_and_keeps_what_it_got_back() {
+    let (_db, store) = fresh();
+    assert!(store.owe_once("deny", "7", None, T0).expect("owe"));
+    assert!(
+        !store.owe_once("deny", "7", None, T0 + 5).expect("owe"),
+        "owed once"
+    );
+    let due = store.owed_due("deny", T0, 10).expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 0);
+    assert_eq!(store.owed_next().expect("next"), Some(T0));
+    // A direct chat was opened, then the message failed: the retry waits, and reuses the chat.
+    store.owed_progress("deny", "7", "!dm:x").expect("progress");
+    store.owed_retry("deny", "7", 0, T0).expect("retry");
+    assert!(store.owed_due("deny", T0 + 1, 10).expect("due").is_empty());
+    let wait = knock::room::store::backoff(0);
+    let again = store.owed_due("deny", T0 + wait, 10).expect("due");
+    assert_eq!(again[0].result.as_deref(), Some("!dm:x"));
+    assert_eq!(again[0].attempts, 1);
+    store.owed_done("deny", "7", None, T0 + wait).expect("done");
+    assert_eq!(store.owed_next().expect("next"), None);
+    assert_eq!(
+        store.owed_result("deny", "7").expect("result").as_deref(),
+        Some("!dm:x")
+    );
+    // A digest that grows is owed again (an edit), and keeps its event id; its next try is
+    // never postponed by a later owe.
+    store.owe("digest", "42", None, T0 + 100).expect("owe");
+    store
+        .owed_done("digest", "42", Some("$d"), T0 + 100)
+        .expect("done");
+    store.owe("digest", "42", None, T0 + 200).expect("owe");
+    store.owe("digest", "42", None, T0 + 900).expect("owe");
+    assert!(
+        store
+            .owed_due("digest", T0 + 199, 10)
+            .expect("due")
+            .is_empty(),
+        "an edit waits for its own time, not the first post's"
+    );
+    let d = store.owed_due("digest", T0 + 200, 10).expect("due");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].result.as_deref(), Some("$d"));
+}
+
+#[test]
+fn a_knocks_answers_and_owed_messages_go_when_the_person_is_forgotten() {
+    let (_db, store) = fresh();
+    let a = store.insert(&Knock::new("@a:x", "tally", T0)).expect("a");
+    let b = store.insert(&Knock::new("@b:x", "tally", T0)).expect("b");
+    let answers = vec![("Why?".to_owned(), "to chat".to_owned())];
+    store.put_answers(a.id, &answers).expect("answers");
+    store.put_answers(b.id, &answers).expect("answers");
+    store
+        .owe_once("deny", &a.id.to_string(), None, T0)
+        .expect("owe");
+    store.add_wave_knock(T0, a.id).expect("wave");
+    store.forget("@a:x").expect("forget");
+    assert!(store.answers(a.id).expect("read").is_empty());
+    assert_eq!(store.answers(b.id).expect("read"), answers);
+    assert!(store.owed_due("deny", T0, 10).expect("due").is_empty());
+    assert_eq!(store.wave_held(T0).expect("wave").1, 0);
+}

@@ -23,6 +23,21 @@
 use super::{Field, FieldKind, FormError, Platform, Submission};
 use crate::domain::mxid::{TypedId, UserId};
 
+/// Most form answers kept with a knock for its moderators.
+pub const MAX_ANSWERS: usize = 10;
+/// Longest label or answer kept (characters).
+pub const MAX_ANSWER_CHARS: usize = 200;
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut c: String = s.chars().take(max - 1).collect();
+        c.push('…');
+        c
+    }
+}
+
 /// Field names that mark a generic JSON object's Matrix ID, in order of preference.
 const GENERIC_ID_KEYS: [&str; 3] = ["matrix_id", "user_id", "mxid"];
 
@@ -231,6 +246,47 @@ impl Submission {
             Ok(None) => Err(Refusal::new(FormError::NoMatrixId)),
             Err(e) => Err(Refusal::new(e)),
         }
+    }
+
+    /// The form's answers to show a moderator: every filled field but the one the ID came
+    /// from and the honeypots, as (label, value), at most [`MAX_ANSWERS`] of them, each value
+    /// cut to [`MAX_ANSWER_CHARS`]. Fields that repeat another's answer (Tally's per-option
+    /// checkbox booleans beside their aggregate) are shown once.
+    pub fn answers(&self, chosen: &Field, honeypots: &[String]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for f in &self.fields {
+            if std::ptr::eq(f, chosen) || f.is_empty() || honeypots.iter().any(|h| f.is_honeypot(h))
+            {
+                continue;
+            }
+            if self.is_option_of_another(f) {
+                // Tally's "Question (Option)": the aggregate field lists the options chosen.
+                continue;
+            }
+            let label = cut(f.display_name(), MAX_ANSWER_CHARS);
+            let value = cut(f.value.trim(), MAX_ANSWER_CHARS);
+            if out.iter().any(|(l, v)| *l == label && *v == value) {
+                continue;
+            }
+            out.push((label, value));
+            if out.len() == MAX_ANSWERS {
+                break;
+            }
+        }
+        out
+    }
+
+    /// True when `f` is labelled "Question (Option)" and another field is labelled "Question".
+    fn is_option_of_another(&self, f: &Field) -> bool {
+        let Some(label) = f.label.as_deref() else {
+            return false;
+        };
+        let Some(question) = label.strip_suffix(')').and_then(|l| l.rsplit_once(" (")) else {
+            return false;
+        };
+        self.fields
+            .iter()
+            .any(|o| !std::ptr::eq(o, f) && o.label.as_deref() == Some(question.0))
     }
 
     /// True when any of the named honeypot fields holds a value (see the module doc).

@@ -801,3 +801,43 @@ fn a_broken_multipart_body_is_refused_clearly() {
         Err(FormError::MalformedJson)
     );
 }
+
+#[test]
+fn answers_leave_out_the_id_the_honeypots_and_tallys_per_option_copies() {
+    let body = r#"{"eventId":"e1","eventType":"FORM_RESPONSE","data":{"fields":[
+        {"key":"q1","label":"Matrix ID","type":"INPUT_TEXT","value":"@ann:x.org"},
+        {"key":"q2","label":"Why join?","type":"TEXTAREA","value":"I like <b>rust</b>"},
+        {"key":"q3","label":"Topics","type":"CHECKBOXES","value":["o1"],
+         "options":[{"id":"o1","text":"Games"},{"id":"o2","text":"Music"}]},
+        {"key":"q3_o1","label":"Topics (Games)","type":"CHECKBOXES","value":true},
+        {"key":"q3_o2","label":"Topics (Music)","type":"CHECKBOXES","value":false},
+        {"key":"website","label":"Website","type":"HIDDEN_FIELDS","value":"spam"},
+        {"key":"q5","label":"Empty","type":"INPUT_TEXT","value":""}
+    ]}}"#;
+    let s = json(body);
+    let choice = s.choose(None).unwrap();
+    let answers = s.answers(choice.field, &["website".to_owned()]);
+    assert_eq!(
+        answers,
+        vec![
+            ("Why join?".to_owned(), "I like <b>rust</b>".to_owned()),
+            ("Topics".to_owned(), "Games".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn answers_are_bounded_in_number_and_length() {
+    let mut fields = String::from(r#"{"matrix_id":"@ann:x.org""#);
+    for i in 0..30 {
+        fields.push_str(&format!(r#","q{i}":"{}""#, "a".repeat(500)));
+    }
+    fields.push('}');
+    let s = json(&fields);
+    let choice = s.choose(None).unwrap();
+    let answers = s.answers(choice.field, &[]);
+    assert_eq!(answers.len(), choose::MAX_ANSWERS);
+    assert!(answers
+        .iter()
+        .all(|(_, v)| v.chars().count() == choose::MAX_ANSWER_CHARS && v.ends_with('…')));
+}

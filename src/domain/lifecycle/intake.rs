@@ -49,6 +49,9 @@ pub enum Intake {
     Queue,
 }
 
+/// Why a knock a join wave holds is held.
+pub const WAVE_HOLD_REASON: &str = "held for a moderator: join wave";
+
 /// Orders the checks of a new delivery: de-duplication first (a retry is never counted), then
 /// the per-ID limit (the same for everyone, so it reveals no verdict), then the verdict it came
 /// with, then the per-user de-duplication, then the join wave and the re-knock policy.
@@ -81,7 +84,7 @@ pub fn intake(
             Intake::Record(Status::Held, format!("held for a moderator: {why}"))
         }
         Admission::New if wave == WaveVerdict::Hold => {
-            Intake::Record(Status::Held, "held for a moderator: join wave".into())
+            Intake::Record(Status::Held, WAVE_HOLD_REASON.into())
         }
         Admission::New => Intake::Queue,
     }

@@ -67,7 +67,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "kick-joined since <duration>",
-        "remove everyone who joined within that time (a raid)",
+        "remove everyone Knock let in who joined within that time (a raid)",
     ),
     ("confirm", "carry out the bulk action Knock asked about"),
     ("help", "this list"),
@@ -361,14 +361,32 @@ pub fn taps(
 /// What a notice of Knock's is about, as it wrote it in the notice (`org.knock.notice`): the
 /// room (its key, never its ID) and the person. `None` for any other event, or one the bot did
 /// not send.
-pub fn notice_about(event: &serde_json::Value, bot: &str) -> Option<(String, UserId)> {
+pub fn notice_about(event: &serde_json::Value, bot: &str) -> Option<About> {
     if event["sender"] != bot {
         return None;
     }
-    let about = &event["content"]["org.knock.notice"];
-    let room = about["room_key"].as_str()?.to_owned();
-    let user = UserId::parse(about["user_id"].as_str()?).ok()?;
-    Some((room, user))
+    let content = &event["content"];
+    let about = &content["org.knock.notice"];
+    if let (Some(room), Some(user)) = (about["room_key"].as_str(), about["user_id"].as_str()) {
+        return Some(About::Knock {
+            room_key: room.to_owned(),
+            user: UserId::parse(user).ok()?,
+        });
+    }
+    let digest = &content["org.knock.digest"];
+    Some(About::Wave {
+        room_key: digest["room_key"].as_str()?.to_owned(),
+        wave: digest["wave"].as_u64()?,
+    })
+}
+
+/// What one of Knock's notices is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum About {
+    /// One person's knock, in the room with this key.
+    Knock { room_key: String, user: UserId },
+    /// A join wave's digest: every knock the wave that began at `wave` holds.
+    Wave { room_key: String, wave: u64 },
 }
 
 #[cfg(test)]
@@ -408,9 +426,22 @@ mod tap_tests {
     fn a_notice_says_what_it_is_about_only_when_the_bot_wrote_it() {
         let notice = json!({"sender": "@bot:x", "content": {"body": "Held…",
             "org.knock.notice": {"room_key": "abc", "user_id": "@ann:x", "knock_id": 3}}});
-        let (room, user) = notice_about(&notice, "@bot:x").unwrap();
-        assert_eq!((room.as_str(), user.as_str()), ("abc", "@ann:x"));
+        let Some(About::Knock { room_key, user }) = notice_about(&notice, "@bot:x") else {
+            panic!("a knock's notice");
+        };
+        assert_eq!((room_key.as_str(), user.as_str()), ("abc", "@ann:x"));
         let forged = json!({"sender": "@mod:x", "content": notice["content"].clone()});
         assert_eq!(notice_about(&forged, "@bot:x"), None);
+        let digest = json!({"sender": "@bot:x", "content": {"body": "Join wave…",
+            "org.knock.digest": {"room_key": "abc", "wave": 1700000000000u64}}});
+        assert_eq!(
+            notice_about(&digest, "@bot:x"),
+            Some(About::Wave {
+                room_key: "abc".into(),
+                wave: 1_700_000_000_000
+            })
+        );
+        let plain = json!({"sender": "@bot:x", "content": {"body": "Approved by …"}});
+        assert_eq!(notice_about(&plain, "@bot:x"), None);
     }
 }

@@ -6,6 +6,7 @@
 //! [`commands`] (what a message asks for), [`moderators`] (who may ask, and whom Knock never acts
 //! against), [`notices`] (what Knock posts about a knock). Never does: the homeserver calls.
 
+pub mod bulk;
 pub mod commands;
 pub mod moderators;
 pub mod notices;

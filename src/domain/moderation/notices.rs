@@ -153,19 +153,24 @@ pub fn decided(k: &NoticeKnock, room: &str, verdict: &str) -> Notice {
     Notice { body, html }
 }
 
-/// The digest of a join wave in `room`: every held knock so far (the first
-/// [`MAX_DIGEST_LINES`] by name), edited in place as the wave grows.
-pub fn digest(knocks: &[NoticeKnock], room: &str) -> Notice {
+/// The digest of a join wave in `room`: the knocks it holds that still wait (the first
+/// [`MAX_DIGEST_LINES`] by name) out of the `total` it held, edited in place as the wave grows
+/// and as moderators decide.
+pub fn digest(knocks: &[NoticeKnock], total: u64, room: &str) -> Notice {
     let room = clean(room);
     let n = knocks.len();
-    let mut body = format!(
-        "Join wave in {room}: {n} knock{} held for a moderator.",
-        if n == 1 { "" } else { "s" }
-    );
+    let decided = total.saturating_sub(n as u64);
+    let plural = if n == 1 { "" } else { "s" };
+    let settled = if decided > 0 {
+        format!(" ({decided} of {total} decided already)")
+    } else {
+        String::new()
+    };
+    let mut body = format!("Join wave in {room}: {n} knock{plural} held for a moderator{settled}.");
     let mut html = format!(
-        "<p><b>Join wave</b> in {}: {n} knock{} held for a moderator.</p><ul>",
+        "<p><b>Join wave</b> in {}: {n} knock{plural} held for a moderator{}.</p><ul>",
         escape(&room),
-        if n == 1 { "" } else { "s" }
+        escape(&settled)
     );
     for k in knocks.iter().take(MAX_DIGEST_LINES) {
         let who = clean(&k.user_id);
@@ -182,6 +187,9 @@ pub fn digest(knocks: &[NoticeKnock], room: &str) -> Notice {
         let more = n - MAX_DIGEST_LINES;
         body.push_str(&format!("\n… and {more} more"));
         html.push_str(&format!("<p>… and {more} more</p>"));
+    }
+    if n == 0 {
+        return Notice { body, html };
     }
     let confirm = if super::commands::needs_confirmation(n) {
         " (more than 10: Knock asks you to confirm first)"
@@ -268,13 +276,28 @@ mod tests {
     #[test]
     fn a_digest_lists_the_wave_and_asks_for_confirmation_above_ten() {
         let few: Vec<NoticeKnock> = (0..3).map(|i| knock(&format!("@u{i}:x"))).collect();
-        let d = digest(&few, "lobby");
+        let d = digest(&few, 3, "lobby");
         assert!(d.body.starts_with("Join wave in lobby: 3 knocks held"));
         assert!(!d.body.contains("confirm"));
         let many: Vec<NoticeKnock> = (0..40).map(|i| knock(&format!("@u{i}:x"))).collect();
-        let d = digest(&many, "lobby");
+        let d = digest(&many, 40, "lobby");
         assert!(d.body.contains("… and 10 more"), "{}", d.body);
         assert!(d.body.contains("confirm first"), "{}", d.body);
         assert_eq!(d.html.matches("<li>").count(), MAX_DIGEST_LINES);
+    }
+
+    #[test]
+    fn a_digest_counts_what_moderators_decided_and_offers_no_tap_when_nothing_waits() {
+        let two: Vec<NoticeKnock> = (0..2).map(|i| knock(&format!("@u{i}:x"))).collect();
+        let d = digest(&two, 5, "lobby");
+        assert!(
+            d.body.starts_with(
+                "Join wave in lobby: 2 knocks held for a moderator (3 of 5 decided already)."
+            ),
+            "{}",
+            d.body
+        );
+        let d = digest(&[], 5, "lobby");
+        assert!(!d.body.contains("React"), "{}", d.body);
     }
 }

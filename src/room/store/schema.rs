@@ -101,7 +101,33 @@ CREATE TABLE IF NOT EXISTS notices (
 CREATE INDEX IF NOT EXISTS notices_due ON notices(next_at) WHERE posted_at IS NULL;
 ";
 
-pub const SCHEMA_VERSION: u64 = 4;
+/// Version 5: one queue for the other work the room owes (direct messages to rejected
+/// people, join-wave digests, alerts), the form answers kept with a knock, and which knocks
+/// each join wave held (its digest lists them).
+const SCHEMA_V5: &str = "
+CREATE TABLE IF NOT EXISTS owed (
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  next_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  payload TEXT,
+  result TEXT,
+  done_at INTEGER,
+  PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS owed_due ON owed(next_at) WHERE done_at IS NULL;
+CREATE TABLE IF NOT EXISTS answers (
+  knock_id INTEGER PRIMARY KEY,
+  answers TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wave_knocks (
+  wave INTEGER NOT NULL,
+  knock_id INTEGER NOT NULL,
+  PRIMARY KEY (wave, knock_id)
+);
+";
+
+pub const SCHEMA_VERSION: u64 = 5;
 
 impl<S: Sql> Store<S> {
     pub(super) fn migrate(&self) -> Result<()> {
@@ -116,6 +142,7 @@ impl<S: Sql> Store<S> {
         }
         self.sql.batch(SCHEMA_V3)?;
         self.sql.batch(SCHEMA_V4)?;
+        self.sql.batch(SCHEMA_V5)?;
         self.set_meta("schema", &SCHEMA_VERSION)
     }
 
