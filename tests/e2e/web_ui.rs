@@ -316,6 +316,8 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
     assert_eq!(r.status, 200, "{}", r.body);
     let namesake = s.register("matthew63", false);
     form_knock(&w, &namesake.user_id);
+    let namesake2 = s.register("matthew64", false);
+    form_knock(&w, &namesake2.user_id);
     // Someone blocked outright knocks too: a blocked verdict with its rule.
     let n = std::process::id();
     let spammer = s.register(&format!("webuispam{n}"), false);
@@ -360,7 +362,9 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         },
     );
     wait_until("the held knock", Duration::from_secs(20), || {
-        (latest_verdict(&w, &namesake.user_id) == "held").then_some(())
+        (latest_verdict(&w, &namesake.user_id) == "held"
+            && latest_verdict(&w, &namesake2.user_id) == "held")
+            .then_some(())
     });
     wait_until(
         "Eve's knock to record her display name",
@@ -473,6 +477,30 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         s.wait_for_membership(&room, &namesake.user_id, "invite");
         b.assert_quiet_console("after approving");
 
+        // Reject the other one as a selection, with a reason: nobody is invited, and the reason
+        // is kept with the knock.
+        c.find(Locator::Css(&format!("input[name=user][value=\"{}\"]", namesake2.user_id)))
+            .await
+            .expect("checkbox")
+            .click()
+            .await
+            .expect("select");
+        let reason = c.find(Locator::Id("reason")).await.expect("reason field");
+        reason.clear().await.expect("clear");
+        reason.send_keys("not from our community").await.expect("type");
+        c.find(Locator::Css("button[data-bulk=reject]"))
+            .await
+            .expect("reject selected")
+            .click()
+            .await
+            .expect("click");
+        b.wait_text("#status", "Rejected:").await;
+        wait_until("the rejection", Duration::from_secs(10), || {
+            (latest_verdict(&w, &namesake2.user_id) == "rejected").then_some(())
+        });
+        assert_eq!(s.membership(&room, &namesake2.user_id), None, "never invited");
+        b.assert_quiet_console("after rejecting");
+
         // Recent knocks: verdicts with their rules; a blocked one links to its entry.
         c.goto(&format!("{base}/admin/knocks?verdict=blocked")).await.expect("goto");
         let table = b.text("table").await;
@@ -498,6 +526,10 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         assert!(
             all.contains("approved by the moderator page (known from the forum)"),
             "who approved and why is kept with the knock: {all}"
+        );
+        assert!(
+            all.contains("rejected by the moderator page: not from our community"),
+            "who rejected and why is kept with the knock: {all}"
         );
         b.check_view("Recent knocks", "knocks").await;
         // The system's dark mode: the same view, audited again (contrast included).
