@@ -239,7 +239,7 @@ pub fn held(ctx: &Ctx, v: &Value) -> String {
         body.push_str(
             "<form id=\"held-form\" class=\"bulk\"><div class=\"table\"><table>\
              <caption>Knocks held for a moderator, oldest first</caption><thead><tr>\
-             <th scope=\"col\"><input type=\"checkbox\" id=\"select-all\" aria-label=\"Select every held knock\"></th>\
+             <th scope=\"col\">Select</th>\
              <th scope=\"col\">Who</th><th scope=\"col\">Why it is held</th><th scope=\"col\">Source</th>\
              <th scope=\"col\">Received</th><th scope=\"col\">Decide</th></tr></thead><tbody>",
         );
@@ -259,7 +259,8 @@ pub fn held(ctx: &Ctx, v: &Value) -> String {
             ));
         }
         body.push_str(
-            "</tbody></table></div><p class=\"bulk-actions\"><label>Reason (kept with the knock) \
+            "</tbody></table></div><p class=\"bulk-actions\"><label><input type=\"checkbox\" \
+             id=\"select-all\"> Select all</label> <label>Reason (kept with the knock) \
              <input name=\"reason\" id=\"reason\" maxlength=\"300\"></label> \
              <button type=\"button\" data-bulk=\"approve\">Approve selected</button> \
              <button type=\"button\" class=\"danger\" data-bulk=\"reject\">Reject selected</button></p></form>",
