@@ -241,6 +241,11 @@ def main():
             bootstrap_space(state)
             state_file.write_text(json.dumps(state, indent=2))
 
+        if "admin_key" not in state:
+            # The admin API's key, which also signs in to the moderator page (/admin/).
+            state["admin_key"] = secrets.token_urlsafe(24)
+            state_file.write_text(json.dumps(state, indent=2))
+
         say(f"starting Knock on {KNOCK_URL} against the sandbox")
         env = dict(os.environ, KNOCK_PREBUILT="1", WRANGLER_SEND_METRICS="false",
                    WRANGLER_SEND_ERROR_REPORTS="false", CLOUDFLARE_CF_FETCH_ENABLED="false")
@@ -250,6 +255,7 @@ def main():
             "MATRIX_ACCESS_TOKEN": state["bot_token"],
             "REQUEST_DELAY": "0",
             "SANDBOX": "1",
+            "API_KEY": state["admin_key"],
             # Two forms: the default one (/invite_from_form) into the sandbox room, and
             # /invite_from_form/space into the space and both of its rooms.
             "KNOCK_ROOMS": json.dumps({
@@ -293,6 +299,9 @@ def main():
     homeserver  {HS_URL}
     user        demo   (full ID {state['demo_user_id']})
     password    {state['demo_password']}
+
+  Moderator page (held knocks, recent knocks, block-list, invites, health):
+    {KNOCK_URL}/admin/    admin key {state['admin_key']}
 
   Health: {KNOCK_URL}/   Worker log: .sandbox/worker.log   Homeserver log: .sandbox/homeserver.log
   The sandbox keeps its room and users in .sandbox/ (delete it to start over).

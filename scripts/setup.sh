@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Knock needs to build, run and test, reusing what is already present at the
 # right version. Safe to run repeatedly; every step is skipped when already satisfied.
-# Sources: crates.io, the npm registry and PyPI only (see README "How the setup works").
+# Sources: crates.io, the npm registry, PyPI and Debian's packages only (see README "How the setup works").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,7 +12,7 @@ SYNAPSE_VENV="${KNOCK_SYNAPSE_VENV:-$ROOT/target/synapse-venv}"
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-want="${1:-all}"   # all | build | synapse
+want="${1:-all}"   # all | build | synapse | browser
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -47,5 +47,17 @@ if [ "$want" = all ] || [ "$want" = synapse ]; then
     step "installing Synapse from PyPI into target/synapse-venv (one-time, ~30 s)"
     python3 -m venv "$SYNAPSE_VENV"
     "$SYNAPSE_VENV/bin/pip" install --quiet --disable-pip-version-check 'matrix-synapse[jwt]'
+  fi
+fi
+
+if [ "$want" = all ] || [ "$want" = browser ]; then
+  # The moderator page's end-to-end test drives a headless Chromium over WebDriver. Debian's own
+  # packages: nothing is downloaded from a browser vendor.
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    step "installing Chromium and chromedriver from Debian's packages (one-time)"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver
   fi
 fi

@@ -13,6 +13,7 @@ pub mod manage;
 pub mod matrix;
 pub mod room;
 pub mod turnstile;
+pub mod web;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -659,6 +659,7 @@ impl<H: ManageHost> Manager<'_, H> {
                 limit: n,
                 before: None,
                 verdict: None,
+                user_id: None,
             };
             let out = self.host.call_room(cfg, &op).await?;
             for k in out["knocks"].as_array().into_iter().flatten() {

@@ -209,6 +209,28 @@ pub fn decide(state: &LimiterState, now: u64, quota: &Quota) -> (Verdict, Limite
     }
 }
 
+/// What [`decide`] would answer now, without counting a request or a violation: a client that
+/// is locked out, or whose window is full, is denied. The moderator page's sign-in asks this
+/// before it looks at a key, and counts only the failures (with [`decide`]).
+pub fn peek(state: &LimiterState, now: u64, quota: &Quota) -> Verdict {
+    let mut next = state.clone();
+    next.rebase(now);
+    next.forget_expired(now, quota);
+    next.forgive(now, quota.window_ms);
+    if now < next.retry_at {
+        return deny_until(next.retry_at, now);
+    }
+    match next.slot_free_at(now, quota) {
+        Some(at) => deny_until(at, now),
+        None => {
+            let logged = u32::try_from(next.admitted.len()).unwrap_or(u32::MAX);
+            Verdict::Allow {
+                remaining: quota.max.saturating_sub(logged),
+            }
+        }
+    }
+}
+
 fn deny_until(at: u64, now: u64) -> Verdict {
     Verdict::Deny {
         retry_after_ms: at.saturating_sub(now).max(1),
@@ -367,6 +389,32 @@ pub fn pause_for(p: &Pacer, now: u64, retry_after_ms: u64) -> Pacer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peeking_counts_nothing_and_sees_a_lockout() {
+        let quota = Quota {
+            max: 2,
+            window_ms: 1_000,
+            base_lockout_ms: 5_000,
+            max_lockout_ms: 60_000,
+        };
+        let fresh = LimiterState::default();
+        assert!(matches!(
+            peek(&fresh, 10, &quota),
+            Verdict::Allow { remaining: 2 }
+        ));
+        // Two failures fill the window; peeking neither adds one nor a strike.
+        let (_, one) = decide(&fresh, 10, &quota);
+        let (_, two) = decide(&one, 20, &quota);
+        assert!(matches!(peek(&two, 30, &quota), Verdict::Deny { .. }));
+        assert_eq!(peek(&two, 30, &quota), peek(&two, 30, &quota));
+        // The window passes: allowed again.
+        assert!(matches!(peek(&two, 1_100, &quota), Verdict::Allow { .. }));
+        // A violation's lock-out outlives the window.
+        let (_, denied) = decide(&two, 30, &quota);
+        let (_, locked) = decide(&denied, 40, &quota);
+        assert!(matches!(peek(&locked, 1_100, &quota), Verdict::Deny { .. }));
+    }
+
     #[test]
     fn ipv6_clients_are_keyed_by_their_slash_64_and_ipv4_by_the_address() {
         use super::address_key;

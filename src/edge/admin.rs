@@ -9,7 +9,7 @@ use super::list_do::{ListOp, DEFAULT_LIST};
 use super::log::Logger;
 use super::room_do;
 use super::session_do::{self, SessionOp};
-use super::{env_lookup, now_ms, stub, LISTS_BINDING};
+use super::{env_lookup, now_ms, rate_limit_do, stub, LISTS_BINDING};
 use crate::domain::blocklist::{BlockList, Entry, EntryKind, EntryRequest};
 use crate::domain::config::Config;
 use crate::domain::deployment::Site;
@@ -42,17 +42,119 @@ pub const ROUTES: [&str; 17] = [
 /// A bulk import may be as large as the list's KV value.
 const MAX_IMPORT_BYTES: usize = 24 * 1024 * 1024;
 
-pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Response> {
-    let lookup = env_lookup(env);
-    let authorization = req.headers().get("authorization")?;
-    match check_bearer(lookup("API_KEY").as_deref(), authorization.as_deref()) {
-        AdminAuth::Allowed => {}
-        AdminAuth::Disabled => return http::json_error(503, "admin API disabled: set API_KEY"),
-        AdminAuth::Denied => {
-            log.event("admin_denied", &[("path", req.path().into())]);
-            return http::json_error(401, "A valid `Authorization: Bearer <API_KEY>` is needed.");
+/// Who is calling the admin API.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// `Authorization: Bearer <API_KEY>`.
+    Key,
+    /// The moderator page: a signed-in session's cookie (and its CSRF token for changes).
+    Page,
+}
+
+impl Caller {
+    /// How a decision records who made it.
+    fn name(self) -> &'static str {
+        match self {
+            Caller::Key => "the admin API",
+            Caller::Page => "the moderator page",
         }
     }
+}
+
+pub async fn handle(req: Request, env: &Env, log: &Logger) -> Result<Response> {
+    let mut resp = match authorize(&req, env, log).await? {
+        Ok(caller) => dispatch(req, env, log, caller).await?,
+        Err(refused) => refused,
+    };
+    // Admin answers are never cached, framed or sent on with a referrer.
+    for (name, value) in crate::web::session::SECURITY_HEADERS {
+        resp.headers_mut().set(name, value)?;
+    }
+    Ok(resp)
+}
+
+/// Lets a request in with the bearer key, or with the moderator page's session cookie and, for
+/// anything that changes state, the session's CSRF token. A wrong key counts against the
+/// client's address; too many and it is refused for a while (429), the right key too.
+async fn authorize(
+    req: &Request,
+    env: &Env,
+    log: &Logger,
+) -> Result<std::result::Result<Caller, Response>> {
+    use crate::web::session;
+    let lookup = env_lookup(env);
+    let api_key = lookup("API_KEY");
+    let authorization = req.headers().get("authorization")?;
+    let cookie = session::session_id(req.headers().get("cookie")?.as_deref());
+    let address = req
+        .headers()
+        .get("cf-connecting-ip")?
+        .unwrap_or_else(|| "unknown".into());
+    let failures = session::failure_key(&address);
+    let refused = |status, msg: &str| http::json_error(status, msg).map(Err);
+    match (authorization.as_deref(), cookie) {
+        (None, Some(id)) => {
+            if api_key.as_deref().is_none_or(str::is_empty) {
+                return refused(503, "admin API disabled: set API_KEY");
+            }
+            let Some(s) = super::admin_session_do::touch(env, &id).await? else {
+                return refused(
+                    401,
+                    "Your moderator page session has ended: sign in again at /admin/login.",
+                );
+            };
+            let token = req.headers().get(session::CSRF_HEADER)?;
+            if !s.allows(&req.method().to_string(), token.as_deref()) {
+                log.event("admin_csrf_refused", &[("path", req.path().into())]);
+                return refused(
+                    403,
+                    "A change made with the moderator page's session needs its CSRF token \
+                     (the X-CSRF-Token header).",
+                );
+            }
+            Ok(Ok(Caller::Page))
+        }
+        (presented, _) => match check_bearer(api_key.as_deref(), presented) {
+            AdminAuth::Disabled => refused(503, "admin API disabled: set API_KEY"),
+            AdminAuth::Allowed => match rate_limit_do::known_denial(&failures, now_ms()) {
+                Some(wait) => too_many_keys(wait).map(Err),
+                None => Ok(Ok(Caller::Key)),
+            },
+            AdminAuth::Denied => {
+                log.event("admin_denied", &[("path", req.path().into())]);
+                // Only a key that was tried counts as a failure.
+                if presented.is_some() {
+                    let answer = rate_limit_do::check(env, &failures, session::FAILED_KEYS).await?;
+                    if !answer.allow {
+                        return too_many_keys(answer.retry_after_ms).map(Err);
+                    }
+                }
+                refused(401, "A valid `Authorization: Bearer <API_KEY>` is needed.")
+            }
+        },
+    }
+}
+
+/// 429 after too many wrong admin keys from one address.
+pub fn too_many_keys(retry_after_ms: u64) -> Result<Response> {
+    let secs = crate::domain::rate_limit::retry_after_secs(retry_after_ms);
+    let mut resp = http::json_error(
+        429,
+        &format!("Too many wrong admin keys from this address. Try again in {secs} seconds."),
+    )?;
+    resp.headers_mut().set("retry-after", &secs.to_string())?;
+    Ok(resp)
+}
+
+/// Answers an admin request that [`authorize`] let in. The moderator page's views call this in
+/// process, so the page and the API share one code path.
+pub async fn dispatch(
+    mut req: Request,
+    env: &Env,
+    log: &Logger,
+    caller: Caller,
+) -> Result<Response> {
+    let lookup = env_lookup(env);
     let site = match Site::load(&lookup) {
         Ok(s) => s,
         Err(p) => return http::json_error(503, &p.summary()),
@@ -107,8 +209,12 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
             let held: Value = room_do::call(env, &cfg, &RoomOp::Held).await?;
             http::json(200, &held)
         }
-        (Method::Post, "/approve_knock") => decide_held(&mut req, env, &cfg, log, true).await,
-        (Method::Post, "/reject_knock") => decide_held(&mut req, env, &cfg, log, false).await,
+        (Method::Post, "/approve_knock") => {
+            decide_held(&mut req, env, &cfg, log, true, caller).await
+        }
+        (Method::Post, "/reject_knock") => {
+            decide_held(&mut req, env, &cfg, log, false, caller).await
+        }
         (Method::Post, "/rescind_invite") => {
             let user = match read_user(&mut req).await {
                 Ok(u) => u,
@@ -177,10 +283,19 @@ pub async fn handle(mut req: Request, env: &Env, log: &Logger) -> Result<Respons
                     return http::json_error(400, "before must be a knock id (a positive number).")
                 }
             };
+            // `?user_id=`: one person's knocks, the ID read as it is stored (canonical).
+            let user_id = match param("user_id").filter(|u| !u.trim().is_empty()) {
+                None => None,
+                Some(u) => match crate::domain::mxid::UserId::parse(u.trim()) {
+                    Ok(id) => Some(id.as_str().to_owned()),
+                    Err(e) => return http::json_error(400, e.message()),
+                },
+            };
             let op = RoomOp::Knocks {
                 limit,
                 before,
                 verdict: param("verdict"),
+                user_id,
             };
             let out: Value = room_do::call(env, &cfg, &op).await?;
             if let Some(err) = out.get("error").and_then(Value::as_str) {
@@ -459,16 +574,35 @@ async fn decide_held(
     cfg: &Config,
     log: &Logger,
     approve: bool,
+    caller: Caller,
 ) -> Result<Response> {
-    let user = match read_user(req).await {
+    let body: UnblockRequest = match read_json(req).await {
+        Ok(b) => b,
+        Err(msg) => return http::json_error(400, &msg),
+    };
+    let user = match crate::domain::mxid::UserId::parse(&body.user_id) {
         Ok(u) => u,
-        Err(reply) => return reply,
+        Err(e) => return http::json_error(400, e.message()),
+    };
+    // The moderator's reason, cleaned like any outside text, is kept with the knock: its note
+    // reads "approved by the moderator page (known from the forum)", or its reason "rejected by
+    // the moderator page: why".
+    let reason = body
+        .reason
+        .as_deref()
+        .map(moderation::notices::clean)
+        .filter(|r| !r.trim().is_empty());
+    // A rejection's reason goes where the room keeps it ("rejected by …: why"); an approval's
+    // is kept beside who approved.
+    let by = match (&reason, approve) {
+        (Some(r), true) => format!("{} ({})", caller.name(), r.trim()),
+        _ => caller.name().to_owned(),
     };
     let op = RoomOp::DecideHeld {
         user_id: user.as_str().into(),
         approve,
-        by: Some("the admin API".into()),
-        reason: None,
+        by: Some(by),
+        reason: if approve { None } else { reason.clone() },
     };
     let out: Value = room_do::call(env, cfg, &op).await?;
     // A member the block-list scan reported (weak evidence): kept, or removed.
@@ -509,6 +643,8 @@ async fn decide_held(
         &[
             ("user_id", user.as_str().into()),
             ("decision", status.into()),
+            ("by", caller.name().into()),
+            ("reason", reason.clone().map_or(Value::Null, Value::from)),
         ],
     );
     let mut reply = json!({ "status": status, "user_id": user.as_str() });
@@ -532,6 +668,9 @@ async fn read_user(
 #[derive(Deserialize)]
 struct UnblockRequest {
     user_id: String,
+    /// Why a moderator decided (approve and reject); kept in the log line.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 async fn unblock_user(

@@ -2,6 +2,7 @@
 //! out the effects it returns. No decision is made here that the core could make.
 
 mod admin;
+mod admin_session_do;
 mod blocklist;
 mod http;
 mod list_do;
@@ -13,6 +14,7 @@ mod routes;
 mod session_do;
 mod stub;
 mod transport;
+mod web;
 
 use worker::{event, Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent};
 
@@ -25,6 +27,7 @@ pub const LISTS_BINDING: &str = "LISTS";
 pub const LIMITS_BINDING: &str = "LIMITS";
 pub const SESSIONS_BINDING: &str = "SESSIONS";
 pub const MANAGE_BINDING: &str = "MANAGE";
+pub const ADMIN_SESSIONS_BINDING: &str = "ADMIN_SESSIONS";
 
 /// The one-minute schedule: the management rooms' reactions (so a tap takes effect within a
 /// minute). The five-minute one runs the rooms' background tasks.

@@ -15,6 +15,9 @@ use crate::domain::rate_limit::{self, LimiterState, Quota, Verdict};
 #[derive(Serialize, Deserialize)]
 pub struct Check {
     pub quota: Quota,
+    /// Only ask: count nothing (the moderator page's sign-in, before it looks at a key).
+    #[serde(default)]
+    pub peek: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -68,6 +71,18 @@ pub fn report_violation(env: &Env, ctx: &worker::Context, key: &str, quota: Quot
     });
 }
 
+/// Whether the key's limiter would deny now, without counting anything. One round trip.
+pub async fn peek(env: &Env, key: &str, quota: Quota) -> Result<Answer> {
+    stub::call(
+        env,
+        LIMITS_BINDING,
+        key,
+        "/check",
+        &Check { quota, peek: true },
+    )
+    .await
+}
+
 /// A denial this isolate already knows about, if it still holds.
 pub fn known_denial(key: &str, now: u64) -> Option<u64> {
     DENIED.with(|d| {
@@ -80,7 +95,8 @@ pub fn known_denial(key: &str, now: u64) -> Option<u64> {
 
 /// Asks the key's limiter. One round trip.
 pub async fn check(env: &Env, key: &str, quota: Quota) -> Result<Answer> {
-    let answer: Answer = stub::call(env, LIMITS_BINDING, key, "/check", &Check { quota }).await?;
+    let check = Check { quota, peek: false };
+    let answer: Answer = stub::call(env, LIMITS_BINDING, key, "/check", &check).await?;
     let now = now_ms();
     DENIED.with(|d| {
         let mut d = d.borrow_mut();
@@ -116,8 +132,22 @@ impl DurableObject for LimiterDo {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let Check { quota } = req.json().await?;
+        let Check { quota, peek } = req.json().await?;
         let storage = self.state.storage();
+        if peek {
+            let stored: Option<(LimiterState, u64)> = storage.get("state").await?;
+            let (state, _) = stored.unwrap_or_default();
+            return Response::from_json(&match rate_limit::peek(&state, now_ms(), &quota) {
+                Verdict::Allow { .. } => Answer {
+                    allow: true,
+                    retry_after_ms: 0,
+                },
+                Verdict::Deny { retry_after_ms } => Answer {
+                    allow: false,
+                    retry_after_ms,
+                },
+            });
+        }
         // Storage calls hold the object's input gate, so this read-decide-write is atomic.
         let stored: Option<(LimiterState, u64)> = storage.get("state").await?;
         let fresh = stored.is_none();

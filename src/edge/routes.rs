@@ -7,7 +7,7 @@ use super::http::{self, Body};
 use super::log::Logger;
 use super::room_do;
 use super::transport::FetchTransport;
-use super::{admin, blocklist, rate_limit_do, session_do};
+use super::{admin, blocklist, rate_limit_do, session_do, web};
 use super::{env_lookup, now_ms};
 use crate::domain::blocklist::Outcome;
 use crate::domain::config::{Config, Problems};
@@ -38,6 +38,7 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context, log: &Logger) -> Res
             http::json_error(405, "Use POST to send a form submission.")
         }
         (_, p) if admin::ROUTES.contains(&p) => admin::handle(req, env, log).await,
+        (_, p) if web::is_page(p) => web::handle(req, env, log).await,
         _ => http::json_error(404, "No such route."),
     }
 }
@@ -49,7 +50,7 @@ thread_local! {
 }
 const LOGIN_HEALTH_TTL_MS: u64 = 5_000;
 
-async fn health(env: &Env) -> Result<Response> {
+pub(super) async fn health(env: &Env) -> Result<Response> {
     let lookup = env_lookup(env);
     let cfg = match Site::load(&lookup).and_then(|s| s.default_config(&lookup)) {
         Ok(c) => c,

@@ -136,6 +136,9 @@ pub enum RoomOp {
         before: Option<i64>,
         #[serde(default)]
         verdict: Option<String>,
+        /// Only this person's knocks.
+        #[serde(default)]
+        user_id: Option<String>,
     },
     /// The room's health for `GET /rooms`: queue depth, held knocks, the last cron run.
     Status,
@@ -181,6 +184,7 @@ pub fn knock_json(k: &Knock) -> Value {
         "reason": k.last_error, "received_at": k.created_at, "updated_at": k.updated_at,
         "closed_at": k.closed_at, "approved": k.approved,
         "owes": k.withdraw.map(|w| w.as_str()), "note": k.note,
+        "display_name": k.display_name,
     })
 }
 
@@ -283,7 +287,8 @@ impl<H: Host> Room<H> {
                 limit,
                 before,
                 verdict,
-            } => self.page(limit, before, verdict.as_deref()),
+                user_id,
+            } => self.page(limit, before, verdict.as_deref(), user_id),
             RoomOp::Status => self.status(),
             RoomOp::Management => self.management_health().await,
             RoomOp::Forget { user_id } => {
@@ -453,6 +458,7 @@ impl<H: Host> Room<H> {
             .map(|k| {
                 json!({
                     "user_id": k.user_id,
+                    "display_name": k.display_name,
                     "state": k.status.as_str(),
                     "source": k.source,
                     "age_seconds": now.saturating_sub(k.created_at) / 1000,
@@ -466,7 +472,13 @@ impl<H: Host> Room<H> {
     }
 
     /// A page of knocks, newest first, with the cursor of the next page.
-    fn page(&self, limit: u32, before: Option<i64>, verdict: Option<&str>) -> Result<Value> {
+    fn page(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+        verdict: Option<&str>,
+        user_id: Option<String>,
+    ) -> Result<Value> {
         let status = match verdict {
             None | Some("") => None,
             Some(v) => match Status::parse(v) {
@@ -484,7 +496,7 @@ impl<H: Host> Room<H> {
             before,
             limit,
             status,
-            user_id: None,
+            user_id,
         })?;
         let next = (rows.len() as u32 == limit)
             .then(|| rows.last().map(|k| k.id))

@@ -20,3 +20,4 @@ mod support;
 mod turnstile_stub;
 mod upgrade;
 mod watchdogs;
+mod web_ui;

@@ -185,6 +185,19 @@ fn the_run_command_with_nothing_configured_starts_a_working_sandbox() {
     }
     let form = request("GET", &format!("http://127.0.0.1:{port}/form"), &[], None);
     assert!(form.body.contains("<form"), "{}", form.body);
+    // The moderator page signs in with the admin key it printed.
+    let key = text
+        .lines()
+        .find_map(|l| l.split_once("admin key ").map(|(_, k)| k.trim().to_owned()))
+        .expect("the sandbox prints the moderator page's key");
+    let r = request(
+        "POST",
+        &format!("http://127.0.0.1:{port}/admin/login"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(format!("key={key}").as_bytes()),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(r.headers.contains_key("set-cookie"));
 
     // Ctrl-C: SIGINT to the whole process group, as a terminal sends it.
     Command::new("kill")
