@@ -230,8 +230,20 @@ impl<H: Host> Room<H> {
                     status: Some(Status::Held),
                     ..Default::default()
                 })?;
-                // Oldest first, shown as `GET /knocks` shows a knock.
-                let held: Vec<Value> = held.iter().rev().map(knock_json).collect();
+                // Oldest first, shown as `GET /knocks` shows a knock, with the form's answers.
+                let mut out = Vec::with_capacity(held.len());
+                for k in held.iter().rev() {
+                    let mut v = knock_json(k);
+                    let answers = self.store().answers(k.id)?;
+                    if !answers.is_empty() {
+                        v["answers"] = answers
+                            .iter()
+                            .map(|(q, a)| json!({ "question": q, "answer": a }))
+                            .collect();
+                    }
+                    out.push(v);
+                }
+                let held = out;
                 // Members the block-list scan found with weak evidence, while still members.
                 let members = self.store().members()?;
                 let present = |u: &str| {

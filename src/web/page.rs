@@ -224,6 +224,24 @@ fn why(k: &Value) -> String {
     }
 }
 
+/// The form's answers a held knock came with (none for a native knock).
+fn answers(k: &Value) -> String {
+    let list = k["answers"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "—".into();
+    }
+    let mut out = String::from("<dl class=\"answers\">");
+    for a in &list {
+        out.push_str(&format!(
+            "<dt>{}</dt><dd>{}</dd>",
+            text(&a["question"]),
+            text(&a["answer"])
+        ));
+    }
+    out.push_str("</dl>");
+    out
+}
+
 fn empty(message: &str) -> String {
     format!("<p class=\"empty\">{}</p>", escape(message))
 }
@@ -240,7 +258,7 @@ pub fn held(ctx: &Ctx, v: &Value) -> String {
             "<form id=\"held-form\" class=\"bulk\"><div class=\"table\"><table>\
              <caption>Knocks held for a moderator, oldest first</caption><thead><tr>\
              <th scope=\"col\">Select</th>\
-             <th scope=\"col\">Who</th><th scope=\"col\">Why it is held</th><th scope=\"col\">Source</th>\
+             <th scope=\"col\">Who</th><th scope=\"col\">Why it is held</th><th scope=\"col\">Form answers</th><th scope=\"col\">Source</th>\
              <th scope=\"col\">Received</th><th scope=\"col\">Decide</th></tr></thead><tbody>",
         );
         for k in &held {
@@ -248,12 +266,13 @@ pub fn held(ctx: &Ctx, v: &Value) -> String {
             body.push_str(&format!(
                 "<tr data-user=\"{user}\"><td><input type=\"checkbox\" name=\"user\" value=\"{user}\" \
                  aria-label=\"Select {user}\"></td><td data-label=\"Who\">{}</td>\
-                 <td data-label=\"Why\">{}</td><td data-label=\"Source\">{}</td>\
+                 <td data-label=\"Why\">{}</td><td data-label=\"Answers\">{}</td><td data-label=\"Source\">{}</td>\
                  <td data-label=\"Received\">{}</td><td class=\"actions\">\
                  <button type=\"button\" data-action=\"approve\" data-user=\"{user}\">Approve</button> \
                  <button type=\"button\" class=\"danger\" data-action=\"reject\" data-user=\"{user}\">Reject</button></td></tr>",
                 who(k),
                 why(k),
+                answers(k),
                 text(&k["source"]),
                 when(&k["received_at"]),
             ));
@@ -615,6 +634,15 @@ mod tests {
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn a_held_knock_shows_the_forms_answers_escaped() {
+        let k = json!({"id": 3, "user_id": "@a:b", "verdict": "held", "received_at": 1,
+                       "answers": [{"question": "Why join?", "answer": HOSTILE}]});
+        let html = held(&ctx(), &json!({"held": [k]}));
+        assert!(html.contains("<dt>Why join?</dt>"), "{html}");
+        assert_escaped(&html);
     }
 
     #[test]
