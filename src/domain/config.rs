@@ -76,6 +76,9 @@ pub struct Config {
     /// `POLICY_PUBLISH_ROOM`: a room of the bot's where Knock mirrors its block-list as
     /// `m.policy.rule.user` state events, for other communities' moderation bots.
     pub policy_publish_room: Option<RoomId>,
+    /// `POLICY_ROOMS`: policy rooms (IDs or aliases) whose rules Knock follows: a knock a rule
+    /// matches is refused, with the rule's source in its verdict.
+    pub policy_rooms: Vec<String>,
 }
 
 /// `MANAGEMENT_NOTIFY`: which knocks Knock posts about in the management room.
@@ -447,6 +450,24 @@ impl Config {
                     None
                 }
             });
+        let mut policy_rooms: Vec<String> = Vec::new();
+        for r in get("POLICY_ROOMS")
+            .unwrap_or_default()
+            .split([',', ' ', '\n'])
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            let shaped = r.starts_with(['!', '#']) && r.contains(':') && r.len() <= 255;
+            if !shaped {
+                bad(
+                    "POLICY_ROOMS",
+                    false,
+                    "each entry must be a room ID (!id:server) or alias (#name:server)".into(),
+                );
+            } else if !policy_rooms.iter().any(|p| p == r) {
+                policy_rooms.push(r.to_owned());
+            }
+        }
         let management_notify = match get("MANAGEMENT_NOTIFY") {
             None => Notify::Held,
             Some(v) => Notify::parse(&v).unwrap_or_else(|| {
@@ -496,6 +517,7 @@ impl Config {
                 management_notify,
                 deny_message,
                 policy_publish_room,
+                policy_rooms,
             }),
             _ => Err(Problems(problems)),
         }

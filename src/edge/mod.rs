@@ -8,6 +8,8 @@ mod http;
 mod list_do;
 mod log;
 mod manage_do;
+mod policy;
+mod policy_do;
 mod rate_limit_do;
 mod room_do;
 mod routes;
@@ -28,6 +30,10 @@ pub const LIMITS_BINDING: &str = "LIMITS";
 pub const SESSIONS_BINDING: &str = "SESSIONS";
 pub const MANAGE_BINDING: &str = "MANAGE";
 pub const ADMIN_SESSIONS_BINDING: &str = "ADMIN_SESSIONS";
+pub const POLICY_BINDING: &str = "POLICY";
+
+/// Most subscribed policy lists one cron run refreshes (one subrequest each, beside the rooms').
+pub const POLICY_LISTS_PER_RUN: usize = 5;
 
 /// The one-minute schedule: the management rooms' reactions (so a tap takes effect within a
 /// minute). The five-minute one runs the rooms' background tasks.
@@ -86,6 +92,21 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             }
         }
         return;
+    }
+    // Subscribed policy lists first, so the rooms' runs judge members by their new rules.
+    if let Ok(cfg) = site.default_config(&lookup) {
+        for list in cfg.policy_rooms.iter().take(POLICY_LISTS_PER_RUN) {
+            match policy_do::refresh(&env, list).await {
+                Ok(report) => log.event("policy_list_refreshed", &[("report", report)]),
+                Err(e) => log.event(
+                    "policy_list_refresh_failed",
+                    &[
+                        ("list", list.as_str().into()),
+                        ("error", e.to_string().into()),
+                    ],
+                ),
+            }
+        }
     }
     let rooms = site.rooms();
     // More rooms than one run may call: each run takes the next window (runs are 5 min apart).

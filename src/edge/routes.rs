@@ -404,7 +404,18 @@ async fn invite_from_form(
     // The block-list comes before anything else that costs a subrequest. A blocked knock is
     // recorded with its verdict and answered exactly like any other (a shadow block); weak
     // evidence (a namesake, say) holds the knock for a moderator, with the explanation.
-    let verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+    let mut verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+    if verdict.as_ref().is_none_or(|(o, _)| *o != Outcome::Block) {
+        // A subscribed policy list's rule (exact, glob, server or hashed) refuses the knock,
+        // its source named in the verdict.
+        match super::policy::judge(env, &cfg, user.as_str(), log).await {
+            Ok(Some(found)) => {
+                verdict = Some((Outcome::Block, format!("matches {}", found.explain())))
+            }
+            Ok(None) => {}
+            Err(e) => log.event("policy_check_failed", &[("error", e.to_string().into())]),
+        }
+    }
     let record_as = match &verdict {
         Some((Outcome::Block, _)) => Some(Status::Blocked),
         Some((Outcome::Hold, _)) => Some(Status::Held),

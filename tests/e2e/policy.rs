@@ -99,3 +99,151 @@ fn blocking_publishes_a_policy_rule_that_another_bot_reads_and_unblocking_remove
         .iter()
         .any(|e| e["state_key"] == "rule:@spam*:*" && e["content"]["entity"] == "@spam*:*"));
 }
+
+/// The state of one rule event in `room`, set by `owner`.
+fn set_rule(owner: &crate::support::User, room: &str, event_type: &str, key: &str, content: Value) {
+    let s = synapse();
+    let r = s.client(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/state/{event_type}/{}",
+            enc(room),
+            enc(key)
+        ),
+        &owner.token,
+        Some(content),
+    );
+    assert_eq!(r.status, 200, "rule {key}: {}", r.body);
+}
+
+#[test]
+fn a_subscribed_policy_list_refuses_knocks_its_rules_match_and_names_the_source() {
+    use base64::Engine;
+    use sha2::Digest;
+    let s = synapse();
+    // Another community's list: a user rule, a glob, a server rule and a hashed rule.
+    let owner = s.new_user("listowner");
+    let alias_name = format!("knockbans{}", crate::support::now_ms());
+    let r = s.client(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &owner.token,
+        Some(json!({"preset": "public_chat", "name": "Community bans",
+                    "room_alias_name": alias_name})),
+    );
+    assert_eq!(r.status, 200, "createRoom: {}", r.body);
+    let list = r.json()["room_id"].as_str().expect("room id").to_owned();
+    let alias = format!("#{alias_name}:localhost");
+    let banned = s.new_user("polbanned");
+    let hashed = s.new_user("polhashed");
+    let honest = s.new_user("polhonest");
+    set_rule(
+        &owner,
+        &list,
+        "m.policy.rule.user",
+        "rule1",
+        json!({"entity": banned.user_id, "recommendation": "m.ban", "reason": "spam"}),
+    );
+    set_rule(
+        &owner,
+        &list,
+        "m.policy.rule.user",
+        "glob1",
+        json!({"entity": "@polspam*:*", "recommendation": "m.ban", "reason": "spam wave"}),
+    );
+    set_rule(
+        &owner,
+        &list,
+        "org.matrix.mjolnir.rule.server",
+        "srv1",
+        json!({"entity": "evil.example", "recommendation": "org.matrix.mjolnir.ban"}),
+    );
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(hashed.user_id.as_bytes()));
+    set_rule(
+        &owner,
+        &list,
+        "m.policy.rule.user",
+        "hash1",
+        json!({"recommendation": "m.takedown", "hashes": {"sha256": hash}}),
+    );
+
+    let room = s.create_knock_room(&s.bot);
+    let mut vars = Worker::base_vars(s);
+    vars.retain(|(k, _)| k != "NEW_ROOM_ID");
+    vars.push(("NEW_ROOM_ID".into(), room.clone()));
+    vars.push(("API_KEY".into(), API_KEY.into()));
+    vars.push(("POLICY_ROOMS".into(), alias.clone()));
+    let w = Worker::start(&vars);
+    let cron = || {
+        let r = w.get("/cdn-cgi/handler/scheduled?cron=*%2F5+*+*+*+*", &[]);
+        assert_eq!(r.status, 200, "cron: {}", r.body);
+    };
+    cron();
+    wait_until("the list published", Duration::from_secs(30), || {
+        w.log().contains("policy_list_published").then_some(())
+    });
+    let knock = |user_id: &str| {
+        let r = w.post(
+            "/invite_from_form",
+            &[("Content-Type", "application/json")],
+            json!({"matrix_id": user_id}).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    let verdict = |user_id: &str| -> Value {
+        let ks = w.admin(API_KEY, "/knocks", None).json();
+        ks["knocks"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["user_id"] == user_id).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let checked_at = std::time::Instant::now();
+    for u in [
+        banned.user_id.as_str(),
+        "@polspammer9:localhost",
+        "@anyone:evil.example",
+        hashed.user_id.as_str(),
+        honest.user_id.as_str(),
+    ] {
+        knock(u);
+    }
+    let reason = |u: &str| verdict(u)["reason"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(verdict(&banned.user_id)["verdict"], "blocked");
+    assert_eq!(
+        reason(&banned.user_id),
+        format!(
+            "matches user rule {} in policy list {alias} (ban, state key rule1, set by {}): spam",
+            banned.user_id, owner.user_id
+        )
+    );
+    assert!(reason("@polspammer9:localhost").contains("user rule @polspam*:* in policy list"));
+    assert!(reason("@anyone:evil.example").contains("server rule evil.example"));
+    assert!(
+        reason(&hashed.user_id).contains("user rule (hashed)")
+            && reason(&hashed.user_id).contains("takedown, state key hash1"),
+        "{}",
+        reason(&hashed.user_id)
+    );
+    s.wait_for_membership(&room, &honest.user_id, "invite");
+    for u in [&banned, &hashed] {
+        assert_eq!(
+            s.membership(&room, &u.user_id),
+            None,
+            "{} never invited",
+            u.user_id
+        );
+    }
+    // The list drops its rule: at the next run the person may knock and is invited.
+    set_rule(&owner, &list, "m.policy.rule.user", "rule1", json!({}));
+    cron();
+    wait_until(
+        "the rule's removal published",
+        Duration::from_secs(30),
+        || (w.log().matches("policy_list_published").count() >= 2).then_some(()),
+    );
+    // The hot path reads a list's version at most every 30 s.
+    std::thread::sleep(Duration::from_secs(31).saturating_sub(checked_at.elapsed()));
+    knock(&banned.user_id);
+    s.wait_for_membership(&room, &banned.user_id, "invite");
+}

@@ -19,7 +19,7 @@ pub mod publish;
 pub mod sync;
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a rule is about.
@@ -112,7 +112,7 @@ pub struct Rule {
 
 /// A policy room's state event, as far as Knock reads it (typed, so that a large room's state
 /// is never held as a generic JSON tree).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StateEvent {
     #[serde(rename = "type")]
     pub event_type: String,
@@ -125,7 +125,7 @@ pub struct StateEvent {
     pub unsigned: Unsigned,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Content {
     pub entity: Option<String>,
     pub recommendation: Option<String>,
@@ -133,14 +133,15 @@ pub struct Content {
     pub hashes: Option<Hashes>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Hashes {
     pub sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Unsigned {
-    pub redacted_because: Option<serde::de::IgnoredAny>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted_because: Option<serde_json::Value>,
 }
 
 /// What one state event does to its list.

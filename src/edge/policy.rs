@@ -1,0 +1,142 @@
+//! Subscribed policy lists as the hot path sees them: each list's compiled index, read from KV
+//! and opened (a header check, no rebuild) once per isolate per version.
+//!
+//! A check reads each list's small version value at most once per [`VERSION_TTL_MS`] per
+//! isolate; only when it moved does the isolate read the blob. A blob that does not open (another
+//! format, damaged) is never trusted: the check logs it and goes on without that list until its
+//! object publishes a good one, which it does on its next change. Lists change on the
+//! five-minute cron, so half a minute of staleness changes no guarantee.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use worker::{kv::KvStore, Env, Result};
+
+use super::log::Logger;
+use super::now_ms;
+use crate::domain::config::Config;
+use crate::domain::deployment::room_key;
+use crate::domain::mxid::RoomId;
+use crate::domain::policy::index::{Found, PolicyIndex};
+
+/// KV binding name, as in `wrangler.toml` (the block-list's namespace, other keys).
+pub const POLICY_KV: &str = super::blocklist::BLOCKLIST_KV;
+
+/// How long the hot path trusts a list's version it last read from KV.
+pub const VERSION_TTL_MS: u64 = 30_000;
+
+struct Cached {
+    checked_at: u64,
+    version: u64,
+    index: Option<Rc<PolicyIndex>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
+}
+
+/// The KV keys of a list (as `POLICY_ROOMS` names it).
+fn keys(list: &str) -> (String, String) {
+    // The same short key for an alias or an ID string; room_key wants a RoomId, so hash the
+    // configured text the same way.
+    let id = RoomId::parse(list)
+        .map(|r| room_key(&r))
+        .unwrap_or_else(|_| crate::domain::form::hex_sha256(list.as_bytes())[..16].to_owned());
+    (format!("policy:{id}:version"), format!("policy:{id}:index"))
+}
+
+/// Writes a list's blob, then its version, so a reader that sees a version finds a blob at
+/// least that new.
+pub async fn publish(kv: &KvStore, list: &str, version: u64, blob: &[u8]) -> Result<()> {
+    let (version_key, blob_key) = keys(list);
+    kv.put_bytes(&blob_key, blob)?.execute().await?;
+    kv.put(&version_key, version.to_string())?.execute().await?;
+    Ok(())
+}
+
+async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<PolicyIndex>>> {
+    let now = now_ms();
+    let fresh = CACHE.with(|c| {
+        c.borrow()
+            .get(list)
+            .filter(|e| now.saturating_sub(e.checked_at) < VERSION_TTL_MS)
+            .map(|e| e.index.clone())
+    });
+    if let Some(index) = fresh {
+        return Ok(index);
+    }
+    let (version_key, blob_key) = keys(list);
+    let version: u64 = kv
+        .get(&version_key)
+        .text()
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let same = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.get_mut(list) {
+            Some(e) if e.version == version => {
+                e.checked_at = now;
+                Some(e.index.clone())
+            }
+            _ => None,
+        }
+    });
+    if let Some(index) = same {
+        return Ok(index);
+    }
+    let index = match kv.get(&blob_key).bytes().await? {
+        None => None,
+        Some(bytes) => match PolicyIndex::open(bytes) {
+            Ok(i) => Some(Rc::new(i)),
+            Err(e) => {
+                log.event(
+                    "policy_index_refused",
+                    &[("list", list.into()), ("why", e.to_string().into())],
+                );
+                None
+            }
+        },
+    };
+    CACHE.with(|c| {
+        c.borrow_mut().insert(
+            list.to_owned(),
+            Cached {
+                checked_at: now,
+                version,
+                index: index.clone(),
+            },
+        )
+    });
+    Ok(index)
+}
+
+/// The first rule of the room's subscribed lists that matches `user_id`, if any.
+pub async fn judge(env: &Env, cfg: &Config, user_id: &str, log: &Logger) -> Result<Option<Found>> {
+    if cfg.policy_rooms.is_empty() {
+        return Ok(None);
+    }
+    let kv = env.kv(POLICY_KV)?;
+    for list in &cfg.policy_rooms {
+        let Some(index) = index_of(&kv, list, log).await? else {
+            continue;
+        };
+        match index.judge(user_id) {
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => {}
+            Err(e) => {
+                // A damaged page: forget this copy; the next check reads KV again.
+                log.event(
+                    "policy_index_refused",
+                    &[
+                        ("list", list.as_str().into()),
+                        ("why", e.to_string().into()),
+                    ],
+                );
+                CACHE.with(|c| c.borrow_mut().remove(list.as_str()));
+            }
+        }
+    }
+    Ok(None)
+}
