@@ -112,6 +112,28 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
     Ok(index)
 }
 
+/// The room's subscribed lists that have a usable index now.
+pub async fn lists(env: &Env, cfg: &Config, log: &Logger) -> Vec<Rc<PolicyIndex>> {
+    let Ok(kv) = env.kv(POLICY_KV) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for list in &cfg.policy_rooms {
+        match index_of(&kv, list, log).await {
+            Ok(Some(i)) => out.push(i),
+            Ok(None) => {}
+            Err(e) => log.event(
+                "policy_index_unavailable",
+                &[
+                    ("list", list.as_str().into()),
+                    ("error", e.to_string().into()),
+                ],
+            ),
+        }
+    }
+    out
+}
+
 /// The first rule of the room's subscribed lists that matches `user_id`, if any.
 pub async fn judge(env: &Env, cfg: &Config, user_id: &str, log: &Logger) -> Result<Option<Found>> {
     if cfg.policy_rooms.is_empty() {

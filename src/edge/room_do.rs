@@ -268,6 +268,13 @@ impl Host for DoHost {
         worker::Delay::from(Duration::from_millis(ms)).await;
     }
 
+    async fn policy_lists(&self) -> Vec<Rc<crate::domain::policy::index::PolicyIndex>> {
+        match self.config() {
+            Ok(cfg) => super::policy::lists(&self.env, cfg, &self.log).await,
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn log(&self, event: &str, fields: &[(&str, Value)]) {
         self.log.event(event, fields);
     }

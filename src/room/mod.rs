@@ -70,6 +70,10 @@ pub trait Host {
     /// An index of the block-list at least as new as `version`.
     async fn index(&self, version: u64) -> std::result::Result<Rc<BlockIndex>, String>;
     async fn sleep(&self, ms: u64);
+    /// The room's subscribed policy lists (`POLICY_ROOMS`), as compiled indexes.
+    async fn policy_lists(&self) -> Vec<Rc<crate::domain::policy::index::PolicyIndex>> {
+        Vec::new()
+    }
     fn log(&self, event: &str, fields: &[(&str, Value)]);
     /// Sends an operation to another room's object (a space's child rooms) and returns its
     /// answer.

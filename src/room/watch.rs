@@ -82,11 +82,51 @@ impl<H: Host> Room<H> {
         calls += 1;
         let members = self.store().members()?;
         let latest = self.store().latest_per_user()?;
+        // Subscribed lists' rules (often globs and server rules) never touch the bot or a
+        // moderator of the room, and a pass they would remove more than ten members in only
+        // reports them, for a moderator to confirm.
+        let lists = self.host.policy_lists().await;
+        let spared = if lists.is_empty() || !due.member_scan {
+            None
+        } else {
+            calls += 2;
+            Some(self.spared().await?)
+        };
+        let subscribed = |user: &str| -> Option<String> {
+            let (bot, levels) = spared.as_ref()?;
+            if user == bot || levels.is_moderator(user) {
+                return None;
+            }
+            lists
+                .iter()
+                .find_map(|l| l.judge(user).ok().flatten())
+                .map(|f| format!("matches {}", f.explain()))
+        };
+        let removable = members
+            .iter()
+            .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+            .filter(|m| subscribed(&m.user_id).is_some())
+            .count();
+        let confirm_first = removable > crate::domain::moderation::commands::CONFIRM_ABOVE;
         let blocked = |user: &str, display: Option<&str>| -> Option<(Outcome, String)> {
-            let user = UserId::parse(user).ok()?;
-            index
-                .judge(&user, display)
-                .map(|v| (v.outcome(), v.explain()))
+            let id = UserId::parse(user).ok()?;
+            let own = index
+                .judge(&id, display)
+                .map(|v| (v.outcome(), v.explain()));
+            if matches!(own, Some((Outcome::Block, _))) {
+                return own;
+            }
+            match subscribed(user) {
+                Some(why) if confirm_first => Some((
+                    Outcome::Hold,
+                    format!(
+                        "{why}; held for a moderator: the subscribed lists would remove \
+                         {removable} members at once"
+                    ),
+                )),
+                Some(why) => Some((Outcome::Block, why)),
+                None => own,
+            }
         };
         // A member pass that starts from the top: reviews it does not raise again are stale.
         if due.member_scan && cursor.is_none() {
@@ -296,6 +336,29 @@ impl<H: Host> Room<H> {
         }
     }
 
+    /// Whom subscribed lists never act against: the bot (as the homeserver knows its token)
+    /// and the room's moderators (power level at or above its `kick`).
+    async fn spared(
+        &self,
+    ) -> std::result::Result<(String, crate::domain::moderation::moderators::PowerLevels), String>
+    {
+        let api = self.api()?;
+        let me = self
+            .host
+            .send(api.whoami())
+            .await
+            .map_err(|f| f.describe())?;
+        let bot = me["user_id"].as_str().unwrap_or_default().to_owned();
+        let room = &self.cfg()?.room_id;
+        let levels = self
+            .host
+            .send(api.state_event(room, "m.room.power_levels", ""))
+            .await
+            .map(|c| crate::domain::moderation::moderators::PowerLevels::from_content(&c))
+            .map_err(|f| f.describe())?;
+        Ok((bot, levels))
+    }
+
     /// A native knock goes through the same intake as a form knock: block-list, per-ID limit,
     /// join wave, re-knock policy. Its reason is outsider-written and is never posted anywhere.
     /// A refusal is owed as a kick on its row, which the queue carries out.
@@ -307,7 +370,15 @@ impl<H: Host> Room<H> {
         let version = self.host.list_version().await?;
         let index = self.host.index(version).await?;
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
-        let verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+        let mut verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+        if !matches!(verdict, Some((Outcome::Block, _))) {
+            for l in self.host.policy_lists().await {
+                if let Ok(Some(f)) = l.judge(user.as_str()) {
+                    verdict = Some((Outcome::Block, format!("matches {}", f.explain())));
+                    break;
+                }
+            }
+        }
         let (record_as, note) = match (verdict, self.cfg()?.watch.knock_policy) {
             (Some((Outcome::Block, why)), _) => (Some(Status::Blocked), Some(why)),
             (Some((Outcome::Hold, why)), _) => (Some(Status::Held), Some(why)),

@@ -247,3 +247,100 @@ fn a_subscribed_policy_list_refuses_knocks_its_rules_match_and_names_the_source(
     knock(&banned.user_id);
     s.wait_for_membership(&room, &banned.user_id, "invite");
 }
+
+#[test]
+fn a_member_a_new_rule_matches_is_removed_at_the_next_run_but_never_the_bot_or_a_moderator() {
+    let s = synapse();
+    let owner = s.new_user("listowner");
+    let r = s.client(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &owner.token,
+        Some(json!({"preset": "public_chat", "name": "Community bans"})),
+    );
+    assert_eq!(r.status, 200, "createRoom: {}", r.body);
+    let list = r.json()["room_id"].as_str().expect("room id").to_owned();
+    let room = s.create_knock_room(&s.bot);
+    let member = s.new_user("polmember");
+    let moderator = s.new_user("polmod");
+    for u in [&member, &moderator] {
+        let r = s.client(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            &s.bot.token,
+            Some(json!({"user_id": u.user_id})),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        s.join(u, &room);
+    }
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        enc(&room)
+    );
+    let mut levels = s.client("GET", &path, &s.bot.token, None).json();
+    levels["users"][moderator.user_id.as_str()] = json!(50);
+    let r = s.client("PUT", &path, &s.bot.token, Some(levels));
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let mut vars = Worker::base_vars(s);
+    vars.retain(|(k, _)| k != "NEW_ROOM_ID");
+    for (k, v) in [
+        ("NEW_ROOM_ID", room.as_str()),
+        ("API_KEY", API_KEY),
+        ("POLICY_ROOMS", list.as_str()),
+        ("BLOCKLIST_SCAN_INTERVAL", "1ms"),
+        ("INVITE_CHECK_INTERVAL", "1ms"),
+    ] {
+        vars.push((k.into(), v.into()));
+    }
+    let w = Worker::start(&vars);
+    let cron = || {
+        let r = w.get("/cdn-cgi/handler/scheduled?cron=*%2F5+*+*+*+*", &[]);
+        assert_eq!(r.status, 200, "cron: {}", r.body);
+    };
+    // A first run with an empty list: everyone stays.
+    cron();
+    assert_eq!(
+        s.membership(&room, &member.user_id).as_deref(),
+        Some("join")
+    );
+    // The list now names the member, the moderator and the bot itself.
+    for (key, who) in [
+        ("m1", member.user_id.as_str()),
+        ("m2", moderator.user_id.as_str()),
+        ("m3", s.bot.user_id.as_str()),
+    ] {
+        set_rule(
+            &owner,
+            &list,
+            "m.policy.rule.user",
+            key,
+            json!({"entity": who, "recommendation": "m.ban", "reason": "raids"}),
+        );
+    }
+    wait_until("the member's removal", Duration::from_secs(60), || {
+        cron();
+        (s.membership(&room, &member.user_id).as_deref() == Some("leave")).then_some(())
+    });
+    let kick = s
+        .member_events(&room)
+        .into_iter()
+        .rev()
+        .find(|e| e["state_key"] == member.user_id.as_str())
+        .expect("the kick");
+    let reason = kick["content"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("in policy list {list}")) && reason.contains("state key m1"),
+        "the kick names its source: {reason}"
+    );
+    assert_eq!(
+        s.membership(&room, &moderator.user_id).as_deref(),
+        Some("join"),
+        "a moderator is never removed"
+    );
+    assert_eq!(
+        s.membership(&room, &s.bot.user_id).as_deref(),
+        Some("join"),
+        "nor the bot"
+    );
+}
