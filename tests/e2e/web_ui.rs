@@ -315,7 +315,15 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let namesake = s.register("matthew63", false);
-    form_knock(&w, &namesake.user_id);
+    // With an answer of the form's besides the ID: shown beside the held knock, escaped.
+    let r = w.post(
+        "/invite_from_form",
+        &[("Content-Type", "application/json")],
+        json!({ "matrix_id": namesake.user_id, "why": "Rust <meetups>" })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
     let namesake2 = s.register("matthew64", false);
     form_knock(&w, &namesake2.user_id);
     // Someone blocked outright knocks too: a blocked verdict with its rule.
@@ -442,6 +450,7 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         let row = format!("tr[data-user=\"{}\"]", namesake.user_id);
         let held_text = b.text(&row).await;
         assert!(held_text.contains("matches blocked @matthew41:localhost"), "{held_text}");
+        assert!(held_text.contains("why") && held_text.contains("Rust <meetups>"), "{held_text}");
         b.check_view("Held", "held").await;
         b.assert_quiet_console("on Held");
 
