@@ -409,9 +409,7 @@ async fn invite_from_form(
         // A subscribed policy list's rule (exact, glob, server or hashed) refuses the knock,
         // its source named in the verdict.
         match super::policy::judge(env, &cfg, user.as_str(), log).await {
-            Ok(Some(found)) => {
-                verdict = Some((Outcome::Block, format!("matches {}", found.explain())))
-            }
+            Ok(Some(found)) => verdict = Some((Outcome::Block, found.verdict())),
             Ok(None) => {}
             Err(e) => log.event("policy_check_failed", &[("error", e.to_string().into())]),
         }

@@ -12,9 +12,6 @@ use crate::domain::deployment::room_key;
 use crate::domain::lifecycle::{Knock, Status};
 use crate::domain::moderation::notices::{self, NoticeKnock};
 
-const RETRY_BASE_MS: u64 = 5_000;
-const RETRY_MAX_MS: u64 = 10 * 60_000;
-
 /// How long the answer "is the management room encrypted?" is kept.
 const ENCRYPTION_CHECK_TTL_MS: u64 = 10 * 60_000;
 
@@ -71,7 +68,7 @@ impl<H: Host> Room<H> {
                     posted += 1;
                 }
                 Err(f) => {
-                    let wait = (RETRY_BASE_MS << attempts.clamp(0, 16)).min(RETRY_MAX_MS);
+                    let wait = super::store::backoff(attempts);
                     self.store().notice_retry(knock_id, now + wait)?;
                     self.host.log(
                         "notice_failed",

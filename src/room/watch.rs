@@ -100,7 +100,7 @@ impl<H: Host> Room<H> {
             lists
                 .iter()
                 .find_map(|l| l.judge(user).ok().flatten())
-                .map(|f| format!("matches {}", f.explain()))
+                .map(|f| f.verdict())
         };
         let removable = members
             .iter()
@@ -374,7 +374,7 @@ impl<H: Host> Room<H> {
         if !matches!(verdict, Some((Outcome::Block, _))) {
             for l in self.host.policy_lists().await {
                 if let Ok(Some(f)) = l.judge(user.as_str()) {
-                    verdict = Some((Outcome::Block, format!("matches {}", f.explain())));
+                    verdict = Some((Outcome::Block, f.verdict()));
                     break;
                 }
             }

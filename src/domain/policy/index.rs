@@ -254,6 +254,11 @@ pub struct Found {
 }
 
 impl Found {
+    /// A knock's or member's verdict when this rule matches them.
+    pub fn verdict(&self) -> String {
+        format!("matches {}", self.explain())
+    }
+
     /// The sentence a verdict or a kick reason shows: the source named, never guessed at.
     pub fn explain(&self) -> String {
         let mut s = format!(
