@@ -22,7 +22,8 @@ use serde_json::Value;
 
 use super::blocklist::{publish as publish_kv, BLOCKLIST_KV};
 use super::log::Logger;
-use super::session_do::{self, SessionOp, TokenReply};
+use super::meta;
+use super::session_do;
 use super::transport::FetchTransport;
 use super::{env_lookup, now_ms};
 use crate::domain::blocklist::{AddOutcome, BlockList, Entry, EntryKind};
@@ -66,7 +67,6 @@ CREATE TABLE IF NOT EXISTS entries (
   json TEXT NOT NULL,
   UNIQUE (kind, ident)
 );
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS published (state_key TEXT PRIMARY KEY, content TEXT NOT NULL);
 ";
 
@@ -85,7 +85,11 @@ fn identity(e: &Entry) -> (&'static str, String) {
 
 impl DurableObject for ListDo {
     fn new(state: State, env: Env) -> Self {
-        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
+        let sql = state.storage().sql();
+        if let Err(e) = sql
+            .exec(SCHEMA, None)
+            .and_then(|_| sql.exec(meta::SCHEMA, None))
+        {
             worker::console_error!("list schema: {e}");
         }
         ListDo {
@@ -231,30 +235,12 @@ impl ListDo {
         Ok(true)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct V {
-            v: String,
-        }
-        let rows: Vec<V> = self
-            .state
-            .storage()
-            .sql()
-            .exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
-            .to_array()?;
-        Ok(rows.into_iter().next().map(|r| r.v))
-    }
-
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.state.storage().sql().exec(
-            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            vec![key.into(), value.into()],
-        )?;
-        Ok(())
+        meta::set(&self.state.storage().sql(), key, value)
     }
 
     fn meta_u64(&self, key: &str) -> Result<u64> {
-        Ok(self.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+        meta::get_u64(&self.state.storage().sql(), key)
     }
 
     /// Publishing is owed: the alarm does it, no sooner than `PUBLISH_GAP_MS` after the last
@@ -349,13 +335,12 @@ impl ListDo {
             return Ok(());
         }
         let log = Logger::background("blocklist");
-        let reply: TokenReply = session_do::call(&self.env, &cfg, &SessionOp::Token).await?;
-        let Some(token) = reply.token else {
-            log.event(
-                "policy_publish_waiting",
-                &[("why", "homeserver login needed".into())],
-            );
-            return self.retry_room_publish().await;
+        let token = match session_do::token(&self.env, &cfg).await {
+            Ok(t) => t,
+            Err(why) => {
+                log.event("policy_publish_waiting", &[("why", why.into())]);
+                return self.retry_room_publish().await;
+            }
         };
         let api = Api::new(&cfg.matrix_base_url, "");
         let t = FetchTransport {

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, State};
 
 use super::log::Logger;
-use super::session_do::{self, SessionOp, TokenReply};
+use super::session_do;
 use super::transport::FetchTransport;
-use super::{admin, env_lookup, now_ms, room_do, stub, MANAGE_BINDING};
+use super::{env_lookup, everywhere, now_ms, room_do, stub, MANAGE_BINDING};
 use crate::domain::blocklist::{Entry, Reach};
 use crate::domain::config::Config;
 use crate::domain::deployment::Site;
@@ -94,8 +94,8 @@ impl ManageDo {
         let lookup = env_lookup(&self.env);
         let site = Site::load(&lookup).map_err(|p| p.summary())?;
         let cfg = site.default_config(&lookup).map_err(|p| p.summary())?;
-        let rooms = admin::all_rooms(&site, &lookup).map_err(|p| p.summary())?;
-        let token = self.token(&cfg).await?;
+        let rooms = everywhere::all_rooms(&site, &lookup).map_err(|p| p.summary())?;
+        let token = session_do::token(&self.env, &cfg).await?;
         let host = Edge {
             env: &self.env,
             state: &self.state,
@@ -124,17 +124,6 @@ impl ManageDo {
             rooms,
         };
         manager.poll(&mut stored).await
-    }
-
-    async fn token(&self, cfg: &Config) -> std::result::Result<String, String> {
-        let reply: TokenReply = session_do::call(&self.env, cfg, &SessionOp::Token)
-            .await
-            .map_err(|e| e.to_string())?;
-        reply.token.ok_or_else(|| {
-            reply
-                .detail
-                .unwrap_or_else(|| "homeserver login needed".into())
-        })
     }
 }
 
@@ -175,7 +164,7 @@ impl ManageHost for Edge<'_> {
         entry: &Entry,
         reach: Option<Reach>,
     ) -> std::result::Result<Option<Value>, String> {
-        admin::block_everywhere(self.env, rooms, entry, reach, &self.log)
+        everywhere::block_everywhere(self.env, rooms, entry, reach, &self.log)
             .await
             .map_err(|e| e.to_string())
     }
@@ -185,7 +174,7 @@ impl ManageHost for Edge<'_> {
         rooms: &[(String, Config)],
         pattern: &str,
     ) -> std::result::Result<Value, String> {
-        admin::unblock_everywhere(self.env, rooms, pattern, &self.log)
+        everywhere::unblock_everywhere(self.env, rooms, pattern, &self.log)
             .await
             .map_err(|e| e.to_string())
     }

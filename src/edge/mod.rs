@@ -4,10 +4,12 @@
 mod admin;
 mod admin_session_do;
 mod blocklist;
+mod everywhere;
 mod http;
 mod list_do;
 mod log;
 mod manage_do;
+mod meta;
 mod policy;
 mod policy_do;
 mod rate_limit_do;

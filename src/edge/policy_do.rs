@@ -17,17 +17,17 @@ use serde_json::{json, Value};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 use super::log::Logger;
+use super::meta;
 use super::policy::{self, POLICY_KV};
-use super::session_do::{self, SessionOp, TokenReply};
+use super::session_do;
 use super::transport::FetchTransport;
 use super::{env_lookup, stub, POLICY_BINDING};
-use crate::domain::config::Config;
 use crate::domain::deployment::Site;
 use crate::domain::mxid::RoomId;
 use crate::domain::policy::index::{compile, Source};
 use crate::domain::policy::sync::{filter, read_sync};
 use crate::domain::policy::{read, Change, Rules, StateEvent};
-use crate::matrix::{classify, encode, HttpRequest, Method, Transport};
+use crate::matrix::{classify, Api, HttpRequest, Transport};
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS rules (
   event TEXT NOT NULL,
   PRIMARY KEY (event_type, state_key)
 );
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 ";
 
 #[durable_object]
@@ -64,7 +63,11 @@ pub struct PolicyDo {
 
 impl DurableObject for PolicyDo {
     fn new(state: State, env: Env) -> Self {
-        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
+        let sql = state.storage().sql();
+        if let Err(e) = sql
+            .exec(SCHEMA, None)
+            .and_then(|_| sql.exec(meta::SCHEMA, None))
+        {
             worker::console_error!("policy schema: {e}");
         }
         PolicyDo {
@@ -91,7 +94,7 @@ impl PolicyDo {
         let lookup = env_lookup(&self.env);
         let site = Site::load(&lookup).map_err(|p| p.summary())?;
         let cfg = site.default_config(&lookup).map_err(|p| p.summary())?;
-        let token = self.token(&cfg).await?;
+        let token = session_do::token(&self.env, &cfg).await?;
         let t = FetchTransport {
             timeout_ms: cfg.matrix_timeout_ms,
         };
@@ -100,7 +103,7 @@ impl PolicyDo {
             let t = &t;
             async move { t.send(req).await }
         };
-        let base = cfg.matrix_base_url.trim_end_matches('/').to_owned();
+        let api = Api::new(&cfg.matrix_base_url, "");
         let e = |x: worker::Error| x.to_string();
 
         // The room's ID (an alias is resolved once), and the bot in it (joined once).
@@ -108,8 +111,7 @@ impl PolicyDo {
             Some(id) => id,
             None => {
                 let id = if room.starts_with('#') {
-                    let url = format!("{base}/_matrix/client/v3/directory/room/{}", encode(room));
-                    let got = classify(send(plain(Method::Get, url, None)).await)
+                    let got = classify(send(api.resolve_alias(room)).await)
                         .map_err(|f| format!("resolving {room}: {}", f.describe()))?;
                     got["room_id"]
                         .as_str()
@@ -124,22 +126,15 @@ impl PolicyDo {
         };
         let room_id = RoomId::parse(&room_id).map_err(str::to_owned)?;
         if self.meta("joined").map_err(e)?.is_none() {
-            let url = format!("{base}/_matrix/client/v3/join/{}", encode(room_id.as_str()));
-            classify(send(plain(Method::Post, url, Some("{}".into()))).await)
+            classify(send(api.join(&room_id)).await)
                 .map_err(|f| format!("joining {room}: {}", f.describe()))?;
             self.set_meta("joined", "1").map_err(e)?;
         }
 
         // What changed since the last token (everything, the first time).
         let since = self.meta("since").map_err(e)?;
-        let mut url = format!(
-            "{base}/_matrix/client/v3/sync?timeout=0&filter={}",
-            encode(&filter(room_id.as_str()).to_string())
-        );
-        if let Some(s) = &since {
-            url.push_str(&format!("&since={}", encode(s)));
-        }
-        let reply = send(plain(Method::Get, url, None))
+        // Read as text: the answer is parsed into typed events, never a JSON tree.
+        let reply = send(api.sync_with(&filter(room_id.as_str()), since.as_deref()))
             .await
             .map_err(|_| "the homeserver did not answer the sync".to_owned())?;
         if reply.status >= 300 {
@@ -250,48 +245,10 @@ impl PolicyDo {
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct V {
-            v: String,
-        }
-        let rows: Vec<V> = self
-            .state
-            .storage()
-            .sql()
-            .exec("SELECT v FROM meta WHERE k = ?", vec![key.into()])?
-            .to_array()?;
-        Ok(rows.into_iter().next().map(|r| r.v))
+        meta::get(&self.state.storage().sql(), key)
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.state.storage().sql().exec(
-            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-            vec![key.into(), value.into()],
-        )?;
-        Ok(())
-    }
-
-    async fn token(&self, cfg: &Config) -> std::result::Result<String, String> {
-        let reply: TokenReply = session_do::call(&self.env, cfg, &SessionOp::Token)
-            .await
-            .map_err(|e| e.to_string())?;
-        reply.token.ok_or_else(|| {
-            reply
-                .detail
-                .unwrap_or_else(|| "homeserver login needed".into())
-        })
-    }
-}
-
-/// A request to a full URL (the sync's answer is read as text, typed, not as a JSON tree).
-fn plain(method: Method, url: String, body: Option<String>) -> HttpRequest {
-    HttpRequest {
-        method,
-        url,
-        headers: vec![
-            ("Authorization", String::new()),
-            ("Content-Type", "application/json".into()),
-        ],
-        body,
+        meta::set(&self.state.storage().sql(), key, value)
     }
 }

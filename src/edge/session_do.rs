@@ -57,6 +57,19 @@ pub async fn call<T: serde::de::DeserializeOwned>(
     stub::call(env, SESSIONS_BINDING, &name, "/", op).await
 }
 
+/// The bot's access token for `cfg`'s homeserver (logging in first if needed), or why there is
+/// none (an operator is needed). For the objects that call the homeserver as the bot.
+pub async fn token(env: &Env, cfg: &Config) -> std::result::Result<String, String> {
+    let reply: TokenReply = call(env, cfg, &SessionOp::Token)
+        .await
+        .map_err(|e| e.to_string())?;
+    reply.token.ok_or_else(|| {
+        reply
+            .detail
+            .unwrap_or_else(|| "homeserver login needed".into())
+    })
+}
+
 /// What the session keeps. Serialized only into this object's own storage.
 #[derive(Serialize, Deserialize, Default, Clone)]
 struct Stored {

@@ -7,6 +7,7 @@ use worker::{Env, Method, Request, Response, Result};
 
 use super::admin::{self, Caller};
 use super::admin_session_do::{self, AdminSessionOp};
+use super::everywhere;
 use super::http::{self, Body};
 use super::log::Logger;
 use super::{env_lookup, now_ms, rate_limit_do, routes};
@@ -210,7 +211,7 @@ async fn view(req: &Request, path: &str, env: &Env, log: &Logger, s: &Session) -
             .filter(|v| !v.is_empty())
     };
     let lookup = env_lookup(env);
-    let rooms = match Site::load(&lookup).and_then(|site| admin::all_rooms(&site, &lookup)) {
+    let rooms = match Site::load(&lookup).and_then(|site| everywhere::all_rooms(&site, &lookup)) {
         Ok(rooms) => rooms
             .into_iter()
             .map(|(label, _)| label)

@@ -299,6 +299,33 @@ impl Api {
         self.sync_filtered(room, since, types, &["m.room.power_levels"])
     }
 
+    /// The room an alias names.
+    pub fn resolve_alias(&self, alias: &str) -> HttpRequest {
+        self.req(
+            Method::Get,
+            format!("/directory/room/{}", encode(alias)),
+            None,
+        )
+    }
+
+    /// The bot joins a room (a no-op if it is in already).
+    pub fn join(&self, room: &RoomId) -> HttpRequest {
+        self.req(
+            Method::Post,
+            format!("/join/{}", encode(room.as_str())),
+            Some(json!({})),
+        )
+    }
+
+    /// `/sync` with `timeout=0` and this filter, from `since` (or from the start).
+    pub fn sync_with(&self, filter: &Value, since: Option<&str>) -> HttpRequest {
+        let mut q = format!("?timeout=0&filter={}", encode(&filter.to_string()));
+        if let Some(s) = since {
+            q.push_str(&format!("&since={}", encode(s)));
+        }
+        self.req(Method::Get, format!("/sync{q}"), None)
+    }
+
     /// `/sync` with `timeout=0`, one room, these timeline and state event types, nothing else.
     fn sync_filtered(
         &self,
@@ -318,11 +345,7 @@ impl Api {
             "presence": { "not_types": ["*"] },
             "account_data": { "not_types": ["*"] }
         });
-        let mut q = format!("?timeout=0&filter={}", encode(&filter.to_string()));
-        if let Some(s) = since {
-            q.push_str(&format!("&since={}", encode(s)));
-        }
-        self.req(Method::Get, format!("/sync{q}"), None)
+        self.sync_with(&filter, since)
     }
 
     /// One event of a room.
