@@ -25,7 +25,7 @@ use crate::domain::config::Config;
 use crate::domain::deployment::room_key;
 use crate::domain::moderation::bulk::{self, Bulk, Waiting};
 use crate::domain::moderation::commands::{
-    help_text, needs_confirmation, notice_about, parse, taps, About, Command, Tap, Tapped, Usage,
+    help_text, notice_about, parse, taps, About, Command, Tap, Tapped, Usage,
 };
 use crate::domain::moderation::moderators::{may_act_against, PowerLevels};
 use crate::domain::moderation::notices;
@@ -348,153 +348,6 @@ impl<H: ManageHost> Manager<'_, H> {
         ))
     }
 
-    /// A bulk action: asked about first when it affects more than ten people (unless
-    /// `confirmed`), then carried out in every room it concerns.
-    async fn bulk(
-        &self,
-        action: Bulk,
-        sender: &str,
-        levels: &PowerLevels,
-        stored: &mut Stored,
-        confirmed: bool,
-    ) -> Answer {
-        let affected = self.affected(&action, levels).await?;
-        let n: usize = affected.iter().map(|(_, users)| users.len()).sum();
-        if n == 0 {
-            return Ok(format!("Nothing to do: that would {}.", action.describe(0)));
-        }
-        if !confirmed && needs_confirmation(n) {
-            bulk::wait(
-                &mut stored.waiting,
-                Waiting {
-                    action: action.clone(),
-                    by: sender.to_owned(),
-                    asked_at: self.host.now(),
-                    affected: n,
-                },
-            );
-            return Ok(bulk::ask(&action, n));
-        }
-        let mut changed = 0u64;
-        let mut blocked = 0u64;
-        let mut left = 0u64;
-        for (cfg, users) in &affected {
-            let op = match &action {
-                Bulk::Wave { wave, approve, .. } => RoomOp::DecideWave {
-                    wave: *wave,
-                    approve: *approve,
-                    by: Some(sender.to_owned()),
-                    dry_run: false,
-                },
-                Bulk::RejectHeldSince { since_ms } => RoomOp::RejectHeldSince {
-                    since_ms: *since_ms,
-                    by: Some(sender.to_owned()),
-                    dry_run: false,
-                },
-                Bulk::KickJoinedSince { .. } => RoomOp::RemoveMany {
-                    users: users.clone(),
-                    by: Some(sender.to_owned()),
-                },
-            };
-            let out = self.host.call_room(cfg, &op).await?;
-            changed += out["changed"]
-                .as_u64()
-                .or(out["removed"].as_u64())
-                .unwrap_or(0);
-            blocked += out["blocked"].as_u64().unwrap_or(0);
-            left += out["left"].as_u64().unwrap_or(0);
-        }
-        let mut text = match &action {
-            Bulk::Wave { approve: true, .. } => {
-                format!(
-                    "Approved by {sender}: {changed} knock(s) of the join wave will be invited."
-                )
-            }
-            Bulk::Wave { approve: false, .. } | Bulk::RejectHeldSince { .. } => {
-                format!("Rejected by {sender}: {changed} held knock(s).")
-            }
-            Bulk::KickJoinedSince { .. } => format!("Removed by {sender}: {changed} member(s)."),
-        };
-        if blocked > 0 {
-            text.push_str(&format!(
-                " {blocked} not invited: the block-list has strong evidence against them."
-            ));
-        }
-        if left > 0 {
-            text.push_str(&format!(
-                " {left} more to go: send the command again for the rest."
-            ));
-        }
-        Ok(text)
-    }
-
-    /// The rooms a bulk action concerns, and whom it affects in each (for a removal, only
-    /// people Knock may act against).
-    async fn affected(
-        &self,
-        action: &Bulk,
-        levels: &PowerLevels,
-    ) -> Result<Vec<(&Config, Vec<String>)>, String> {
-        let names = |out: &Value| -> Vec<String> {
-            out["names"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        };
-        let mut out = Vec::new();
-        match action {
-            Bulk::Wave {
-                room_key,
-                wave,
-                approve,
-            } => {
-                let cfg = self.room_by_key(room_key)?;
-                let op = RoomOp::DecideWave {
-                    wave: *wave,
-                    approve: *approve,
-                    by: None,
-                    dry_run: true,
-                };
-                let reply = self.host.call_room(cfg, &op).await?;
-                out.push((cfg, names(&reply)));
-            }
-            Bulk::RejectHeldSince { since_ms } => {
-                for (_, cfg) in &self.rooms {
-                    let op = RoomOp::RejectHeldSince {
-                        since_ms: *since_ms,
-                        by: None,
-                        dry_run: true,
-                    };
-                    let reply = self.host.call_room(cfg, &op).await?;
-                    out.push((cfg, names(&reply)));
-                }
-            }
-            Bulk::KickJoinedSince { since_ms } => {
-                for (_, cfg) in &self.rooms {
-                    let op = RoomOp::JoinedSince {
-                        since_ms: *since_ms,
-                    };
-                    let reply = self.host.call_room(cfg, &op).await?;
-                    let users = names(&reply);
-                    if users.is_empty() {
-                        continue;
-                    }
-                    let public = self.power_levels(&cfg.room_id).await?;
-                    let bot = self.bot.as_str();
-                    let users = users
-                        .into_iter()
-                        .filter(|u| may_act_against(u, bot, levels, &public))
-                        .collect();
-                    out.push((cfg, users));
-                }
-            }
-        }
-        out.retain(|(_, users)| !users.is_empty());
-        Ok(out)
-    }
-
     /// Carries out a moderator's command; returns the answer.
     async fn command(
         &self,
@@ -600,101 +453,6 @@ impl<H: ManageHost> Manager<'_, H> {
             "Nothing to do: {user} has no knock waiting for a moderator."
         ))
     }
-
-    async fn held(&self) -> Answer {
-        let mut lines = Vec::new();
-        for (label, cfg) in &self.rooms {
-            let out = self.host.call_room(cfg, &RoomOp::Held).await?;
-            for k in out["held"].as_array().into_iter().flatten().take(20) {
-                lines.push(format!(
-                    "{label}: {} — {}",
-                    k["user_id"].as_str().unwrap_or_default(),
-                    notices::clean(k["reason"].as_str().unwrap_or("held"))
-                ));
-            }
-            for m in out["members_to_review"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(20)
-            {
-                lines.push(format!(
-                    "{label}: member {} to review — {}",
-                    m["user_id"].as_str().unwrap_or_default(),
-                    notices::clean(m["why"].as_str().unwrap_or_default())
-                ));
-            }
-        }
-        Ok(if lines.is_empty() {
-            "Nothing is waiting for a moderator.".into()
-        } else {
-            format!("Waiting for a moderator:\n{}", lines.join("\n"))
-        })
-    }
-
-    async fn pending(&self) -> Answer {
-        let mut lines = Vec::new();
-        for (label, cfg) in &self.rooms {
-            let out = self.host.call_room(cfg, &RoomOp::Pending).await?;
-            for p in out["pending"].as_array().into_iter().flatten().take(20) {
-                lines.push(format!(
-                    "{label}: {} ({}, {} s)",
-                    p["user_id"].as_str().unwrap_or_default(),
-                    p["state"].as_str().unwrap_or_default(),
-                    p["age_seconds"].as_u64().unwrap_or(0)
-                ));
-            }
-        }
-        Ok(if lines.is_empty() {
-            "No invite is pending.".into()
-        } else {
-            format!("Pending:\n{}", lines.join("\n"))
-        })
-    }
-
-    async fn knocks(&self, n: u32) -> Answer {
-        let mut lines = Vec::new();
-        for (label, cfg) in &self.rooms {
-            let op = RoomOp::Knocks {
-                limit: n,
-                before: None,
-                verdict: None,
-                user_id: None,
-            };
-            let out = self.host.call_room(cfg, &op).await?;
-            for k in out["knocks"].as_array().into_iter().flatten() {
-                lines.push(format!(
-                    "{label}: {} — {}",
-                    k["user_id"].as_str().unwrap_or_default(),
-                    k["verdict"].as_str().unwrap_or_default()
-                ));
-            }
-        }
-        Ok(if lines.is_empty() {
-            "No knocks yet.".into()
-        } else {
-            format!("Newest knocks:\n{}", lines.join("\n"))
-        })
-    }
-
-    async fn status(&self) -> Answer {
-        let mut lines = Vec::new();
-        for (label, cfg) in &self.rooms {
-            let st = self.host.call_room(cfg, &RoomOp::Status).await?;
-            lines.push(format!(
-                "{label}: {} queued, {} held, {} pending{}",
-                st["queued"],
-                st["held"],
-                st["pending_invites"],
-                if st["login_needed"] == true {
-                    ", homeserver login needed"
-                } else {
-                    ""
-                }
-            ));
-        }
-        Ok(lines.join("\n"))
-    }
 }
 
 /// In how many rooms a block acted (kicked, banned, rescinded…).
@@ -704,6 +462,9 @@ fn acted_in(reply: &Value) -> usize {
         .map(|rs| rs.iter().filter(|r| r["action"] != "none").count())
         .unwrap_or(0)
 }
+
+mod bulk_actions;
+mod report;
 
 #[cfg(test)]
 mod tests;
