@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod moderation;
 pub mod mxid;
 pub mod outcome;
+pub mod paged;
 pub mod policy;
 pub mod rate_limit;
 pub mod signature;
