@@ -1,12 +1,20 @@
-//! The block-list as the hot path sees it: read from KV, compiled once per isolate per version.
+//! The block-list as the hot path sees it: the compiled index the list object publishes to KV,
+//! opened (a header check, no rebuild) once per isolate per version.
 //!
 //! A check reads one small KV value, the version, at most once per [`VERSION_TTL_MS`] per
 //! isolate (and at once after this isolate published a list). Only when it moved does the isolate
-//! read the whole list and rebuild the index. KV shows a write at once in the location that made
-//! it (the admin request's), and within about 60 s elsewhere, so a few seconds more staleness on
-//! the hot path (deciding a form knock's verdict) changes no guarantee: a room about to change
-//! someone's membership asks the list object itself ([`authoritative_version`]) and takes the list
-//! from it when KV is behind ([`at_least`]), which never uses the cached version.
+//! read the index blob ([`BlockIndex::open`]: pages are checked as lookups read them). A blob
+//! built under other matching settings, of another format, or missing is never trusted: the
+//! isolate takes the list object's own compiled copy instead. KV shows a write at once in the
+//! location that made it (the admin request's), and within about 60 s elsewhere, so a few seconds
+//! more staleness on the hot path (deciding a form knock's verdict) changes no guarantee: a room
+//! about to change someone's membership asks the list object itself ([`authoritative_version`])
+//! and takes the index from it when KV is behind ([`at_least`]), which never uses the cached
+//! version.
+//!
+//! KV layout: `blocklist:version` holds `<version> <chunks>`; the blob is in `chunks` values
+//! `blocklist:index:<version>:<i>` of at most [`KV_CHUNK`] bytes each (a KV value holds 25 MiB),
+//! keyed by version so that a reader never joins two versions' pieces.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -14,13 +22,16 @@ use std::rc::Rc;
 use worker::{kv::KvStore, Env, Result};
 
 use super::list_do::{ListOp, DEFAULT_LIST};
+use super::log::Logger;
 use super::{now_ms, stub, LISTS_BINDING};
-use crate::domain::blocklist::{BlockIndex, BlockList, Policy};
+use crate::domain::blocklist::{BlockIndex, Policy};
 
 /// KV binding name, as in `wrangler.toml`.
 pub const BLOCKLIST_KV: &str = "BLOCKLIST";
 const VERSION_KEY: &str = "blocklist:version";
-const DOC_KEY: &str = "blocklist:doc";
+const INDEX_PREFIX: &str = "blocklist:index";
+/// The largest KV value Knock writes (KV's limit is 25 MiB).
+pub const KV_CHUNK: usize = 20 * 1024 * 1024;
 
 thread_local! {
     static CACHE: RefCell<Option<(u64, Rc<BlockIndex>)>> = const { RefCell::new(None) };
@@ -54,15 +65,64 @@ fn remember(version: u64, index: &Rc<BlockIndex>) {
     });
 }
 
-/// The version KV holds.
-async fn published_version(kv: &KvStore) -> Result<u64> {
-    let version = kv
+/// Writes `bytes` as `<prefix>:<version>:<i>` values of at most [`KV_CHUNK`] bytes; returns
+/// how many.
+pub async fn put_blob(kv: &KvStore, prefix: &str, version: u64, bytes: &[u8]) -> Result<usize> {
+    let mut n = 0;
+    for (i, chunk) in bytes.chunks(KV_CHUNK).enumerate() {
+        kv.put_bytes(&format!("{prefix}:{version}:{i}"), chunk)?
+            .execute()
+            .await?;
+        n = i + 1;
+    }
+    Ok(n)
+}
+
+/// The blob [`put_blob`] wrote, if every piece is there.
+pub async fn get_blob(
+    kv: &KvStore,
+    prefix: &str,
+    version: u64,
+    chunks: usize,
+) -> Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    for i in 0..chunks {
+        match kv.get(&format!("{prefix}:{version}:{i}")).bytes().await? {
+            Some(b) => out.extend_from_slice(&b),
+            None => return Ok(None),
+        }
+    }
+    Ok((chunks > 0).then_some(out))
+}
+
+/// Deletes a blob [`put_blob`] wrote (an older version's), best effort.
+pub async fn delete_blob(kv: &KvStore, prefix: &str, version: u64, chunks: usize) {
+    for i in 0..chunks {
+        let _ = kv.delete(&format!("{prefix}:{version}:{i}")).await;
+    }
+}
+
+/// A version value: `<version> <chunks>` (a value of the first release, `<version>`, has none).
+pub fn parse_version(text: &str) -> (u64, usize) {
+    let mut parts = text.split_whitespace();
+    let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let chunks = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (version, chunks)
+}
+
+/// The version KV holds, and how many pieces its blob has.
+async fn published(kv: &KvStore) -> Result<(u64, usize)> {
+    Ok(kv
         .get(VERSION_KEY)
         .text()
         .await?
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok(version)
+        .map(|v| parse_version(&v))
+        .unwrap_or((0, 0)))
+}
+
+/// The version KV holds.
+async fn published_version(kv: &KvStore) -> Result<u64> {
+    Ok(published(kv).await?.0)
 }
 
 /// The current index for the hot path: from this isolate's cache when the version (read from KV
@@ -83,36 +143,71 @@ pub async fn current(env: &Env, policy: &Policy) -> Result<Rc<BlockIndex>> {
             v
         }
     };
-    from_kv(&kv, version, policy).await
+    from_kv(env, &kv, version, policy).await
 }
 
-/// An index at least as new as `version` (a version KV is known to hold): this isolate's, or
-/// KV's list.
-async fn from_kv(kv: &KvStore, version: u64, policy: &Policy) -> Result<Rc<BlockIndex>> {
+/// An index at least as new as `version` (a version KV is known to hold): this isolate's, KV's
+/// blob, or (when that blob does not open under `policy`) the list object's.
+async fn from_kv(env: &Env, kv: &KvStore, version: u64, policy: &Policy) -> Result<Rc<BlockIndex>> {
     let hit = cached(version, policy);
     if let Some(index) = hit {
         return Ok(index);
     }
-    let list = match kv.get(DOC_KEY).text().await? {
-        Some(doc) => BlockList::from_json(&doc)?,
-        None => BlockList::default(),
-    };
-    let loaded = list.version.max(version);
-    let index = Rc::new(BlockIndex::build_with(list.entries, *policy));
-    remember(loaded, &index);
+    let (published, chunks) = published(kv).await?;
+    if published >= version {
+        if let Some(bytes) = get_blob(kv, INDEX_PREFIX, published, chunks).await? {
+            match BlockIndex::open(bytes, policy) {
+                Ok(index) => {
+                    let index = Rc::new(index);
+                    remember(published, &index);
+                    return Ok(index);
+                }
+                Err(e) => Logger::background("blocklist").event(
+                    "blocklist_index_refused",
+                    &[("version", published.into()), ("why", e.to_string().into())],
+                ),
+            }
+        }
+    }
+    from_list_object(env, policy).await
+}
+
+/// The list object's compiled index under `policy` (it compiles where the list is written).
+async fn from_list_object(env: &Env, policy: &Policy) -> Result<Rc<BlockIndex>> {
+    let resp = stub::call_raw(
+        env,
+        LISTS_BINDING,
+        DEFAULT_LIST,
+        "/",
+        &ListOp::Index { policy: *policy },
+    )
+    .await?;
+    let version = resp.0;
+    let index = BlockIndex::open(resp.1, policy)
+        .map_err(|e| worker::Error::RustError(format!("the list object's index: {e}")))?;
+    let index = Rc::new(index);
+    remember(version, &index);
     Ok(index)
 }
 
-/// Writes the list, then its version, so a reader that sees a version finds a list at least
-/// that new.
-pub async fn publish(kv: &KvStore, list: &BlockList) -> Result<()> {
-    kv.put(DOC_KEY, list.to_json()?)?.execute().await?;
-    kv.put(VERSION_KEY, list.version.to_string())?
+/// Writes the compiled index, then the version, so a reader that sees a version finds an index
+/// at least that new; then deletes the blob of `previous` (version, chunks). Returns the chunks.
+pub async fn publish(
+    kv: &KvStore,
+    version: u64,
+    blob: &[u8],
+    previous: (u64, usize),
+) -> Result<usize> {
+    let chunks = put_blob(kv, INDEX_PREFIX, version, blob).await?;
+    kv.put(VERSION_KEY, format!("{version} {chunks}"))?
         .execute()
         .await?;
     // This isolate's hot path sees the new version at once.
-    VERSION.with(|v| v.set(Some((now_ms(), list.version))));
-    Ok(())
+    VERSION.with(|v| v.set(Some((now_ms(), version))));
+    if previous.0 != version {
+        delete_blob(kv, INDEX_PREFIX, previous.0, previous.1).await;
+    }
+    Ok(chunks)
 }
 
 /// The version the list object has stored: every block acknowledged so far is in it.
@@ -147,11 +242,7 @@ pub async fn at_least(env: &Env, version: u64, policy: &Policy) -> Result<Rc<Blo
     let kv = env.kv(BLOCKLIST_KV)?;
     let published = published_version(&kv).await?;
     if published >= version {
-        return from_kv(&kv, published, policy).await;
+        return from_kv(env, &kv, published, policy).await;
     }
-    let list: BlockList = stub::call(env, LISTS_BINDING, DEFAULT_LIST, "/", &ListOp::Get).await?;
-    let loaded = list.version;
-    let index = Rc::new(BlockIndex::build_with(list.entries, *policy));
-    remember(loaded, &index);
-    Ok(index)
+    from_list_object(env, policy).await
 }

@@ -190,14 +190,46 @@ pub async fn unblock_everywhere(
         },
     )
     .await?;
-    let was_blocked = removed["removed"].as_bool().unwrap_or(false);
+    let mut was_blocked = removed["removed"].as_bool().unwrap_or(false);
+    let mut changed = removed.clone();
+    // A subscribed policy list that still names them is overridden for this one person by a
+    // local exception (Knock's own entries still apply to them).
+    let mut allowed_over = None;
+    if let (Ok(user), Some((_, cfg))) = (crate::domain::mxid::UserId::parse(pattern), rooms.first())
+    {
+        let lists = super::policy::lists(env, cfg, log).await;
+        if let Some(found) = lists
+            .iter()
+            .find_map(|l| l.judge(user.as_str()).ok().flatten())
+        {
+            let out: Value = stub::call(
+                env,
+                LISTS_BINDING,
+                DEFAULT_LIST,
+                "/",
+                &ListOp::Allow {
+                    user_id: user.as_str().into(),
+                    reason: Some(format!("unblocked over {}", found.explain())),
+                },
+            )
+            .await?;
+            if out["allowed"].as_bool().unwrap_or(false) {
+                changed = out;
+            }
+            allowed_over = Some(found.explain());
+            was_blocked = true;
+        }
+    }
     if was_blocked {
-        adopt_version(env, rooms, &removed, log).await;
+        adopt_version(env, rooms, &changed, log).await;
     }
     let mut reply = json!({
         "status": if was_blocked { "unblocked" } else { "not_blocked" },
         "removed": removed["entries"],
     });
+    if let Some(over) = allowed_over {
+        reply["allowed_over"] = over.into();
+    }
     if let Ok(user) = crate::domain::mxid::UserId::parse(pattern) {
         let op = RoomOp::Lift {
             user_id: user.as_str().into(),

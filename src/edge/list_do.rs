@@ -9,8 +9,9 @@
 //! not act on a stale list ask this object for its version ([`ListOp::Version`]). Keyed by list
 //! name, so subscribed lists can come later as more instances.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,8 +27,12 @@ use super::meta;
 use super::session_do;
 use super::transport::FetchTransport;
 use super::{env_lookup, now_ms};
-use crate::domain::blocklist::{AddOutcome, BlockList, Entry, EntryKind};
+use crate::domain::blocklist::INDEX_FORMAT;
+use crate::domain::blocklist::{
+    AddOutcome, Allow, BlockIndex, BlockList, Entry, EntryKind, Policy,
+};
 use crate::domain::deployment::Site;
+use crate::domain::mxid::UserId;
 use crate::domain::policy::publish;
 use crate::matrix::{classify, Api, Transport};
 
@@ -50,6 +55,16 @@ pub enum ListOp {
         format: String,
         text: String,
     },
+    /// A local exception for `user_id` to the subscribed policy lists.
+    Allow {
+        user_id: String,
+        reason: Option<String>,
+    },
+    /// The list compiled under `policy` (bytes; the version in `x-version`): for an isolate
+    /// whose KV copy is behind or was built under other settings.
+    Index {
+        policy: Policy,
+    },
 }
 
 #[durable_object]
@@ -57,6 +72,10 @@ pub struct ListDo {
     state: State,
     env: Env,
     list: RefCell<Option<BlockList>>,
+    /// The last index compiled here: (version, policy, blob).
+    compiled: RefCell<Option<(u64, Policy, Rc<Vec<u8>>)>>,
+    /// Whether this instance has checked that KV's copy is of this release's format.
+    format_checked: Cell<bool>,
 }
 
 const SCHEMA: &str = "
@@ -83,6 +102,22 @@ fn identity(e: &Entry) -> (&'static str, String) {
     (kind_str(k), ident)
 }
 
+/// A local exception's row: kind `allow`, by lower-cased user ID.
+const ALLOW: &str = "allow";
+
+fn allow_identity(a: &Allow) -> (&'static str, String) {
+    (ALLOW, a.user_id.to_ascii_lowercase())
+}
+
+/// Every row's identity: entries and local exceptions.
+fn identities(list: &BlockList) -> HashSet<(&'static str, String)> {
+    list.entries
+        .iter()
+        .map(identity)
+        .chain(list.allowed.iter().map(allow_identity))
+        .collect()
+}
+
 impl DurableObject for ListDo {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
@@ -96,11 +131,20 @@ impl DurableObject for ListDo {
             state,
             env,
             list: RefCell::new(None),
+            compiled: RefCell::new(None),
+            format_checked: Cell::new(false),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let op: ListOp = req.json().await?;
+        if !self.format_checked.replace(true)
+            && self.meta_u64("version")? > 0
+            && self.meta_u64("published_format")? != u64::from(INDEX_FORMAT)
+        {
+            // KV holds another release's copy (or none): publish this release's.
+            self.schedule_publish(now_ms()).await?;
+        }
         // Taken out while it changes: if anything below fails, the next request reloads the
         // rows instead of trusting a half-changed copy.
         let cached = self.list.borrow_mut().take();
@@ -108,7 +152,7 @@ impl DurableObject for ListDo {
             Some(l) => l,
             None => self.load()?,
         };
-        let before: HashSet<(&'static str, String)> = list.entries.iter().map(identity).collect();
+        let before = identities(&list);
         let now = now_ms();
         let reply = match op {
             ListOp::Version => {
@@ -120,6 +164,14 @@ impl DurableObject for ListDo {
                 let resp = Response::from_json(&list);
                 *self.list.borrow_mut() = Some(list);
                 return resp;
+            }
+            ListOp::Index { policy } => {
+                let blob = self.compiled(&list, &policy);
+                let version = list.version;
+                *self.list.borrow_mut() = Some(list);
+                let mut resp = Response::from_bytes(blob.to_vec())?;
+                resp.headers_mut().set("x-version", &version.to_string())?;
+                return Ok(resp);
             }
             ListOp::Add { entry } => {
                 let outcome = list.add(entry);
@@ -141,6 +193,10 @@ impl DurableObject for ListDo {
                     .collect();
                 json!({ "removed": removed, "entries": gone })
             }
+            ListOp::Allow { user_id, reason } => match UserId::parse(&user_id) {
+                Ok(user) => json!({ "allowed": list.allow(&user, reason, now) }),
+                Err(e) => json!({ "error": e.message() }),
+            },
             ListOp::Import { format, text } => {
                 let report = if format == "txt" {
                     list.import_text(&text, now)
@@ -182,9 +238,22 @@ impl DurableObject for ListDo {
 }
 
 impl ListDo {
+    /// The list compiled under `policy`, compiled here once per version and policy.
+    fn compiled(&self, list: &BlockList, policy: &Policy) -> Rc<Vec<u8>> {
+        if let Some((v, p, blob)) = self.compiled.borrow().as_ref() {
+            if *v == list.version && p == policy {
+                return blob.clone();
+            }
+        }
+        let blob = Rc::new(BlockIndex::compile(&list.entries, &list.allowed, policy));
+        *self.compiled.borrow_mut() = Some((list.version, *policy, blob.clone()));
+        blob
+    }
+
     fn load(&self) -> Result<BlockList> {
         #[derive(Deserialize)]
         struct Row {
+            kind: String,
             json: String,
         }
         #[derive(Deserialize)]
@@ -193,18 +262,24 @@ impl ListDo {
         }
         let sql = self.state.storage().sql();
         let rows: Vec<Row> = sql
-            .exec("SELECT json FROM entries ORDER BY ord", None)?
+            .exec("SELECT kind, json FROM entries ORDER BY ord", None)?
             .to_array()?;
         let version: Vec<V> = sql
             .exec("SELECT v FROM meta WHERE k = 'version'", None)?
             .to_array()?;
         let mut entries = Vec::with_capacity(rows.len());
+        let mut allowed = Vec::new();
         for r in rows {
-            entries.push(serde_json::from_str::<Entry>(&r.json)?);
+            if r.kind == ALLOW {
+                allowed.push(serde_json::from_str::<Allow>(&r.json)?);
+            } else {
+                entries.push(serde_json::from_str::<Entry>(&r.json)?);
+            }
         }
         Ok(BlockList {
             version: version.first().and_then(|v| v.v.parse().ok()).unwrap_or(0),
             entries,
+            allowed,
         })
     }
 
@@ -212,7 +287,7 @@ impl ListDo {
     /// changed.
     fn persist(&self, before: &HashSet<(&'static str, String)>, list: &BlockList) -> Result<bool> {
         let sql = self.state.storage().sql();
-        let after: HashSet<(&'static str, String)> = list.entries.iter().map(identity).collect();
+        let after = identities(list);
         if &after == before {
             return Ok(false);
         }
@@ -222,12 +297,20 @@ impl ListDo {
                 vec![(*kind).into(), ident.as_str().into()],
             )?;
         }
-        for e in &list.entries {
-            let (kind, ident) = identity(e);
+        let rows = list
+            .entries
+            .iter()
+            .map(|e| (identity(e), serde_json::to_string(e)))
+            .chain(
+                list.allowed
+                    .iter()
+                    .map(|a| (allow_identity(a), serde_json::to_string(a))),
+            );
+        for ((kind, ident), json) in rows {
             if !before.contains(&(kind, ident.clone())) {
                 sql.exec(
                     "INSERT OR REPLACE INTO entries (kind, ident, json) VALUES (?, ?, ?)",
-                    vec![kind.into(), ident.into(), serde_json::to_string(e)?.into()],
+                    vec![kind.into(), ident.into(), json?.into()],
                 )?;
             }
         }
@@ -260,12 +343,22 @@ impl ListDo {
             Some(l) => l,
             None => self.load()?,
         };
-        if self.meta_u64("published_version")? >= list.version && list.version > 0 {
+        let current_format = self.meta_u64("published_format")? == u64::from(INDEX_FORMAT);
+        if self.meta_u64("published_version")? >= list.version && list.version > 0 && current_format
+        {
             return Ok(());
         }
         let log = Logger::background("blocklist");
-        match publish_kv(&self.env.kv(BLOCKLIST_KV)?, &list).await {
-            Ok(()) => {
+        let policy = Policy::from_vars(env_lookup(&self.env)).unwrap_or_default();
+        let blob = self.compiled(&list, &policy);
+        let previous = (
+            self.meta_u64("published_version")?,
+            self.meta_u64("published_chunks")? as usize,
+        );
+        match publish_kv(&self.env.kv(BLOCKLIST_KV)?, list.version, &blob, previous).await {
+            Ok(chunks) => {
+                self.set_meta("published_chunks", &chunks.to_string())?;
+                self.set_meta("published_format", &INDEX_FORMAT.to_string())?;
                 // A change stored while the write was under way is published by the next alarm.
                 self.set_meta("published_at", &now_ms().to_string())?;
                 let stored = self.meta_u64("version")?;
@@ -273,7 +366,14 @@ impl ListDo {
                 if stored > list.version {
                     self.schedule_publish(now_ms()).await?;
                 }
-                log.event("blocklist_published", &[("version", list.version.into())]);
+                log.event(
+                    "blocklist_published",
+                    &[
+                        ("version", list.version.into()),
+                        ("bytes", blob.len().into()),
+                        ("chunks", chunks.into()),
+                    ],
+                );
                 Ok(())
             }
             Err(e) => {

@@ -15,6 +15,7 @@ use worker::{kv::KvStore, Env, Result};
 
 use super::log::Logger;
 use super::now_ms;
+use crate::domain::blocklist::BlockIndex;
 use crate::domain::config::Config;
 use crate::domain::deployment::room_key;
 use crate::domain::mxid::RoomId;
@@ -134,9 +135,16 @@ pub async fn lists(env: &Env, cfg: &Config, log: &Logger) -> Vec<Rc<PolicyIndex>
     out
 }
 
-/// The first rule of the room's subscribed lists that matches `user_id`, if any.
-pub async fn judge(env: &Env, cfg: &Config, user_id: &str, log: &Logger) -> Result<Option<Found>> {
-    if cfg.policy_rooms.is_empty() {
+/// The first rule of the room's subscribed lists that matches `user_id`, if any, unless Knock's
+/// own list (`own`) holds a local exception for them.
+pub async fn judge(
+    env: &Env,
+    cfg: &Config,
+    own: &BlockIndex,
+    user_id: &str,
+    log: &Logger,
+) -> Result<Option<Found>> {
+    if cfg.policy_rooms.is_empty() || own.allowed(user_id).is_some() {
         return Ok(None);
     }
     let kv = env.kv(POLICY_KV)?;

@@ -408,7 +408,7 @@ async fn invite_from_form(
     if verdict.as_ref().is_none_or(|(o, _)| *o != Outcome::Block) {
         // A subscribed policy list's rule (exact, glob, server or hashed) refuses the knock,
         // its source named in the verdict.
-        match super::policy::judge(env, &cfg, user.as_str(), log).await {
+        match super::policy::judge(env, &cfg, &index, user.as_str(), log).await {
             Ok(Some(found)) => verdict = Some((Outcome::Block, found.verdict())),
             Ok(None) => {}
             Err(e) => log.event("policy_check_failed", &[("error", e.to_string().into())]),

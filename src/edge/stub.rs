@@ -1,4 +1,4 @@
-//! Calls from the worker to a Durable Object: JSON in, JSON out, one round trip.
+//! Calls from the worker to a Durable Object: JSON in, JSON (or bytes) out, one round trip.
 
 use serde::{de::DeserializeOwned, Serialize};
 use worker::{Env, Headers, Method, Request, RequestInit, Result};
@@ -23,6 +23,35 @@ pub async fn call_with<T: DeserializeOwned>(
     body: &impl Serialize,
     headers: &[(&str, &str)],
 ) -> Result<T> {
+    let mut resp = send(env, binding, name, path, body, headers).await?;
+    resp.json().await
+}
+
+/// POSTs `body` and returns the reply's bytes and its `x-version` header (a compiled index).
+pub async fn call_raw(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<(u64, Vec<u8>)> {
+    let mut resp = send(env, binding, name, path, body, &[]).await?;
+    let version = resp
+        .headers()
+        .get("x-version")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((version, resp.bytes().await?))
+}
+
+async fn send(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    path: &str,
+    body: &impl Serialize,
+    headers: &[(&str, &str)],
+) -> Result<worker::Response> {
     let stub = env
         .durable_object(binding)?
         .id_from_name(name)?
@@ -41,5 +70,5 @@ pub async fn call_with<T: DeserializeOwned>(
         let text = resp.text().await.unwrap_or_default();
         return Err(format!("{binding}{path} answered {}: {text}", resp.status_code()).into());
     }
-    resp.json().await
+    Ok(resp)
 }

@@ -99,6 +99,8 @@ impl<H: Host> Room<H> {
                     return Ok(None);
                 }
             };
+            // Subscribed policy lists too (their copies change on the five-minute cron).
+            let lists = self.host.policy_lists().await;
             let Some(fresh) = self.store().get(id)? else {
                 return Ok(Some(()));
             };
@@ -112,6 +114,17 @@ impl<H: Host> Room<H> {
             let verdict = index
                 .judge(&user, fresh.display_name.as_deref())
                 .map(|v| (v.outcome().for_knock(fresh.approved), v.explain()));
+            // A subscribed rule is block-level evidence: an approval does not stand against it
+            // (a moderator lets such a person in by unblocking them, a local exception).
+            let verdict = match verdict {
+                Some((Outcome::Block, _)) => verdict,
+                other => {
+                    match crate::domain::policy::subscribed_rule(&lists, &index, user.as_str()) {
+                        Some(f) => Some((Outcome::Block, f.verdict())),
+                        None => other,
+                    }
+                }
+            };
             match verdict {
                 Some((Outcome::Block, why)) => {
                     self.block_knock(id, &why)?;

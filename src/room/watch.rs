@@ -97,10 +97,7 @@ impl<H: Host> Room<H> {
             if user == bot || levels.is_moderator(user) {
                 return None;
             }
-            lists
-                .iter()
-                .find_map(|l| l.judge(user).ok().flatten())
-                .map(|f| f.verdict())
+            crate::domain::policy::subscribed_rule(&lists, &index, user).map(|f| f.verdict())
         };
         let removable = members
             .iter()
@@ -372,11 +369,9 @@ impl<H: Host> Room<H> {
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
         let mut verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
         if !matches!(verdict, Some((Outcome::Block, _))) {
-            for l in self.host.policy_lists().await {
-                if let Ok(Some(f)) = l.judge(user.as_str()) {
-                    verdict = Some((Outcome::Block, f.verdict()));
-                    break;
-                }
+            let lists = self.host.policy_lists().await;
+            if let Some(f) = crate::domain::policy::subscribed_rule(&lists, &index, user.as_str()) {
+                verdict = Some((Outcome::Block, f.verdict()));
             }
         }
         let (record_as, note) = match (verdict, self.cfg()?.watch.knock_policy) {

@@ -1,6 +1,28 @@
-//! The lookup structures: the fuzzy index over family keys, built on the posting table of
+//! The lookup structures: the fuzzy index over family keys, built on the posting tables of
 //! [`super::postings`], and [`BlockIndex`], which answers "is this user (or display name) blocked or held, and
 //! why?".
+//!
+//! A `BlockIndex` lives in one compiled blob ([`BlockIndex::compile`]), built once where the list
+//! is written and read in place by every isolate ([`BlockIndex::open`]): opening it checks a
+//! header and a page table and rebuilds only the glob buckets; a lookup reads the few pages it
+//! needs, each checksummed the first time (see `crate::domain::paged`). An index built in memory
+//! ([`BlockIndex::build_with`]) is the same blob, so every test exercises the stored form.
+//!
+//! Sections (all integers little-endian), under magic `KNBI`:
+//! ```text
+//! meta    : the policy the index was built under (JSON); a reader under another refuses it
+//! entries : string table of entries: kind u8, reach u8 (0 default), added_at u64,
+//!           pattern length u16, pattern, reason (the rest; empty: none)
+//! exact   : posting table: hash of the lower-cased ID -> entry (verified against the entry)
+//! globs   : string table: entry u32, normalised pattern
+//! ids     : fuzzy index of user IDs   (see FuzzyIndex)
+//! names   : fuzzy index of display names
+//! allowed : string table, sorted: user ID, 0u8, reason   (local exceptions to subscribed lists)
+//! fuzzy index: 6 offsets u32 (entries, readings, family, family_counter, near, near_counter),
+//!           entries: count u32 + entry u32 x count; readings: string table; 4 posting tables
+//! ```
+
+use std::borrow::Cow;
 
 use super::evidence::{self, beats, effective_reach, near_key, EntryReading, Found};
 use super::glob::{normalize_glob, GlobSet};
@@ -9,9 +31,21 @@ use super::normalize::{
     near_miss_str, probe_depth, readings, Allowance, Reading,
 };
 use super::policy::{Namesakes, Outcome, Policy, Reach};
-use super::postings::{posting, FastMap, FastSet, PostingTable};
+use super::postings::{posting, FastSet, PostingTable, TableView};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
+use crate::domain::paged::{self, put_strings, put_u32, IndexError, Paged, Read};
+
+pub const MAGIC: &[u8; 4] = b"KNBI";
+pub const FORMAT_VERSION: u16 = 1;
+const META: usize = 0;
+const ENTRIES: usize = 1;
+const EXACT: usize = 2;
+const GLOBS: usize = 3;
+const IDS: usize = 4;
+const NAMES: usize = 5;
+const ALLOWED: usize = 6;
+const SECTIONS: usize = 7;
 
 /// Separates the readings of one member in [`FuzzyIndex::readings`]; never part of a key.
 const READING_SEPARATOR: char = ' ';
@@ -33,16 +67,18 @@ const FIELD_SEPARATOR: char = '\u{1}';
 /// looks up its own deletions, and each hit is verified with the real distance; for each key
 /// found, the member with the candidate's counter is looked up as well. Only members whose reach
 /// is fuzzy are filed there; members of reach exact are not members at all.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct FuzzyIndex {
+    sec: usize,
     kind: EntryKind,
     allowance: Allowance,
-    entries: Vec<u32>,
-    readings: Vec<Box<str>>,
-    family: PostingTable,
-    family_counter: PostingTable,
-    near: PostingTable,
-    near_counter: PostingTable,
+    members: usize,
+    entries_at: usize,
+    readings_at: usize,
+    family: TableView,
+    family_counter: TableView,
+    near: TableView,
+    near_counter: TableView,
 }
 
 /// Whether a reading is its member's family key (the first) or another reading: the tables
@@ -107,8 +143,8 @@ struct Member {
 }
 
 impl FuzzyIndex {
-    /// `members` are in entry order.
-    fn build(kind: EntryKind, allowance: Allowance, members: Vec<Member>) -> FuzzyIndex {
+    /// The stored form of the fuzzy index over `members` (in entry order).
+    fn encode(kind: EntryKind, allowance: Allowance, members: Vec<Member>) -> Vec<u8> {
         let mut family = Vec::new();
         let mut family_counter = Vec::new();
         let mut near = Vec::new();
@@ -155,46 +191,98 @@ impl FuzzyIndex {
             }
         }
         let n = members.len();
-        let mut index = FuzzyIndex {
+        let tables = [
+            PostingTable::build(family, n),
+            PostingTable::build(family_counter, n),
+            PostingTable::build(near, n),
+            PostingTable::build(near_counter, n),
+        ];
+        let mut entries = Vec::with_capacity(4 + 4 * n);
+        put_u32(&mut entries, n as u32);
+        for m in &members {
+            put_u32(&mut entries, m.entry);
+        }
+        let encoded: Vec<Box<str>> = members.iter().map(|m| encode(&m.readings)).collect();
+        let readings = put_strings(encoded.iter().map(|r| r.as_bytes()));
+        let mut parts = vec![entries, readings];
+        for t in &tables {
+            let mut b = Vec::with_capacity(20 + 4 * t.len());
+            t.encode(&mut b);
+            parts.push(b);
+        }
+        let mut out = Vec::new();
+        let mut at = 4 * parts.len();
+        for p in &parts {
+            put_u32(&mut out, at as u32);
+            at += p.len();
+        }
+        for p in &parts {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    /// The fuzzy index stored in section `sec`.
+    fn open(blob: &Paged, sec: usize, kind: EntryKind, allowance: Allowance) -> Read<FuzzyIndex> {
+        let at = |i: usize| blob.sec_u32(sec, 4 * i).map(|v| v as usize);
+        let (entries_at, readings_at) = (at(0)?, at(1)?);
+        let members = blob.sec_u32(sec, entries_at)? as usize;
+        if blob
+            .table_item(sec, readings_at, members.saturating_sub(1))
+            .is_err()
+            && members > 0
+        {
+            return Err(IndexError::Corrupted);
+        }
+        let table = |i: usize| -> Read<TableView> { Ok(TableView::open(blob, sec, at(i)?)?.0) };
+        Ok(FuzzyIndex {
+            sec,
             kind,
             allowance,
-            entries: Vec::with_capacity(n),
-            readings: Vec::with_capacity(n),
-            family: PostingTable::build(family, n),
-            family_counter: PostingTable::build(family_counter, n),
-            near: PostingTable::build(near, n),
-            near_counter: PostingTable::build(near_counter, n),
-        };
-        for m in members {
-            index.entries.push(m.entry);
-            index.readings.push(encode(&m.readings));
+            members,
+            entries_at,
+            readings_at,
+            family: table(2)?,
+            family_counter: table(3)?,
+            near: table(4)?,
+            near_counter: table(5)?,
+        })
+    }
+
+    fn member_readings<'b>(
+        &self,
+        blob: &'b Paged,
+        member: u32,
+    ) -> Read<impl Iterator<Item = EntryReading<'b>> + Clone> {
+        if member as usize >= self.members {
+            return Err(IndexError::Corrupted);
         }
-        index
+        let bytes = blob.table_item(self.sec, self.readings_at, member as usize)?;
+        let text = std::str::from_utf8(bytes).map_err(|_| IndexError::Corrupted)?;
+        Ok(decode(text))
     }
 
-    fn member_readings(&self, member: u32) -> impl Iterator<Item = EntryReading<'_>> + Clone {
-        decode(self.readings.get(member as usize).map_or("", |r| r))
+    fn entry(&self, blob: &Paged, member: u32) -> Read<usize> {
+        if member as usize >= self.members {
+            return Err(IndexError::Corrupted);
+        }
+        Ok(blob.sec_u32(self.sec, self.entries_at + 4 + 4 * member as usize)? as usize)
     }
 
-    fn entry(&self, member: u32) -> usize {
-        self.entries.get(member as usize).copied().unwrap_or(0) as usize
-    }
-
-    /// The strongest graded match among the members that can win, as `(member, match)`.
+    /// The strongest graded match among the members that can win, as `(entry, match)`.
     fn lookup<'c>(
-        &'c self,
+        &self,
+        blob: &'c Paged,
         policy: &Policy,
         same: MatchRule,
         candidate: &'c [Reading],
-    ) -> Option<(u32, Found<'c>)> {
-        let mut best: Option<(u32, Found<'c>)> = None;
+    ) -> Read<Option<(usize, Found<'c>)>> {
+        let mut best: Option<(usize, Found<'c>)> = None;
         let mut memo = Namesakes::default();
-        let consider = |member: u32, found: Found<'c>, best: &mut Option<(u32, Found<'c>)>| {
-            let current = best
-                .as_ref()
-                .map(|(m, f)| (&f.grade, f.rule, self.entry(*m)));
-            if beats(&found.grade, found.rule, self.entry(member), current) {
-                *best = Some((member, found));
+        let consider = |entry: usize, found: Found<'c>, best: &mut Option<(usize, Found<'c>)>| {
+            let current = best.as_ref().map(|(e, f)| (&f.grade, f.rule, *e));
+            if beats(&found.grade, found.rule, entry, current) {
+                *best = Some((entry, found));
             }
         };
 
@@ -217,19 +305,23 @@ impl FuzzyIndex {
                 ..er
             };
             for c in classes {
-                self.family.collect(&[key_hash(&r.key, c)], &mut members);
-                self.family_counter
-                    .collect(&[counter_hash(er, c), counter_hash(bare, c)], &mut members);
+                self.family
+                    .collect(blob, &[key_hash(&r.key, c)], &mut members)?;
+                self.family_counter.collect(
+                    blob,
+                    &[counter_hash(er, c), counter_hash(bare, c)],
+                    &mut members,
+                )?;
             }
         }
         members.sort_unstable();
         members.dedup();
         for &member in &members {
-            let theirs = self.member_readings(member);
+            let theirs = self.member_readings(blob, member)?;
             if let Some(found) =
                 evidence::family(policy, self.kind, same, candidate, theirs, &mut memo)
             {
-                consider(member, found, &mut best);
+                consider(self.entry(blob, member)?, found, &mut best);
             }
         }
 
@@ -238,40 +330,41 @@ impl FuzzyIndex {
             .as_ref()
             .is_some_and(|(_, f)| f.grade.outcome == Outcome::Block)
         {
-            return best;
+            return Ok(best);
         }
         if let Some(primary) = candidate.first().filter(|r| !r.key.is_empty()) {
-            for (member, found) in self.near(policy, primary, &mut memo) {
-                consider(member, found, &mut best);
+            for (member, found) in self.near(blob, policy, primary, &mut memo)? {
+                consider(self.entry(blob, member)?, found, &mut best);
             }
         }
-        best
+        Ok(best)
     }
 
     fn near<'c>(
-        &'c self,
+        &self,
+        blob: &'c Paged,
         policy: &Policy,
         candidate: &'c Reading,
         memo: &mut Namesakes,
-    ) -> Vec<(u32, Found<'c>)> {
+    ) -> Read<Vec<(u32, Found<'c>)>> {
         let mut out = Vec::new();
         let mine = near_key(candidate, self.kind);
         let chars: Vec<char> = mine.chars().collect();
         let Some(depth) = probe_depth(chars.len(), self.allowance) else {
-            return out;
+            return Ok(out);
         };
         if self.near.len() == 0 {
-            return out;
+            return Ok(out);
         }
         let mut hashes = Vec::new();
         deletion_hashes(&chars, depth, &mut hashes);
         let mut members = Vec::new();
-        self.near.collect(&hashes, &mut members);
+        self.near.collect(blob, &hashes, &mut members)?;
         members.sort_unstable();
         members.dedup();
         let mut same_counter = Vec::new();
         for &member in &members {
-            let Some(primary) = self.member_readings(member).next() else {
+            let Some(primary) = self.member_readings(blob, member)?.next() else {
                 continue;
             };
             let theirs = primary.near_key(self.kind);
@@ -280,6 +373,7 @@ impl FuzzyIndex {
             };
             same_counter.clear();
             self.near_counter.collect(
+                blob,
                 &[near_counter_hash(
                     theirs,
                     EntryReading {
@@ -289,9 +383,9 @@ impl FuzzyIndex {
                     },
                 )],
                 &mut same_counter,
-            );
+            )?;
             for &other in same_counter.iter().chain([member].iter()) {
-                let Some(reading) = self.member_readings(other).next() else {
+                let Some(reading) = self.member_readings(blob, other)?.next() else {
                     continue;
                 };
                 if reading.near_key(self.kind) != theirs {
@@ -303,7 +397,7 @@ impl FuzzyIndex {
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -316,13 +410,101 @@ pub struct IndexStats {
     pub near_miss_postings: usize,
 }
 
-/// An immutable index over a block list and a policy, built once per list version. Lookups never
-/// scan the list.
+fn kind_code(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::UserId => 0,
+        EntryKind::Glob => 1,
+        EntryKind::DisplayName => 2,
+    }
+}
+
+fn reach_code(reach: Option<Reach>) -> u8 {
+    match reach {
+        None => 0,
+        Some(Reach::Exact) => 1,
+        Some(Reach::Family) => 2,
+        Some(Reach::Fuzzy) => 3,
+    }
+}
+
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let reason = e.reason.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(12 + e.pattern.len() + reason.len());
+    out.push(kind_code(e.kind));
+    out.push(reach_code(e.reach));
+    out.extend_from_slice(&e.added_at.to_le_bytes());
+    out.extend_from_slice(&(e.pattern.len() as u16).to_le_bytes());
+    out.extend_from_slice(e.pattern.as_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+/// An entry record: its kind, its pattern (borrowed), and the whole record.
+fn entry_parts(record: &[u8]) -> Read<(EntryKind, &str)> {
+    let bad = || IndexError::Corrupted;
+    let kind = match record.first().ok_or_else(bad)? {
+        0 => EntryKind::UserId,
+        1 => EntryKind::Glob,
+        2 => EntryKind::DisplayName,
+        _ => return Err(bad()),
+    };
+    let n = u16::from_le_bytes([
+        *record.get(10).ok_or_else(bad)?,
+        *record.get(11).ok_or_else(bad)?,
+    ]);
+    let pattern = record.get(12..12 + n as usize).ok_or_else(bad)?;
+    Ok((kind, std::str::from_utf8(pattern).map_err(|_| bad())?))
+}
+
+fn decode_entry(record: &[u8]) -> Read<Entry> {
+    let bad = || IndexError::Corrupted;
+    let (kind, pattern) = entry_parts(record)?;
+    let reach = match record.get(1).ok_or_else(bad)? {
+        0 => None,
+        1 => Some(Reach::Exact),
+        2 => Some(Reach::Family),
+        3 => Some(Reach::Fuzzy),
+        _ => return Err(bad()),
+    };
+    let added_at = u64::from_le_bytes(
+        record
+            .get(2..10)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let reason = std::str::from_utf8(&record[12 + pattern.len()..]).map_err(|_| bad())?;
+    Ok(Entry {
+        pattern: pattern.to_owned(),
+        kind,
+        reason: (!reason.is_empty()).then(|| reason.to_owned()),
+        added_at,
+        reach,
+    })
+}
+
+fn exact_hash(id: &str) -> u32 {
+    hash_parts(&[id, "exact"])
+}
+
+/// A local exception to the subscribed policy lists: this user ID is let in whatever a
+/// subscribed rule says of it (a moderator unblocked them here). Knock's own entries still apply.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Allow {
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub added_at: u64,
+}
+
+/// An immutable index over a block list and a policy, built once per list version and read in
+/// place from its blob. Lookups never scan the list.
 #[derive(Debug)]
 pub struct BlockIndex {
-    entries: Vec<Entry>,
+    blob: Paged,
     policy: Policy,
-    exact: FastMap<Box<str>, u32>,
+    entries: usize,
     globs: GlobSet,
     ids: FuzzyIndex,
     names: FuzzyIndex,
@@ -334,11 +516,26 @@ impl BlockIndex {
         BlockIndex::build_with(entries, Policy::default())
     }
 
-    /// Builds the index. Entries whose pattern is not valid for their kind are kept (so indices
-    /// stay those of the list) but never match.
+    /// Builds the index (in memory: the blob [`BlockIndex::compile`] writes, opened).
     pub fn build_with(entries: Vec<Entry>, policy: Policy) -> BlockIndex {
-        let mut exact: FastMap<Box<str>, u32> = FastMap::default();
-        let mut globs = Vec::new();
+        BlockIndex::build_full(&entries, &[], policy)
+    }
+
+    /// Builds the index of entries and local exceptions.
+    pub fn build_full(entries: &[Entry], allowed: &[Allow], policy: Policy) -> BlockIndex {
+        let blob = BlockIndex::compile(entries, allowed, &policy);
+        match BlockIndex::open(blob, &policy) {
+            Ok(index) => index,
+            // The blob was written just now, in this memory: it opens.
+            Err(e) => unreachable!("a blob written in memory does not open: {e}"),
+        }
+    }
+
+    /// The stored form of the index under `policy`. Entries whose pattern is not valid for their
+    /// kind are kept (so indices stay those of the list) but never match.
+    pub fn compile(entries: &[Entry], allowed: &[Allow], policy: &Policy) -> Vec<u8> {
+        let mut exact = Vec::new();
+        let mut globs: Vec<Vec<u8>> = Vec::new();
         let mut ids = Vec::new();
         let mut names = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
@@ -346,11 +543,9 @@ impl BlockIndex {
             match entry.kind {
                 EntryKind::UserId => {
                     if let Ok(id) = UserId::parse(&entry.pattern) {
-                        exact
-                            .entry(id.as_str().to_ascii_lowercase().into_boxed_str())
-                            .or_insert(i);
+                        exact.push(posting(exact_hash(&id.as_str().to_ascii_lowercase()), i));
                         let readings = readings(id.localpart());
-                        let reach = effective_reach(entry, readings.first(), &policy);
+                        let reach = effective_reach(entry, readings.first(), policy);
                         if reach >= Reach::Family {
                             ids.push(Member {
                                 entry: i,
@@ -362,13 +557,15 @@ impl BlockIndex {
                 }
                 EntryKind::Glob => {
                     if let Ok(pattern) = normalize_glob(&entry.pattern) {
-                        globs.push((i, pattern.into_bytes().into_boxed_slice()));
+                        let mut g = i.to_le_bytes().to_vec();
+                        g.extend_from_slice(pattern.as_bytes());
+                        globs.push(g);
                     }
                 }
                 EntryKind::DisplayName => {
                     let readings = display_name_readings(&entry.pattern);
                     if readings.first().is_some_and(|k| !k.key.is_empty()) {
-                        let reach = effective_reach(entry, readings.first(), &policy);
+                        let reach = effective_reach(entry, readings.first(), policy);
                         names.push(Member {
                             entry: i,
                             readings,
@@ -378,14 +575,115 @@ impl BlockIndex {
                 }
             }
         }
-        BlockIndex {
-            entries,
-            policy,
-            exact,
-            globs: GlobSet::build(globs),
-            ids: FuzzyIndex::build(EntryKind::UserId, near_allowance, ids),
-            names: FuzzyIndex::build(EntryKind::DisplayName, allowed_distance, names),
+        let records: Vec<Vec<u8>> = entries.iter().map(encode_entry).collect();
+        let mut exact_table = Vec::new();
+        PostingTable::build(exact, entries.len()).encode(&mut exact_table);
+        let mut allowed: Vec<Vec<u8>> = allowed
+            .iter()
+            .map(|a| {
+                let mut r = a.user_id.to_ascii_lowercase().into_bytes();
+                r.push(0);
+                r.extend_from_slice(a.reason.as_deref().unwrap_or("").as_bytes());
+                r
+            })
+            .collect();
+        allowed.sort();
+        allowed.dedup_by(|a, b| a.split(|&c| c == 0).next() == b.split(|&c| c == 0).next());
+        let sections = [
+            serde_json::to_vec(policy).unwrap_or_default(),
+            put_strings(records.iter().map(Vec::as_slice)),
+            exact_table,
+            put_strings(globs.iter().map(Vec::as_slice)),
+            FuzzyIndex::encode(EntryKind::UserId, near_allowance, ids),
+            FuzzyIndex::encode(EntryKind::DisplayName, allowed_distance, names),
+            put_strings(allowed.iter().map(Vec::as_slice)),
+        ];
+        paged::write(MAGIC, FORMAT_VERSION, &sections)
+    }
+
+    /// Opens a compiled index for lookups under `policy`: refused when it is not this format,
+    /// is damaged where opening reads it, or was built under another policy (its reach decisions
+    /// would not be the reader's). Only the glob buckets are rebuilt; every other page is read in
+    /// place and checked the first time a lookup reads it.
+    pub fn open(bytes: Vec<u8>, policy: &Policy) -> Result<BlockIndex, IndexError> {
+        let blob = Paged::open(bytes, MAGIC, FORMAT_VERSION, SECTIONS)?;
+        let meta = blob.sec(META, 0, blob.section_len(META))?;
+        if meta != serde_json::to_vec(policy).unwrap_or_default().as_slice() {
+            return Err(IndexError::OtherSettings);
         }
+        let entries = blob.count(ENTRIES)?;
+        let mut globs = Vec::new();
+        for i in 0..blob.count(GLOBS)? {
+            let g = blob.table_item(GLOBS, 0, i)?;
+            let entry = u32::from_le_bytes(
+                g.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(IndexError::Corrupted)?,
+            );
+            if entry as usize >= entries {
+                return Err(IndexError::Corrupted);
+            }
+            globs.push((entry, g[4..].to_vec().into_boxed_slice()));
+        }
+        let ids = FuzzyIndex::open(&blob, IDS, EntryKind::UserId, near_allowance)?;
+        let names = FuzzyIndex::open(&blob, NAMES, EntryKind::DisplayName, allowed_distance)?;
+        Ok(BlockIndex {
+            globs: GlobSet::build(globs),
+            blob,
+            policy: *policy,
+            entries,
+            ids,
+            names,
+        })
+    }
+
+    /// The blob (what the list object publishes).
+    pub fn bytes(&self) -> &[u8] {
+        self.blob.bytes()
+    }
+
+    /// Whether a lookup found this copy damaged: its answers since were holds, and it should be
+    /// replaced (the list object's copy, or one rebuilt from the list).
+    pub fn damaged(&self) -> bool {
+        self.blob.damaged()
+    }
+
+    /// Checks every page (a writer that has time, or a test).
+    pub fn check_all(&self) -> Result<(), IndexError> {
+        self.blob.check_all()
+    }
+
+    /// Entry `index`, read from the blob.
+    pub fn entry(&self, index: usize) -> Option<Entry> {
+        self.blob
+            .table_item(ENTRIES, 0, index)
+            .and_then(decode_entry)
+            .ok()
+    }
+
+    fn verdict_at(
+        &self,
+        index: usize,
+        candidate: &str,
+        found: evidence::Found<'_>,
+    ) -> Read<Option<Verdict<'static>>> {
+        let entry = decode_entry(self.blob.table_item(ENTRIES, 0, index)?)?;
+        Ok(Verdict::found(
+            Some(Cow::Owned(entry)),
+            index,
+            candidate,
+            found,
+        ))
+    }
+
+    /// A lookup that read a damaged page answers a hold: nobody is let in (or removed) on a
+    /// copy that cannot be read, and a moderator sees why.
+    fn or_damaged(
+        &self,
+        read: Read<Option<Verdict<'static>>>,
+        candidate: &str,
+    ) -> Option<Verdict<'_>> {
+        read.unwrap_or_else(|e| Some(Verdict::damaged(candidate, &e.to_string())))
     }
 
     /// The strongest evidence that `user` is blocked, if any grades as hold or block: the exact
@@ -393,37 +691,74 @@ impl BlockIndex {
     /// server). Among several matches the strongest outcome wins, then the stronger rule (exact,
     /// glob, family, one edit, two), then the earliest entry.
     pub fn check_user(&self, user: &UserId) -> Option<Verdict<'_>> {
+        let read = self.try_check_user(user);
+        self.or_damaged(read, user.as_str())
+    }
+
+    fn try_check_user(&self, user: &UserId) -> Read<Option<Verdict<'static>>> {
         let full = user.as_str().to_ascii_lowercase();
-        if let Some(&i) = self.exact.get(full.as_str()) {
-            return Verdict::plain(
-                &self.entries,
-                i as usize,
-                MatchRule::Exact,
-                user.as_str(),
-                &full,
-                &full,
-            );
+        let mut hits = Vec::new();
+        self.exact_table()?
+            .collect(&self.blob, &[exact_hash(&full)], &mut hits)?;
+        hits.sort_unstable();
+        for i in hits {
+            let record = self.blob.table_item(ENTRIES, 0, i as usize)?;
+            if entry_parts(record)? == (EntryKind::UserId, full.as_str()) {
+                let entry = decode_entry(record)?;
+                return Ok(Verdict::plain(
+                    Some(Cow::Owned(entry)),
+                    i as usize,
+                    MatchRule::Exact,
+                    user.as_str(),
+                    &full,
+                    &full,
+                ));
+            }
         }
         if let Some(i) = self.globs.first_match(full.as_bytes()) {
-            let pattern = self
-                .entries
-                .get(i as usize)
-                .map(|e| e.pattern.clone())
-                .unwrap_or_default();
-            return Verdict::plain(
-                &self.entries,
+            let entry = decode_entry(self.blob.table_item(ENTRIES, 0, i as usize)?)?;
+            let pattern = entry.pattern.clone();
+            return Ok(Verdict::plain(
+                Some(Cow::Owned(entry)),
                 i as usize,
                 MatchRule::Glob,
                 user.as_str(),
                 &full,
                 &pattern,
-            );
+            ));
         }
         let readings = readings(user.localpart());
-        let (member, found) = self
-            .ids
-            .lookup(&self.policy, MatchRule::Family, &readings)?;
-        Verdict::found(&self.entries, self.ids.entry(member), user.as_str(), found)
+        let Some((entry, found)) =
+            self.ids
+                .lookup(&self.blob, &self.policy, MatchRule::Family, &readings)?
+        else {
+            return Ok(None);
+        };
+        self.verdict_at(entry, user.as_str(), found)
+    }
+
+    fn exact_table(&self) -> Read<TableView> {
+        Ok(TableView::open(&self.blob, EXACT, 0)?.0)
+    }
+
+    /// The local exception for `user`, if a moderator let them in over the subscribed lists:
+    /// its reason (empty when none was given).
+    pub fn allowed(&self, user: &str) -> Option<String> {
+        let user = user.to_ascii_lowercase();
+        let (mut lo, mut hi) = (0usize, self.blob.count(ALLOWED).ok()?);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let record = self.blob.table_item(ALLOWED, 0, mid).ok()?;
+            let zero = record.iter().position(|&c| c == 0)?;
+            match record[..zero].cmp(user.as_bytes()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return Some(String::from_utf8_lossy(&record[zero + 1..]).into_owned())
+                }
+            }
+        }
+        None
     }
 
     /// The strongest evidence against a person: their ID, and their display name when Knock
@@ -446,14 +781,14 @@ impl BlockIndex {
     /// Whether a display name impersonates a blocked one: same folded family, then near misses.
     pub fn check_display_name(&self, name: &str) -> Option<Verdict<'_>> {
         let readings = display_name_readings(name);
-        let (member, found) = self
+        let read = self
             .names
-            .lookup(&self.policy, MatchRule::DisplayName, &readings)?;
-        Verdict::found(&self.entries, self.names.entry(member), name, found)
-    }
-
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
+            .lookup(&self.blob, &self.policy, MatchRule::DisplayName, &readings)
+            .and_then(|hit| match hit {
+                Some((entry, found)) => self.verdict_at(entry, name, found),
+                None => Ok(None),
+            });
+        self.or_damaged(read, name)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -462,26 +797,31 @@ impl BlockIndex {
 
     /// The reach of entry `index`: its own, or the policy's default for its name.
     pub fn reach_of(&self, index: usize) -> Option<Reach> {
-        let entry = self.entries.get(index)?;
+        let entry = self.entry(index)?;
         let readings = match entry.kind {
             EntryKind::Glob => return Some(Reach::Exact),
             EntryKind::UserId => readings(UserId::parse(&entry.pattern).ok()?.localpart()),
             EntryKind::DisplayName => display_name_readings(&entry.pattern),
         };
-        Some(effective_reach(entry, readings.first(), &self.policy))
+        Some(effective_reach(&entry, readings.first(), &self.policy))
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries == 0
+    }
+
+    /// The blob's size in bytes.
+    pub fn size(&self) -> usize {
+        self.blob.size()
     }
 
     pub fn stats(&self) -> IndexStats {
         IndexStats {
-            entries: self.entries.len(),
+            entries: self.entries,
             globs: self.globs.len(),
             family_postings: self.ids.family.len()
                 + self.ids.family_counter.len()

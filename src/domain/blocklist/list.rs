@@ -13,7 +13,8 @@
 //! @spam*:*            # text after whitespace and '#' is the reason
 //! display: Alice Admin  # impersonation
 //! ```
-//! `display:` marks a display name, which in this format cannot contain a `#` after a space. The
+//! `display:` marks a display name, which in this format cannot contain a `#` after a space;
+//! `allow: @someone:example.org` is a local exception to the subscribed policy lists. The
 //! text format has no reach: entries read from it take the default.
 //! Imports add what they can and report every other line with its number and why.
 
@@ -21,7 +22,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{BlockIndex, Entry, EntryError, EntryKind};
+use super::{Allow, BlockIndex, Entry, EntryError, EntryKind};
+use crate::domain::mxid::UserId;
 
 /// Most entries a list holds.
 pub const MAX_ENTRIES: usize = 100_000;
@@ -29,6 +31,8 @@ pub const MAX_ENTRIES: usize = 100_000;
 pub const MAX_DOCUMENT_BYTES: usize = 24 * 1024 * 1024;
 
 const DISPLAY_PREFIX: &str = "display:";
+/// Marks a local exception to the subscribed policy lists in the text format.
+const ALLOW_PREFIX: &str = "allow:";
 
 /// The stored document. `version` goes up by one with every change, so a writer can tell whether
 /// the list moved under it.
@@ -38,6 +42,10 @@ pub struct BlockList {
     pub version: u64,
     #[serde(default)]
     pub entries: Vec<Entry>,
+    /// Local exceptions to the subscribed policy lists (a moderator's unblock of someone a
+    /// subscribed rule names), by exact user ID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<Allow>,
 }
 
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,9 +203,51 @@ impl BlockList {
         if self.entries.len() >= MAX_ENTRIES || bytes + json_bound(&entry) > MAX_DOCUMENT_BYTES {
             return AddOutcome::Full;
         }
+        if entry.kind == EntryKind::UserId {
+            // Blocked here now: an exception for them over the subscribed lists is moot.
+            self.allowed
+                .retain(|a| !a.user_id.eq_ignore_ascii_case(&entry.pattern));
+        }
         self.entries.push(entry);
         self.version += 1;
         AddOutcome::Added
+    }
+
+    /// Records a local exception for `user` to the subscribed policy lists (or its new reason).
+    /// Whether anything changed.
+    pub fn allow(&mut self, user: &UserId, reason: Option<String>, now: u64) -> bool {
+        let id = user.as_str().to_ascii_lowercase();
+        let reason = reason
+            .map(|r| {
+                r.trim()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect::<String>()
+            })
+            .filter(|r| !r.is_empty());
+        match self.allowed.iter_mut().find(|a| a.user_id == id) {
+            Some(a) if a.reason == reason => return false,
+            Some(a) => a.reason = reason,
+            None => self.allowed.push(Allow {
+                user_id: id,
+                reason,
+                added_at: now,
+            }),
+        }
+        self.version += 1;
+        true
+    }
+
+    /// Removes the local exception for `user_id`. Whether there was one.
+    pub fn disallow(&mut self, user_id: &str) -> bool {
+        let before = self.allowed.len();
+        self.allowed
+            .retain(|a| !a.user_id.eq_ignore_ascii_case(user_id.trim()));
+        let removed = self.allowed.len() != before;
+        if removed {
+            self.version += 1;
+        }
+        removed
     }
 
     /// Removes every entry with the same kind and normalised pattern as `text` (read as in the
@@ -221,7 +271,7 @@ impl BlockList {
 
     /// The index to check users against.
     pub fn index(&self) -> BlockIndex {
-        BlockIndex::build(self.entries.clone())
+        BlockIndex::build_full(&self.entries, &self.allowed, super::Policy::default())
     }
 
     /// The stored document, compact.
@@ -284,20 +334,61 @@ impl BlockList {
             }
             out.push('\n');
         }
+        for a in &self.allowed {
+            out.push_str(ALLOW_PREFIX);
+            out.push(' ');
+            out.push_str(&a.user_id);
+            if let Some(reason) = &a.reason {
+                out.push_str("  # ");
+                out.push_str(reason);
+            }
+            out.push('\n');
+        }
         out
     }
 
     /// Adds the entries of a text-format list, stamped `now`; reports each line it could not add.
     pub fn import_text(&mut self, text: &str, now: u64) -> ImportReport {
+        let mut allows = Vec::new();
         let mut adder = Adder::new(self);
         for (i, line) in text.lines().enumerate() {
             let (pattern, reason) = split_comment(line);
             if pattern.is_empty() && reason.is_none() {
                 continue;
             }
+            if let Some(id) = pattern
+                .get(..ALLOW_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ALLOW_PREFIX))
+                .map(|_| pattern[ALLOW_PREFIX.len()..].trim())
+            {
+                allows.push((
+                    i + 1,
+                    line.trim().to_owned(),
+                    id.to_owned(),
+                    reason.map(str::to_owned),
+                ));
+                continue;
+            }
             let entry = parse_pattern(pattern, reason.map(str::to_owned), now);
             adder.offer(i + 1, line.trim(), entry);
         }
-        adder.finish()
+        let mut report = adder.finish();
+        for (line, text, id, reason) in allows {
+            match UserId::parse(&id) {
+                Ok(user) => {
+                    if self.allow(&user, reason, now) {
+                        report.added += 1;
+                    } else {
+                        report.duplicates += 1;
+                    }
+                }
+                Err(e) => report.errors.push(LineError {
+                    line,
+                    text,
+                    error: EntryError::NotAUserId(e),
+                }),
+            }
+        }
+        report
     }
 }

@@ -46,6 +46,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::mxid::{MxidError, UserId};
 
 pub use glob::{glob_match, MAX_GLOB_BYTES};
-pub use index::{BlockIndex, IndexStats};
+pub use index::{Allow, BlockIndex, IndexStats, FORMAT_VERSION as INDEX_FORMAT};
 pub use list::{AddOutcome, BlockList, ImportReport, LineError, MAX_DOCUMENT_BYTES, MAX_ENTRIES};
 pub use normalize::{
     allowed_distance, display_name_readings, display_readings, family_key, family_readings,
@@ -245,7 +246,8 @@ pub enum MatchRule {
 /// A match, with what is needed to explain it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict<'a> {
-    pub entry: &'a Entry,
+    /// The entry that matched (read from the index's blob, or borrowed from a list).
+    pub entry: Cow<'a, Entry>,
     /// The entry's position in the list.
     pub index: usize,
     pub rule: MatchRule,
@@ -266,7 +268,7 @@ impl<'a> Verdict<'a> {
     /// (the index and the linear reference) build their verdicts here.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn at(
-        entries: &'a [Entry],
+        entry: Option<Cow<'a, Entry>>,
         index: usize,
         rule: MatchRule,
         candidate: &str,
@@ -276,7 +278,7 @@ impl<'a> Verdict<'a> {
         grade: Grade,
     ) -> Option<Verdict<'a>> {
         Some(Verdict {
-            entry: entries.get(index)?,
+            entry: entry?,
             index,
             rule,
             candidate: candidate.to_owned(),
@@ -289,13 +291,13 @@ impl<'a> Verdict<'a> {
 
     /// A graded match, as the matchers found it.
     pub(crate) fn found(
-        entries: &'a [Entry],
+        entry: Option<Cow<'a, Entry>>,
         index: usize,
         candidate: &str,
         found: evidence::Found<'_>,
     ) -> Option<Verdict<'a>> {
         Verdict::at(
-            entries,
+            entry,
             index,
             found.rule,
             candidate,
@@ -308,7 +310,7 @@ impl<'a> Verdict<'a> {
 
     /// An exact or glob match: always a block, with no fuzzy evidence to weigh.
     pub(crate) fn plain(
-        entries: &'a [Entry],
+        entry: Option<Cow<'a, Entry>>,
         index: usize,
         rule: MatchRule,
         candidate: &str,
@@ -321,7 +323,7 @@ impl<'a> Verdict<'a> {
             Why::Glob
         };
         Verdict::at(
-            entries,
+            entry,
             index,
             rule,
             candidate,
@@ -330,6 +332,32 @@ impl<'a> Verdict<'a> {
             Evidence::plain(),
             Grade::blocking(why),
         )
+    }
+
+    /// The hold a lookup answers when it read a damaged page of its index: the candidate is
+    /// neither let in nor removed on a copy that cannot be read.
+    pub(crate) fn damaged(candidate: &str, why: &str) -> Verdict<'static> {
+        Verdict {
+            entry: Cow::Owned(Entry {
+                pattern: "(the block-list index)".to_owned(),
+                kind: EntryKind::Glob,
+                reason: Some(format!(
+                    "this copy of the index is damaged ({why}); it is being replaced"
+                )),
+                added_at: 0,
+                reach: None,
+            }),
+            index: 0,
+            rule: MatchRule::Glob,
+            candidate: candidate.to_owned(),
+            candidate_key: candidate.to_owned(),
+            entry_key: String::new(),
+            evidence: Evidence::plain(),
+            grade: Grade {
+                outcome: Outcome::Hold,
+                why: Why::IndexDamaged,
+            },
+        }
     }
 
     /// Block or hold.

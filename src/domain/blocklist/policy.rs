@@ -174,6 +174,8 @@ pub enum Why {
     },
     /// Hold: a near miss with another counter as well: two things differ.
     CounterToo,
+    /// Hold: the index this lookup read is damaged.
+    IndexDamaged,
 }
 
 /// An outcome and its reason.
@@ -236,6 +238,9 @@ impl Grade {
                 "{candidate_key} is itself a common name ({})",
                 in_a_million(per_million)
             ),
+            Why::IndexDamaged => {
+                "the block-list index could not be read, so nothing was decided".to_owned()
+            }
             _ => "the evidence is weak".to_owned(),
         };
         Some(format!("held for a moderator, not blocked: {why}"))

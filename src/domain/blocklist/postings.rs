@@ -4,6 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::domain::paged::{put_u32, IndexError, Paged, Read};
+
 /// A fast hasher for the short keys of the index's maps. Their keys come from the list's
 /// administrators, so the people being checked cannot fill them with chosen collisions.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,35 +81,115 @@ impl PostingTable {
         (bucket as usize, check as u32)
     }
 
-    /// Where the postings of `hash` may be, and the check bits they carry.
-    pub(crate) fn locate(&self, hash: u32) -> (usize, usize, u32) {
-        let (bucket, check) = self.split(hash);
-        let start = self.directory.get(bucket).copied().unwrap_or(0) as usize;
-        let end = self.directory.get(bucket + 1).copied().unwrap_or(0) as usize;
-        (start, end, check)
-    }
-
-    /// Appends the members filed under any of `hashes` (a member may appear more than once).
-    /// Directory slots are all read first and the postings copied out before any is compared, so
-    /// that the many cache misses of one lookup overlap instead of queueing.
-    pub(crate) fn collect(&self, hashes: &[u32], out: &mut Vec<u32>) {
-        let located: Vec<(usize, usize, u32)> = hashes.iter().map(|&h| self.locate(h)).collect();
-        let mut raw: Vec<(u32, u32)> = Vec::with_capacity(located.len() * 4);
-        for (start, end, check) in located {
-            for &p in self.postings.get(start..end).unwrap_or(&[]) {
-                raw.push((p, check));
-            }
+    /// The table in its stored form: `bucket_bits, check_bits, member_bits, directory length,
+    /// postings length` (u32 each), the directory, the postings.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        for v in [
+            self.bucket_bits,
+            self.check_bits,
+            self.member_bits,
+            self.directory.len() as u32,
+            self.postings.len() as u32,
+        ] {
+            put_u32(out, v);
         }
-        let mask = ((1u64 << self.member_bits) - 1) as u32;
-        out.extend(
-            raw.into_iter()
-                .filter(|&(p, check)| (u64::from(p) >> self.member_bits) as u32 == check)
-                .map(|(p, _)| p & mask),
-        );
+        for &v in self.directory.iter().chain(&self.postings) {
+            put_u32(out, v);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.postings.len()
+    }
+}
+
+/// A stored [`PostingTable`], read in place from section `sec` of a blob at `at`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TableView {
+    sec: usize,
+    bucket_bits: u32,
+    check_bits: u32,
+    member_bits: u32,
+    directory_at: usize,
+    directory_len: usize,
+    postings_at: usize,
+    postings_len: usize,
+}
+
+impl TableView {
+    /// The table stored at `at`, and where the section goes on after it.
+    pub(crate) fn open(blob: &Paged, sec: usize, at: usize) -> Read<(TableView, usize)> {
+        let field = |i: usize| blob.sec_u32(sec, at + 4 * i);
+        let (bucket_bits, check_bits, member_bits) = (field(0)?, field(1)?, field(2)?);
+        let (directory_len, postings_len) = (field(3)? as usize, field(4)? as usize);
+        if bucket_bits > 24
+            || member_bits == 0
+            || member_bits > 32
+            || check_bits + member_bits != 32
+            || directory_len != (1usize << bucket_bits) + 1
+        {
+            return Err(IndexError::Corrupted);
+        }
+        let directory_at = at + 20;
+        let postings_at = directory_at + 4 * directory_len;
+        let end = postings_at + 4 * postings_len;
+        if end > blob.section_len(sec) {
+            return Err(IndexError::Corrupted);
+        }
+        let view = TableView {
+            sec,
+            bucket_bits,
+            check_bits,
+            member_bits,
+            directory_at,
+            directory_len,
+            postings_at,
+            postings_len,
+        };
+        Ok((view, end))
+    }
+
+    fn split(&self, hash: u32) -> (usize, u32) {
+        let h = u64::from(hash);
+        let bucket = h >> (32 - self.bucket_bits);
+        let check = ((h << self.bucket_bits) & 0xffff_ffff) >> (32 - self.check_bits);
+        (bucket as usize, check as u32)
+    }
+
+    /// Appends the members filed under any of `hashes` (a member may appear more than once).
+    pub(crate) fn collect(&self, blob: &Paged, hashes: &[u32], out: &mut Vec<u32>) -> Read<()> {
+        if self.postings_len == 0 {
+            return Ok(());
+        }
+        let mask = ((1u64 << self.member_bits) - 1) as u32;
+        for &h in hashes {
+            let (bucket, check) = self.split(h);
+            if bucket + 1 >= self.directory_len {
+                return Err(IndexError::Corrupted);
+            }
+            let run = blob.sec(self.sec, self.directory_at + 4 * bucket, 8)?;
+            let start = u32::from_le_bytes([run[0], run[1], run[2], run[3]]) as usize;
+            let end = u32::from_le_bytes([run[4], run[5], run[6], run[7]]) as usize;
+            if start > end || end > self.postings_len {
+                return Err(IndexError::Corrupted);
+            }
+            if start == end {
+                continue;
+            }
+            let bytes = blob.sec(self.sec, self.postings_at + 4 * start, 4 * (end - start))?;
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .filter(|&p| (u64::from(p) >> self.member_bits) as u32 == check)
+                    .map(|p| p & mask),
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.postings_len
     }
 }
 

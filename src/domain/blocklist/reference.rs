@@ -13,6 +13,7 @@ use super::normalize::{
 use super::policy::{Namesakes, Policy, Reach};
 use super::{Entry, EntryKind, MatchRule, Verdict};
 use crate::domain::mxid::UserId;
+use std::borrow::Cow;
 
 enum Prepared {
     Id {
@@ -85,7 +86,7 @@ impl<'a> LinearScan<'a> {
             if let Prepared::Id { full: f, .. } = p {
                 if *f == full {
                     return Verdict::plain(
-                        self.entries,
+                        self.entries.get(i).map(Cow::Borrowed),
                         i,
                         MatchRule::Exact,
                         candidate,
@@ -104,7 +105,7 @@ impl<'a> LinearScan<'a> {
                         .map(|e| e.pattern.clone())
                         .unwrap_or_default();
                     return Verdict::plain(
-                        self.entries,
+                        self.entries.get(i).map(Cow::Borrowed),
                         i,
                         MatchRule::Glob,
                         candidate,
@@ -199,6 +200,6 @@ impl<'a> LinearScan<'a> {
             }
         }
         let (i, found) = best?;
-        Verdict::found(self.entries, i, candidate, found)
+        Verdict::found(self.entries.get(i).map(Cow::Borrowed), i, candidate, found)
     }
 }

@@ -1595,3 +1595,165 @@ fn the_index_finds_a_later_entry_without_a_counter_behind_an_earlier_one_with_an
     assert_eq!((v.index, v.outcome()), (1, Outcome::Hold));
     assert_eq!(Some(v), scan.check_user(&id));
 }
+
+// ---- the compiled index: the stored form every isolate opens ----
+
+fn candidates() -> Vec<UserId> {
+    [
+        "@trollking:localhost",
+        "@tr0llk1ng:other.example",
+        "@trollkin:localhost",
+        "@trollking99:localhost",
+        "@troll:example.org",
+        "@alice:example.org",
+        "@a1ice:example.org",
+        "@spammer:example.org",
+        "@x:evil.example",
+        "@x:a.evil.example",
+        "@bot-42:example.org",
+        "@christopherrobin:example.org",
+        "@christophe_robin:example.org",
+        "@someone:example.org",
+        "@trolley:example.org",
+    ]
+    .iter()
+    .map(|s| user(s))
+    .collect()
+}
+
+fn answers(index: &BlockIndex) -> Vec<Option<(Outcome, String)>> {
+    candidates()
+        .iter()
+        .map(|u| {
+            index
+                .judge(u, Some("Alice Admin"))
+                .map(|v| (v.outcome(), v.explain()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_compiled_index_opens_and_answers_as_the_list_does() {
+    let entries = fixture();
+    let policy = Policy::default();
+    let blob = BlockIndex::compile(&entries, &[], &policy);
+    let opened = BlockIndex::open(blob.clone(), &policy).expect("opens");
+    opened.check_all().expect("every page intact");
+    assert_eq!(opened.len(), entries.len());
+    assert_eq!(opened.size(), blob.len());
+    // Every answer matches the reference matcher's, which reads the entries themselves.
+    let scan = LinearScan::new(&entries);
+    for u in candidates() {
+        assert_eq!(
+            opened.check_user(&u).map(|v| (v.outcome(), v.explain())),
+            scan.check_user(&u).map(|v| (v.outcome(), v.explain())),
+            "{u}"
+        );
+    }
+    assert!(answers(&opened).iter().any(Option::is_some));
+    // Entries read back whole, reasons and reach included.
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(opened.entry(i).as_ref(), Some(e));
+    }
+    assert!(!opened.damaged());
+    // The same list compiles to the same bytes.
+    assert_eq!(BlockIndex::compile(&entries, &[], &policy), blob);
+}
+
+#[test]
+fn a_compiled_index_is_refused_under_other_settings_or_another_format() {
+    let entries = fixture();
+    let policy = Policy::default();
+    let blob = BlockIndex::compile(&entries, &[], &policy);
+    let other = Policy {
+        block_min_chars: policy.block_min_chars + 1,
+        ..policy
+    };
+    assert_eq!(
+        BlockIndex::open(blob.clone(), &other).err(),
+        Some(crate::domain::paged::IndexError::OtherSettings)
+    );
+    let mut old = blob.clone();
+    old[4..6].copy_from_slice(&(index::FORMAT_VERSION + 1).to_le_bytes());
+    assert!(matches!(
+        BlockIndex::open(old, &policy).err(),
+        Some(crate::domain::paged::IndexError::OldFormat(_))
+    ));
+    // A policy index is not a block-list index, nor is the list's JSON.
+    assert_eq!(
+        BlockIndex::open(b"{\"entries\":[]}".to_vec(), &policy).err(),
+        Some(crate::domain::paged::IndexError::NotAnIndex)
+    );
+    let cut = blob[..blob.len() - 5].to_vec();
+    assert_eq!(
+        BlockIndex::open(cut, &policy).err(),
+        Some(crate::domain::paged::IndexError::Truncated)
+    );
+}
+
+#[test]
+fn a_damaged_compiled_index_never_gives_a_wrong_answer() {
+    // Enough entries for many pages, so that most pages are first read by a lookup.
+    let mut entries = fixture();
+    for i in 0..300 {
+        entries.push(Entry::parse(&format!("@filler{i}x{}:example.org", i * 7), None, 0).unwrap());
+    }
+    let policy = Policy::default();
+    let blob = BlockIndex::compile(&entries, &[], &policy);
+    let good = answers(&BlockIndex::open(blob.clone(), &policy).unwrap());
+    // Any flipped byte is found: by the open, or by the lookup that reads its page (which then
+    // answers a hold, never an allow, and marks the copy damaged), or by a full check. A lookup that found nothing
+    // wrong answers exactly as the intact index.
+    let mut holds = 0;
+    for i in 8..blob.len() {
+        let mut bad = blob.clone();
+        bad[i] ^= 0x20;
+        let Ok(index) = BlockIndex::open(bad, &policy) else {
+            continue;
+        };
+        for (u, want) in candidates().iter().zip(&good) {
+            let got = index
+                .judge(u, Some("Alice Admin"))
+                .map(|v| (v.outcome(), v.explain()));
+            if index.damaged() {
+                // Held (or blocked on what it could read): never let in on a damaged copy.
+                assert!(got.is_some(), "byte {i}, {u}: let in on a damaged copy");
+                holds += 1;
+                break;
+            }
+            assert_eq!(&got, want, "a flip of byte {i} changed the answer for {u}");
+        }
+        assert!(
+            index.damaged() || index.check_all().is_err(),
+            "a flip of byte {i} went unnoticed"
+        );
+    }
+    assert!(
+        holds > 0,
+        "some flips are found by a lookup, not by the open"
+    );
+}
+
+#[test]
+fn allowed_user_ids_are_found_by_their_exact_id_in_any_case() {
+    let allowed = vec![
+        Allow {
+            user_id: "@bob:example.org".into(),
+            reason: Some("known to us".into()),
+            added_at: 1,
+        },
+        Allow {
+            user_id: "@amy:example.org".into(),
+            reason: None,
+            added_at: 2,
+        },
+    ];
+    let index = BlockIndex::build_full(&fixture(), &allowed, Policy::default());
+    assert_eq!(
+        index.allowed("@Bob:example.org").as_deref(),
+        Some("known to us")
+    );
+    assert_eq!(index.allowed("@amy:example.org").as_deref(), Some(""));
+    assert_eq!(index.allowed("@bob2:example.org"), None);
+    assert_eq!(index.allowed("@bob:example.or"), None);
+}

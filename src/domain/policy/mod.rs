@@ -266,3 +266,18 @@ impl Rules {
 
 #[cfg(test)]
 mod tests;
+
+/// The first subscribed rule that names `user`, unless Knock's own list holds a local exception
+/// for them: a moderator's unblock here overrides a subscribed rule for that one person (and
+/// Knock's own entries still apply to them). A list whose copy cannot be read is passed over;
+/// its loader replaces it.
+pub fn subscribed_rule(
+    lists: &[std::rc::Rc<index::PolicyIndex>],
+    own: &crate::domain::blocklist::BlockIndex,
+    user: &str,
+) -> Option<index::Found> {
+    if own.allowed(user).is_some() {
+        return None;
+    }
+    lists.iter().find_map(|l| l.judge(user).ok().flatten())
+}
