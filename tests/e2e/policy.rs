@@ -234,6 +234,35 @@ fn a_subscribed_policy_list_refuses_knocks_its_rules_match_and_names_the_source(
             u.user_id
         );
     }
+    // A moderator's unblock here overrides the subscribed rule for that one person (a local
+    // exception): the reply names the rule it overrides, and their next knock is invited.
+    let r = w.admin(
+        API_KEY,
+        "/unblock_user",
+        Some(json!({ "user_id": hashed.user_id })),
+    );
+    assert_eq!(r.status, 200, "unblock_user: {}", r.body);
+    assert_eq!(r.json()["status"], "unblocked", "{}", r.body);
+    assert!(
+        r.json()["allowed_over"]
+            .as_str()
+            .is_some_and(|o| o.contains("state key hash1")),
+        "{}",
+        r.body
+    );
+    let exported = w.admin(API_KEY, "/blocklist?format=txt", None);
+    assert!(
+        exported
+            .body
+            .contains(&format!("allow: {}", hashed.user_id.to_lowercase())),
+        "{}",
+        exported.body
+    );
+    knock(&hashed.user_id);
+    s.wait_for_membership(&room, &hashed.user_id, "invite");
+    // Everyone else the list names is still refused.
+    knock("@polspammer10:localhost");
+    assert_eq!(verdict("@polspammer10:localhost")["verdict"], "blocked");
     // The list drops its rule: at the next run the person may knock and is invited.
     set_rule(&owner, &list, "m.policy.rule.user", "rule1", json!({}));
     cron();

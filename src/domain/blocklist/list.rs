@@ -151,6 +151,11 @@ impl<'a> Adder<'a> {
                 } else {
                     self.seen.insert(identity, self.list.entries.len());
                     self.bytes += bytes;
+                    if entry.kind == EntryKind::UserId {
+                        self.list
+                            .allowed
+                            .retain(|a| !a.user_id.eq_ignore_ascii_case(&entry.pattern));
+                    }
                     self.list.entries.push(entry);
                     self.report.added += 1;
                     return;

@@ -345,3 +345,60 @@ fn a_damaged_cut_or_old_blob_is_refused() {
         Some(IndexError::NotAnIndex)
     );
 }
+
+#[test]
+fn a_local_exception_overrides_a_subscribed_rule_for_that_one_person() {
+    use crate::domain::blocklist::{BlockList, Outcome};
+    use crate::domain::mxid::UserId;
+    let lists = vec![std::rc::Rc::new(index_of(&[
+        user_rule("u", "@bob:example.org"),
+        user_rule("g", "@spam*:*"),
+        rule(
+            "m.policy.rule.server",
+            "s",
+            json!({"entity": "evil.example", "recommendation": "m.ban"}),
+        ),
+    ]))];
+    let mut own = BlockList::new();
+    own.import_text("@carol:example.org\n", 1);
+    let bob = UserId::parse("@bob:example.org").unwrap();
+    // Without an exception the subscribed rule names bob, with its source.
+    let found = super::subscribed_rule(&lists, &own.index(), bob.as_str()).expect("bob matches");
+    assert_eq!(found.state_key, "u");
+    // A moderator's unblock here is an exception for bob only: the glob and the server rule still
+    // catch everyone else, and Knock's own entries still apply to the person excepted.
+    assert!(own.allow(&bob, Some("known to us".into()), 2));
+    assert!(
+        !own.allow(&bob, Some("known to us".into()), 3),
+        "the same exception twice changes nothing"
+    );
+    let index = own.index();
+    assert!(super::subscribed_rule(&lists, &index, "@BOB:example.org").is_none());
+    assert!(super::subscribed_rule(&lists, &index, "@spammer:example.org").is_some());
+    assert!(super::subscribed_rule(&lists, &index, "@bob:evil.example").is_some());
+    let carol = UserId::parse("@carol:example.org").unwrap();
+    own.allow(&carol, None, 4);
+    assert_eq!(
+        own.index().check_user(&carol).map(|v| v.outcome()),
+        Some(Outcome::Block),
+        "an exception never lifts Knock's own entry"
+    );
+    // Blocking bob here again drops the exception; it round-trips through both formats.
+    assert!(own
+        .export_text()
+        .contains("allow: @bob:example.org  # known to us"));
+    let mut copy = BlockList::new();
+    let report = copy.import_text(&own.export_text(), 5);
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(copy.allowed.len(), 2);
+    assert_eq!(
+        BlockList::from_json(&own.to_json().unwrap())
+            .unwrap()
+            .allowed,
+        own.allowed
+    );
+    own.import_text("@bob:example.org\n", 6);
+    assert!(own.allowed.iter().all(|a| a.user_id != "@bob:example.org"));
+    assert!(own.disallow("@carol:example.org"));
+    assert!(!own.disallow("@carol:example.org"));
+}
