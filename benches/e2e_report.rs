@@ -16,6 +16,9 @@
 //! 7. `reaction_latency`: a moderator's ✅ on a held knock's notice in the management room →
 //!    `invite` in Synapse, with the one-minute cron triggered on its schedule, beside the bot's
 //!    direct invite in the same run.
+//! 8. `list_scale`: the block-list at 1k, 10k and 100k entries: the first knock after a change,
+//!    a warm knock and one with an empty list (workerd CPU), the compiled index's size, the list
+//!    object's CPU per change (see `e2e_report/list_scale.rs`).
 //!
 //! Only measures: the goals are judged by `scripts/bench`, which runs this binary as
 //! `cargo bench --bench e2e_report` with `KNOCK_BENCH_JSON=<path>` and merges the figures into
@@ -25,6 +28,8 @@
 //! separated by commas) runs only those stages, for measuring one change quickly; the others
 //! are left out of the figures.
 
+#[path = "e2e_report/list_scale.rs"]
+mod list_scale;
 #[path = "../tests/e2e/support.rs"]
 mod support;
 
@@ -945,17 +950,25 @@ fn cpu_batch(
 /// A trivial JavaScript worker (one fixed JSON reply) under `wrangler dev --local`, as the
 /// harness starts Knock: what any worker costs in this local stack.
 fn start_floor_worker() -> (Guarded, String, PathBuf, u16) {
-    let dir = scratch_dir("floor");
-    fs::write(
-        dir.join("index.js"),
+    start_js_worker(
+        "floor",
         "export default {\n  async fetch() {\n    return new Response('{\"status\":\"running\"}', \
          { headers: { 'content-type': 'application/json' } });\n  },\n};\n",
+        "",
     )
-    .expect("floor worker");
+}
+
+/// A JavaScript worker (`js`, with `toml` added to its configuration) under `wrangler dev
+/// --local`, ready once `GET /` answers 200.
+fn start_js_worker(name: &str, js: &str, toml: &str) -> (Guarded, String, PathBuf, u16) {
+    let dir = scratch_dir(name);
+    fs::write(dir.join("index.js"), js).expect("floor worker");
     let config = dir.join("wrangler.toml");
     fs::write(
         &config,
-        "name = \"floor\"\nmain = \"index.js\"\ncompatibility_date = \"2025-09-01\"\n",
+        format!(
+            "name = \"{name}\"\nmain = \"index.js\"\ncompatibility_date = \"2025-09-01\"\n{toml}"
+        ),
     )
     .expect("floor wrangler.toml");
     for _ in 0..3 {
@@ -1634,6 +1647,9 @@ fn main() {
     run("cron_rooms", &|| needs_synapse(&|s| cron_rooms(&mode, s)));
     run("reaction_latency", &|| {
         needs_synapse(&|s| reaction_latency(&mode, s))
+    });
+    run("list_scale", &|| {
+        needs_synapse(&|s| list_scale::list_scale(&mode, s))
     });
     run("cold_start", &|| {
         cold_start(&mode, synapse.as_ref().ok().copied())

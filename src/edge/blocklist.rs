@@ -156,8 +156,13 @@ async fn from_kv(env: &Env, kv: &KvStore, version: u64, policy: &Policy) -> Resu
     let (published, chunks) = published(kv).await?;
     if published >= version {
         if let Some(bytes) = get_blob(kv, INDEX_PREFIX, published, chunks).await? {
+            let size = bytes.len();
             match BlockIndex::open(bytes, policy) {
                 Ok(index) => {
+                    Logger::background("blocklist").event(
+                        "blocklist_index_opened",
+                        &[("version", published.into()), ("bytes", size.into())],
+                    );
                     let index = Rc::new(index);
                     remember(published, &index);
                     return Ok(index);

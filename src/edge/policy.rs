@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use worker::{kv::KvStore, Env, Result};
 
+use super::blocklist::{delete_blob, get_blob, parse_version, put_blob};
 use super::log::Logger;
 use super::now_ms;
 use crate::domain::blocklist::BlockIndex;
@@ -37,7 +38,8 @@ thread_local! {
     static CACHE: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
 }
 
-/// The KV keys of a list (as `POLICY_ROOMS` names it).
+/// The KV keys of a list (as `POLICY_ROOMS` names it): its version value (`<version> <chunks>`)
+/// and its blob's prefix (pieces `<prefix>:<version>:<i>`, as the block-list's).
 fn keys(list: &str) -> (String, String) {
     // The same short key for an alias or an ID string; room_key wants a RoomId, so hash the
     // configured text the same way.
@@ -48,11 +50,21 @@ fn keys(list: &str) -> (String, String) {
 }
 
 /// Writes a list's blob, then its version, so a reader that sees a version finds a blob at
-/// least that new.
+/// least that new; then deletes the blob the version replaced.
 pub async fn publish(kv: &KvStore, list: &str, version: u64, blob: &[u8]) -> Result<()> {
-    let (version_key, blob_key) = keys(list);
-    kv.put_bytes(&blob_key, blob)?.execute().await?;
-    kv.put(&version_key, version.to_string())?.execute().await?;
+    let (version_key, blob_prefix) = keys(list);
+    let previous = kv
+        .get(&version_key)
+        .text()
+        .await?
+        .map(|v| parse_version(&v));
+    let chunks = put_blob(kv, &blob_prefix, version, blob).await?;
+    kv.put(&version_key, format!("{version} {chunks}"))?
+        .execute()
+        .await?;
+    if let Some((old, old_chunks)) = previous.filter(|(old, _)| *old != version) {
+        delete_blob(kv, &blob_prefix, old, old_chunks).await;
+    }
     Ok(())
 }
 
@@ -67,13 +79,13 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
     if let Some(index) = fresh {
         return Ok(index);
     }
-    let (version_key, blob_key) = keys(list);
-    let version: u64 = kv
+    let (version_key, blob_prefix) = keys(list);
+    let (version, chunks) = kv
         .get(&version_key)
         .text()
         .await?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .map(|v| parse_version(&v))
+        .unwrap_or((0, 0));
     let same = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         match c.get_mut(list) {
@@ -87,7 +99,7 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
     if let Some(index) = same {
         return Ok(index);
     }
-    let index = match kv.get(&blob_key).bytes().await? {
+    let index = match get_blob(kv, &blob_prefix, version, chunks).await? {
         None => None,
         Some(bytes) => match PolicyIndex::open(bytes) {
             Ok(i) => Some(Rc::new(i)),
