@@ -369,7 +369,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 5_000 } else { 100_000 });
     if std::env::var("KNOCK_BENCH_ONLY").is_ok_and(|v| v == "realistic") {
-        realistic(n, &mut Rng(0x9e37_79b9_7f4a_7c15));
+        let realistic = realistic(n, &mut Rng(0x9e37_79b9_7f4a_7c15));
+        if let Some(path) = std::env::var_os("KNOCK_BENCH_JSON") {
+            let json = format!("{{\"entries\":{n},\"realistic\":{realistic}}}\n");
+            if let Err(e) = std::fs::write(&path, json) {
+                eprintln!("blocklist: cannot write {}: {e}", path.to_string_lossy());
+            }
+        }
         return;
     }
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
