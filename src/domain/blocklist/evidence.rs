@@ -182,7 +182,7 @@ pub(crate) fn near<'a>(
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
         last_letter_differs: d == 1 && edit_at_end(mine, theirs),
         shared_digits: shared_digits(counter, &candidate.counter),
-        key_chars: key_chars(entry.key),
+        key_chars: key_chars(entry.spelling),
         candidate_counter: !candidate.counter.is_empty(),
     };
     let grade = policy.grade(kind, rule, &evidence, &[entry.key], &candidate.key, memo)?;

@@ -119,7 +119,8 @@ pub struct Evidence {
     /// Digits in the counter both carry, when they share one (0 otherwise): one shared digit is
     /// a coincidence one time in ten.
     pub shared_digits: u8,
-    /// Characters of the entry's key that was compared.
+    /// Characters of the entry's key that was compared; for a near miss, of its spelling (double
+    /// letters kept: `meesk` is five letters long, though its family key `mesk` has four).
     pub key_chars: u8,
     /// The candidate carries a counter of its own.
     pub candidate_counter: bool,
@@ -447,8 +448,8 @@ impl Policy {
     /// counter (`@anna`: near misses of it are mostly other people's names, and there is no
     /// number to share); near misses too for everything else, two-part names included. Display
     /// names always reach near misses. `spelling` is the key with double letters kept: one that
-    /// starts with a double letter is an initial and a name whose first letters meet
-    /// (`jjohnson`), not the name alone, however common the name.
+    /// starts or ends with a double letter is an initial and a name that meet (`jjohnson`,
+    /// `atsushii`), not the name alone, however common the name.
     pub fn default_reach(
         &self,
         kind: EntryKind,
@@ -456,8 +457,12 @@ impl Policy {
         spelling: &str,
         has_counter: bool,
     ) -> Reach {
-        let mut letters = spelling.chars();
-        let initial_meets_name = letters.next().is_some_and(|a| Some(a) == letters.next());
+        let doubled = |mut letters: std::iter::Peekable<std::str::Chars<'_>>| {
+            letters.next().is_some_and(|a| letters.peek() == Some(&a))
+        };
+        let ends: String = spelling.chars().rev().collect();
+        let initial_meets_name =
+            doubled(spelling.chars().peekable()) || doubled(ends.chars().peekable());
         match kind {
             EntryKind::Glob => Reach::Exact,
             EntryKind::DisplayName => Reach::Fuzzy,
@@ -556,7 +561,9 @@ impl Policy {
                 // surname look like beside the surname with digits (`ahenck`, `henck21`): no
                 // evidence.
                 // The same at the other end: a given name and an initial (`annas7`, `annak3`;
-                // `akemi1969`, `akemim22`) read as two people whose names share the given name.
+                // `akemi1969`, `akemim22`) read as two people whose names share the given name;
+                // with a counter of its own as well, no evidence (two things that people pick
+                // differ).
                 let initial = if evidence.first_letter_differs {
                     Some(Why::FirstLetter)
                 } else if evidence.last_letter_differs
@@ -572,6 +579,7 @@ impl Policy {
                     return if !differs {
                         Grade::hold(why)
                     } else if !evidence.candidate_counter
+                        || why == Why::LastLetter
                         || memo.of(candidate_key).1 >= self.hold_common_per_million
                     {
                         None
@@ -585,6 +593,8 @@ impl Policy {
                 if memo.of(candidate_key).0 >= self.hold_common_per_million {
                     return None;
                 }
+                // Two edits and another counter (`sonyajones77` for `sofiajones729`): three
+                // things differ, which is what another person's handle looks like.
                 let other = memo.of(candidate_key).1;
                 if other >= self.hold_common_per_million {
                     return if d >= self.hold_edits {
@@ -594,7 +604,11 @@ impl Policy {
                     };
                 }
                 if d >= self.hold_edits {
-                    return Grade::hold(Why::Edits { edits: d });
+                    return if differs {
+                        None
+                    } else {
+                        Grade::hold(Why::Edits { edits: d })
+                    };
                 }
                 let per_million = common(memo);
                 if per_million >= self.hold_common_per_million {
