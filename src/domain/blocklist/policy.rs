@@ -318,8 +318,9 @@ pub struct Policy {
     pub block_min_chars: u8,
     /// `BLOCKLIST_HOLD_EDITS`: near misses this many edits away, or more, are held, not blocked.
     pub hold_edits: u8,
-    /// `BLOCKLIST_NEAR_MIN_CHARS`: near misses of family keys shorter than this count only when
-    /// the counter is the same too (`anna83`, `anan83`); longer ones count on the name alone.
+    /// `BLOCKLIST_NEAR_MIN_CHARS`: near misses of names shorter than this (as spelled, double
+    /// letters kept) count only when the counter is the same too (`anna83`, `anan83`); longer
+    /// ones count on the name alone.
     pub near_min_chars: u8,
     /// `BLOCKLIST_FAMILY_MIN_CHARS`: an entry with no counter whose family key is shorter than
     /// this reaches only its exact ID unless it names a reach.
@@ -355,7 +356,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "BLOCKLIST_NEAR_MIN_CHARS",
         "5",
-        "near misses of shorter family keys count only when the counter is the same too",
+        "near misses of shorter names (as spelled, double letters kept) count only when the counter is the same too",
     ),
     (
         "BLOCKLIST_FAMILY_MIN_CHARS",
