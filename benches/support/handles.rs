@@ -285,11 +285,7 @@ impl Generator {
 
     /// One handle of the split's locales and shapes.
     pub fn handle(&self, split: Split, rng: &mut Rng) -> Handle {
-        let locales: Vec<&Locale> = self
-            .locales
-            .iter()
-            .filter(|l| l.split == split)
-            .collect();
+        let locales: Vec<&Locale> = self.locales.iter().filter(|l| l.split == split).collect();
         let shapes: Vec<Shape> = Shape::ALL
             .iter()
             .copied()

@@ -568,8 +568,11 @@ impl Policy {
                 let initial = if evidence.first_letter_differs {
                     Some(Why::FirstLetter)
                 } else if evidence.last_letter_differs
-                    && share(given_stem(names.first().copied().unwrap_or(""), candidate_key))
-                        .given
+                    && share(given_stem(
+                        names.first().copied().unwrap_or(""),
+                        candidate_key,
+                    ))
+                    .given
                         >= self.hold_common_per_million
                 {
                     Some(Why::LastLetter)

@@ -1261,9 +1261,18 @@ fn a_given_name_and_another_initial_reads_as_another_person() {
         (v.outcome(), v.grade.why, v.rule),
         (Outcome::Hold, Why::LastLetter, MatchRule::Distance(1))
     );
-    assert!(v.explain().contains("only the last letter differs"), "{}", v.explain());
+    assert!(
+        v.explain().contains("only the last letter differs"),
+        "{}",
+        v.explain()
+    );
     // ...and with a number of its own as well, or none beside a year, no evidence at all.
-    for id in ["@osamum42:kde.org", "@akemim22:kde.org", "@akemim:kde.org", "@annak3:kde.org"] {
+    for id in [
+        "@osamum42:kde.org",
+        "@akemim22:kde.org",
+        "@akemim:kde.org",
+        "@annak3:kde.org",
+    ] {
         let v = index.check_user(&user(id));
         assert!(v.is_none(), "{id}: {:?}", v.map(|v| v.explain()));
     }
@@ -1282,10 +1291,8 @@ fn one_shared_digit_is_no_evidence_for_a_common_name_of_its_own() {
         shared_counter_min_digits: 0,
         ..Policy::default()
     };
-    let index = BlockIndex::build_with(
-        vec![Entry::parse("@nina8:x.org", None, 0).unwrap()],
-        strict,
-    );
+    let index =
+        BlockIndex::build_with(vec![Entry::parse("@nina8:x.org", None, 0).unwrap()], strict);
     assert_eq!(outcome(&index, "@tina8:kde.org"), Outcome::Hold);
 }
 
