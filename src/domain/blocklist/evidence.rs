@@ -125,6 +125,8 @@ where
                 counter,
                 leet: inner_leet || edge_leet,
                 first_letter_differs: false,
+                last_letter_differs: false,
+                shared_digits: shared_digits(counter, &c.counter),
                 key_chars: key_chars(e.key),
                 candidate_counter: !c.counter.is_empty(),
             };
@@ -178,7 +180,9 @@ pub(crate) fn near<'a>(
         counter,
         leet: candidate.leet,
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
-        key_chars: key_chars(entry.key),
+        last_letter_differs: d == 1 && edit_at_end(mine, theirs),
+        shared_digits: shared_digits(counter, &candidate.counter),
+        key_chars: key_chars(entry.spelling),
         candidate_counter: !candidate.counter.is_empty(),
     };
     let grade = policy.grade(kind, rule, &evidence, &[entry.key], &candidate.key, memo)?;
@@ -197,6 +201,23 @@ fn edit_at_start(a: &str, b: &str) -> bool {
         s.char_indices().nth(1).map_or("", |(i, _)| &s[i..])
     }
     rest(a) == rest(b) || rest(a) == b || a == rest(b)
+}
+
+/// Whether `a` and `b` differ only at their last letter: replaced, added or dropped.
+fn edit_at_end(a: &str, b: &str) -> bool {
+    fn init(s: &str) -> &str {
+        s.char_indices().last().map_or("", |(i, _)| &s[..i])
+    }
+    init(a) == init(b) || init(a) == b || a == init(b)
+}
+
+/// Digits of the counter a candidate shares with an entry; 0 when they share none.
+fn shared_digits(counter: CounterMatch, candidate: &Counter) -> u8 {
+    if counter == CounterMatch::Shared {
+        (candidate.lead.len() + candidate.trail.len()).min(usize::from(u8::MAX)) as u8
+    } else {
+        0
+    }
 }
 
 /// How strong a rule is among matches of one outcome.
@@ -229,7 +250,7 @@ pub(crate) fn beats(
 /// The reach of an entry: its own, or the policy's default for its primary reading.
 pub(crate) fn effective_reach(entry: &Entry, primary: Option<&Reading>, policy: &Policy) -> Reach {
     entry.reach.unwrap_or_else(|| match primary {
-        Some(r) => policy.default_reach(entry.kind, &r.key, !r.counter.is_empty()),
+        Some(r) => policy.default_reach(entry.kind, &r.key, &r.spelling, !r.counter.is_empty()),
         None => Reach::Exact,
     })
 }

@@ -19,8 +19,10 @@
 //! digits written for letters, a distinctive name spelled otherwise); it is held for a moderator
 //! when only the counter differs (on any name: the name table does not know every rare one),
 //! when the name is short or common (see [`commonness`]) and only the spelling differs, when only
-//! the first letter differs, or when it is two edits away; and it is no match at all when the near
-//! miss is itself a common name, or a short key's near miss without the same counter. So blocking
+//! the first letter differs (or the last, after a given name: another initial), or when it is two
+//! edits away; and it is no match at all when the near miss is itself a common name, a short
+//! name's near miss without the same counter, or differs in a letter and in a counter of its own
+//! where those read as another person's (another initial, two edits). So blocking
 //! `@trollking` blocks `@tr0llk1ng` and `@trollkin` and holds `@trollking99`, blocking
 //! `@matthew41` holds `@matthew70`, and blocking `@anna83` holds `@anja83` but lets `@anja17` in. Each entry's **reach** (exact, family
 //! or fuzzy; by default from how distinctive its name is) bounds which rules apply to it. When

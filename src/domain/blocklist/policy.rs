@@ -113,7 +113,14 @@ pub struct Evidence {
     /// Near misses only: the one edit is at the first letter (`vgautier`, `zgautier`; `gautier`,
     /// `agautier`).
     pub first_letter_differs: bool,
-    /// Characters of the entry's key that was compared.
+    /// Near misses only: the one edit is at the last letter (`annas`, `annak`; `akemi`,
+    /// `akemim`). Whether that letter is an initial after a given name is the policy's to weigh.
+    pub last_letter_differs: bool,
+    /// Digits in the counter both carry, when they share one (0 otherwise): one shared digit is
+    /// a coincidence one time in ten.
+    pub shared_digits: u8,
+    /// Characters of the entry's key that was compared; for a near miss, of its spelling (double
+    /// letters kept: `meesk` is five letters long, though its family key `mesk` has four).
     pub key_chars: u8,
     /// The candidate carries a counter of its own.
     pub candidate_counter: bool,
@@ -126,6 +133,8 @@ impl Evidence {
             counter: CounterMatch::Neither,
             leet: false,
             first_letter_differs: false,
+            last_letter_differs: false,
+            shared_digits: 0,
             key_chars: 0,
             candidate_counter: false,
         }
@@ -164,6 +173,8 @@ pub enum Why {
     },
     /// Hold: only the first letter differs (often an initial: `vgautier`, `zgautier`).
     FirstLetter,
+    /// Hold: only the last letter differs, after a given name (an initial: `annas`, `annak`).
+    LastLetter,
     /// Hold: the near miss is this many edits away.
     Edits {
         edits: u8,
@@ -232,6 +243,9 @@ impl Grade {
                 "{entry_key} is too short ({chars} letters) to tell a namesake from an evasion"
             ),
             Why::FirstLetter => "only the first letter (an initial?) differs".to_owned(),
+            Why::LastLetter => {
+                "only the last letter differs, after a given name (an initial?)".to_owned()
+            }
             Why::Edits { edits } => format!("{edits} edits apart is too far to be sure"),
             Why::CounterToo => "the counter differs as well as a letter".to_owned(),
             Why::OtherName { per_million } => format!(
@@ -244,6 +258,19 @@ impl Grade {
             _ => "the evidence is weak".to_owned(),
         };
         Some(format!("held for a moderator, not blocked: {why}"))
+    }
+}
+
+/// What two keys one edit apart at their last letter share: the shorter key's letters but its
+/// last, or all of it when the other only adds a letter (`osamun`, `osamum`: `osamu`; `akemi`,
+/// `akemim`: `akemi`).
+fn given_stem<'k>(a: &'k str, b: &'k str) -> &'k str {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.starts_with(short) {
+        short
+    } else {
+        let cut = short.char_indices().last().map_or(0, |(i, _)| i);
+        &short[..cut]
     }
 }
 
@@ -296,12 +323,17 @@ pub struct Policy {
     pub block_min_chars: u8,
     /// `BLOCKLIST_HOLD_EDITS`: near misses this many edits away, or more, are held, not blocked.
     pub hold_edits: u8,
-    /// `BLOCKLIST_NEAR_MIN_CHARS`: near misses of family keys shorter than this count only when
-    /// the counter is the same too (`anna83`, `anan83`); longer ones count on the name alone.
+    /// `BLOCKLIST_NEAR_MIN_CHARS`: near misses of names shorter than this (as spelled, double
+    /// letters kept) count only when the counter is the same too (`anna83`, `anan83`); longer
+    /// ones count on the name alone.
     pub near_min_chars: u8,
     /// `BLOCKLIST_FAMILY_MIN_CHARS`: an entry with no counter whose family key is shorter than
     /// this reaches only its exact ID unless it names a reach.
     pub family_min_chars: u8,
+    /// `BLOCKLIST_SHARED_COUNTER_MIN_DIGITS`: a shared counter shorter than this is no evidence
+    /// for a near miss that is a common name of its own (`tina8` for `nina8`: one digit is
+    /// shared by chance one time in ten); 0 or 1 counts every shared counter.
+    pub shared_counter_min_digits: u8,
 }
 
 /// `(variable, default, what it sets)` of every policy setting.
@@ -329,12 +361,17 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "BLOCKLIST_NEAR_MIN_CHARS",
         "5",
-        "near misses of shorter family keys count only when the counter is the same too",
+        "near misses of shorter names (as spelled, double letters kept) count only when the counter is the same too",
     ),
     (
         "BLOCKLIST_FAMILY_MIN_CHARS",
         "3",
         "entries with no counter and a shorter family key match only their exact ID unless they name a reach",
+    ),
+    (
+        "BLOCKLIST_SHARED_COUNTER_MIN_DIGITS",
+        "2",
+        "a shared counter of fewer digits is no evidence for a near miss that is a common name of its own",
     ),
 ];
 
@@ -347,6 +384,7 @@ impl Default for Policy {
             hold_edits: 2,
             near_min_chars: 5,
             family_min_chars: 3,
+            shared_counter_min_digits: 2,
         }
     }
 }
@@ -401,6 +439,9 @@ impl Policy {
         if let Some(n) = read("BLOCKLIST_FAMILY_MIN_CHARS", 1, 32) {
             policy.family_min_chars = n as u8;
         }
+        if let Some(n) = read("BLOCKLIST_SHARED_COUNTER_MIN_DIGITS", 0, 32) {
+            policy.shared_counter_min_digits = n as u8;
+        }
         if errors.is_empty() {
             Ok(policy)
         } else {
@@ -412,15 +453,32 @@ impl Policy {
     /// ID for a key shorter than `family_min_chars` with no counter (`@al`); the family for one common name with no
     /// counter (`@anna`: near misses of it are mostly other people's names, and there is no
     /// number to share); near misses too for everything else, two-part names included. Display
-    /// names always reach near misses.
-    pub fn default_reach(&self, kind: EntryKind, key: &str, has_counter: bool) -> Reach {
+    /// names always reach near misses. `spelling` is the key with double letters kept: one that
+    /// starts or ends with a double letter is an initial and a name that meet (`jjohnson`,
+    /// `atsushii`), not the name alone, however common the name.
+    pub fn default_reach(
+        &self,
+        kind: EntryKind,
+        key: &str,
+        spelling: &str,
+        has_counter: bool,
+    ) -> Reach {
+        let doubled = |mut letters: std::iter::Peekable<std::str::Chars<'_>>| {
+            letters.next().is_some_and(|a| letters.peek() == Some(&a))
+        };
+        let ends: String = spelling.chars().rev().collect();
+        let initial_meets_name =
+            doubled(spelling.chars().peekable()) || doubled(ends.chars().peekable());
         match kind {
             EntryKind::Glob => Reach::Exact,
             EntryKind::DisplayName => Reach::Fuzzy,
             EntryKind::UserId => {
                 if !has_counter && key.chars().count() < usize::from(self.family_min_chars) {
                     Reach::Exact
-                } else if !has_counter && share(key).either() >= self.hold_common_per_million {
+                } else if !has_counter
+                    && !initial_meets_name
+                    && share(key).either() >= self.hold_common_per_million
+                {
                     Reach::Family
                 } else {
                     Reach::Fuzzy
@@ -480,6 +538,14 @@ impl Policy {
             }
             (_, MatchRule::Distance(d)) => {
                 if evidence.counter == CounterMatch::Shared {
+                    // One shared digit is a coincidence one time in ten: a near miss that is a
+                    // common name of its own (`tina8` for `nina8`) is likelier its own person.
+                    if !evidence.leet
+                        && evidence.shared_digits < self.shared_counter_min_digits
+                        && memo.of(candidate_key).0 >= self.hold_common_per_million
+                    {
+                        return None;
+                    }
                     let other = memo.of(candidate_key).1;
                     return if other >= self.hold_common_per_million {
                         Grade::hold(Why::OtherName { per_million: other })
@@ -500,10 +566,29 @@ impl Policy {
                 // (`elena05` for `helena33`). Without a counter, it is what an initial and a
                 // surname look like beside the surname with digits (`ahenck`, `henck21`): no
                 // evidence.
-                if evidence.first_letter_differs {
+                // The same at the other end: a given name and an initial (`annas7`, `annak3`;
+                // `akemi1969`, `akemim22`) read as two people whose names share the given name;
+                // with a counter of its own as well, no evidence (two things that people pick
+                // differ).
+                let initial = if evidence.first_letter_differs {
+                    Some(Why::FirstLetter)
+                } else if evidence.last_letter_differs
+                    && share(given_stem(
+                        names.first().copied().unwrap_or(""),
+                        candidate_key,
+                    ))
+                    .given
+                        >= self.hold_common_per_million
+                {
+                    Some(Why::LastLetter)
+                } else {
+                    None
+                };
+                if let Some(why) = initial {
                     return if !differs {
-                        Grade::hold(Why::FirstLetter)
+                        Grade::hold(why)
                     } else if !evidence.candidate_counter
+                        || why == Why::LastLetter
                         || memo.of(candidate_key).1 >= self.hold_common_per_million
                     {
                         None
@@ -517,6 +602,8 @@ impl Policy {
                 if memo.of(candidate_key).0 >= self.hold_common_per_million {
                     return None;
                 }
+                // Two edits and another counter (`sonyajones77` for `sofiajones729`): three
+                // things differ, which is what another person's handle looks like.
                 let other = memo.of(candidate_key).1;
                 if other >= self.hold_common_per_million {
                     return if d >= self.hold_edits {
@@ -526,7 +613,11 @@ impl Policy {
                     };
                 }
                 if d >= self.hold_edits {
-                    return Grade::hold(Why::Edits { edits: d });
+                    return if differs {
+                        None
+                    } else {
+                        Grade::hold(Why::Edits { edits: d })
+                    };
                 }
                 let per_million = common(memo);
                 if per_million >= self.hold_common_per_million {

@@ -283,15 +283,17 @@ const ID_CASES: &[Case] = {
             "@alicewonder:example.org",
             None,
         ),
+        // `troll` is five letters as written (its family key `troi` has four), so a letter more
+        // is a near miss, held (see `a_near_miss_of_a_five_letter_name_is_held_not_blocked`).
         (
-            "trolls: one letter more on a short name",
+            "trolls: one letter more on a five-letter name",
             "@trolls:example.org",
-            None,
+            Some(("@troll:example.org", Distance(1))),
         ),
         (
-            "stroll: one letter more on a short name",
+            "stroll: one letter more on a five-letter name",
             "@stroll:example.org",
-            None,
+            Some(("@troll:example.org", Distance(1))),
         ),
         ("patrol", "@patrol:example.org", None),
         ("unrelated short name", "@bob:example.org", None),
@@ -1239,6 +1241,90 @@ fn michele_is_held_for_michelle_and_one_letter_of_an_initial_is_held() {
 }
 
 #[test]
+fn a_near_miss_of_a_five_letter_name_is_held_not_blocked() {
+    let index = graded(&["@troll:example.org"]);
+    for id in ["@trolls:x.org", "@stroll:x.org"] {
+        assert_eq!(outcome(&index, id), Outcome::Hold, "{id}");
+    }
+    // A four-letter name's near misses still count only with the same counter.
+    let index = graded(&["@trol:example.org", "@mira7:example.org"]);
+    assert_eq!(outcome(&index, "@trols:x.org"), Outcome::Allow);
+    assert_eq!(outcome(&index, "@mirna3:x.org"), Outcome::Allow);
+}
+
+#[test]
+fn a_given_name_and_another_initial_reads_as_another_person() {
+    // Only the last letter differs after a given name: an initial, held like a first one...
+    let index = graded(&["@osamun:x.org", "@akemi1969:x.org", "@annas37:x.org"]);
+    let v = index.check_user(&user("@osamum:kde.org")).unwrap();
+    assert_eq!(
+        (v.outcome(), v.grade.why, v.rule),
+        (Outcome::Hold, Why::LastLetter, MatchRule::Distance(1))
+    );
+    assert!(
+        v.explain().contains("only the last letter differs"),
+        "{}",
+        v.explain()
+    );
+    // ...and with a number of its own as well, or none beside a year, no evidence at all.
+    for id in [
+        "@osamum42:kde.org",
+        "@akemim22:kde.org",
+        "@akemim:kde.org",
+        "@annak3:kde.org",
+    ] {
+        let v = index.check_user(&user(id));
+        assert!(v.is_none(), "{id}: {:?}", v.map(|v| v.explain()));
+    }
+    // The same counter still holds, and leet still blocks.
+    assert_eq!(outcome(&index, "@annak37:kde.org"), Outcome::Hold);
+    assert_eq!(outcome(&index, "@ann4s37:kde.org"), Outcome::Block);
+}
+
+#[test]
+fn one_shared_digit_is_no_evidence_for_a_common_name_of_its_own() {
+    let index = graded(&["@nina8:x.org", "@nina88:x.org"]);
+    assert!(index.check_user(&user("@tina8:kde.org")).is_none());
+    let v = index.check_user(&user("@tina88:kde.org")).unwrap();
+    assert_eq!(v.grade.why, Why::OtherName { per_million: 8192 });
+    let strict = Policy {
+        shared_counter_min_digits: 0,
+        ..Policy::default()
+    };
+    let index =
+        BlockIndex::build_with(vec![Entry::parse("@nina8:x.org", None, 0).unwrap()], strict);
+    assert_eq!(outcome(&index, "@tina8:kde.org"), Outcome::Hold);
+}
+
+#[test]
+fn a_double_letter_at_either_end_is_an_initial_meeting_a_name() {
+    // `jjohnson` is j. Johnson and `atsushii` is Atsushi I., not the common name alone, so they
+    // keep near misses (held, the names being common); `johnson` reaches its family only.
+    let index = graded(&["@jjohnson:x.org", "@atsushii:x.org", "@johnson:x.org"]);
+    let reaches: Vec<Option<Reach>> = (0..3).map(|i| index.reach_of(i)).collect();
+    assert_eq!(
+        reaches,
+        [Some(Reach::Fuzzy), Some(Reach::Fuzzy), Some(Reach::Family)]
+    );
+    assert_eq!(outcome(&index, "@jjohnsjn:kde.org"), Outcome::Hold);
+    assert_eq!(outcome(&index, "@atsushci:kde.org"), Outcome::Hold);
+    assert_eq!(outcome(&index, "@johnsen:kde.org"), Outcome::Allow);
+}
+
+#[test]
+fn a_near_miss_is_as_long_as_its_spelling_and_two_edits_with_another_counter_are_nothing() {
+    // `meesk` has five letters though its family key `mesk` has four: its near misses count.
+    let index = graded(&["@meesk:x.org", "@sofiajones729:x.org"]);
+    let v = index.check_user(&user("@mecsk:kde.org")).unwrap();
+    assert_eq!(
+        (v.outcome(), v.grade.why),
+        (Outcome::Hold, Why::ShortKey { chars: 5 })
+    );
+    assert!(index.check_user(&user("@sonyajones77:kde.org")).is_none());
+    assert_eq!(outcome(&index, "@sonyajones729:kde.org"), Outcome::Block);
+}
+
+#[test]
 fn a_distinctive_name_blocks_under_leet_separators_repeats_and_near_misses() {
     let index = graded(&["@trollking:localhost"]);
     for evader in [
@@ -1524,7 +1610,7 @@ fn preview_lists_who_an_entry_would_catch_with_outcome_and_reason() {
 #[test]
 fn policy_settings_have_defaults_and_refuse_bad_values_by_name() {
     assert_eq!(Policy::from_vars(|_| None), Ok(Policy::default()));
-    assert_eq!(SETTINGS.len(), 6);
+    assert_eq!(SETTINGS.len(), 7);
     let vars = |name: &str| match name {
         "BLOCKLIST_HOLD_COMMON_PER_MILLION" => Some("50".to_owned()),
         "BLOCKLIST_HOLD_EDITS" => Some(" 3 ".to_owned()),
