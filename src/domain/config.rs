@@ -79,6 +79,9 @@ pub struct Config {
     /// `POLICY_ROOMS`: policy rooms (IDs or aliases) whose rules Knock follows: a knock a rule
     /// matches is refused, with the rule's source in its verdict.
     pub policy_rooms: Vec<String>,
+    /// `POLICY_FUZZY_ROOMS`: subscribed policy rooms trusted for Knock's fuzzy matching (family
+    /// and near misses, graded as Knock's own list); each is also in `policy_rooms`.
+    pub policy_fuzzy_rooms: Vec<String>,
 }
 
 /// `MANAGEMENT_NOTIFY`: which knocks Knock posts about in the management room.
@@ -451,21 +454,29 @@ impl Config {
                 }
             });
         let mut policy_rooms: Vec<String> = Vec::new();
-        for r in get("POLICY_ROOMS")
-            .unwrap_or_default()
-            .split([',', ' ', '\n'])
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-        {
-            let shaped = r.starts_with(['!', '#']) && r.contains(':') && r.len() <= 255;
-            if !shaped {
-                bad(
-                    "POLICY_ROOMS",
-                    false,
-                    "each entry must be a room ID (!id:server) or alias (#name:server)".into(),
-                );
-            } else if !policy_rooms.iter().any(|p| p == r) {
-                policy_rooms.push(r.to_owned());
+        let mut policy_fuzzy_rooms: Vec<String> = Vec::new();
+        for (name, fuzzy) in [("POLICY_ROOMS", false), ("POLICY_FUZZY_ROOMS", true)] {
+            for r in get(name)
+                .unwrap_or_default()
+                .split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+            {
+                let shaped = r.starts_with(['!', '#']) && r.contains(':') && r.len() <= 255;
+                if !shaped {
+                    bad(
+                        name,
+                        false,
+                        "each entry must be a room ID (!id:server) or alias (#name:server)".into(),
+                    );
+                    continue;
+                }
+                if !policy_rooms.iter().any(|p| p == r) {
+                    policy_rooms.push(r.to_owned());
+                }
+                if fuzzy && !policy_fuzzy_rooms.iter().any(|p| p == r) {
+                    policy_fuzzy_rooms.push(r.to_owned());
+                }
             }
         }
         let management_notify = match get("MANAGEMENT_NOTIFY") {
@@ -518,6 +529,7 @@ impl Config {
                 deny_message,
                 policy_publish_room,
                 policy_rooms,
+                policy_fuzzy_rooms,
             }),
             _ => Err(Problems(problems)),
         }

@@ -28,31 +28,55 @@ pub const POLICY_KV: &str = super::blocklist::BLOCKLIST_KV;
 /// How long the hot path trusts a list's version it last read from KV.
 pub const VERSION_TTL_MS: u64 = 30_000;
 
-struct Cached {
+struct Cached<T> {
     checked_at: u64,
     version: u64,
-    index: Option<Rc<PolicyIndex>>,
+    index: Option<Rc<T>>,
 }
 
+type Cache<T> = RefCell<HashMap<String, Cached<T>>>;
+
 thread_local! {
-    static CACHE: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
+    static CACHE: Cache<PolicyIndex> = RefCell::new(HashMap::new());
+    /// The fuzzy-trusted lists' block-list indexes (`POLICY_FUZZY_ROOMS`).
+    static FUZZY: Cache<BlockIndex> = RefCell::new(HashMap::new());
+}
+
+/// The two blobs a list may have: its exact rules, and (when trusted with fuzzy matching) its
+/// user rules as a block-list index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Blob {
+    Rules,
+    Fuzzy,
 }
 
 /// The KV keys of a list (as `POLICY_ROOMS` names it): its version value (`<version> <chunks>`)
 /// and its blob's prefix (pieces `<prefix>:<version>:<i>`, as the block-list's).
-fn keys(list: &str) -> (String, String) {
+fn keys(list: &str, blob: Blob) -> (String, String) {
     // The same short key for an alias or an ID string; room_key wants a RoomId, so hash the
     // configured text the same way.
     let id = RoomId::parse(list)
         .map(|r| room_key(&r))
         .unwrap_or_else(|_| crate::domain::form::hex_sha256(list.as_bytes())[..16].to_owned());
-    (format!("policy:{id}:version"), format!("policy:{id}:index"))
+    match blob {
+        Blob::Rules => (format!("policy:{id}:version"), format!("policy:{id}:index")),
+        Blob::Fuzzy => (
+            format!("policy:{id}:fuzzy_version"),
+            format!("policy:{id}:fuzzy"),
+        ),
+    }
 }
 
 /// Writes a list's blob, then its version, so a reader that sees a version finds a blob at
 /// least that new; then deletes the blob the version replaced.
-pub async fn publish(kv: &KvStore, list: &str, version: u64, blob: &[u8]) -> Result<()> {
-    let (version_key, blob_prefix) = keys(list);
+pub async fn publish(
+    kv: &KvStore,
+    list: &str,
+    which: Blob,
+    version: u64,
+    blob: &[u8],
+) -> Result<()> {
+    let (version_key, blob_prefix) = keys(list, which);
     let previous = kv
         .get(&version_key)
         .text()
@@ -69,8 +93,19 @@ pub async fn publish(kv: &KvStore, list: &str, version: u64, blob: &[u8]) -> Res
 }
 
 async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<PolicyIndex>>> {
+    load(kv, list, Blob::Rules, &CACHE, PolicyIndex::open, log).await
+}
+
+async fn load<T: 'static>(
+    kv: &KvStore,
+    list: &str,
+    which: Blob,
+    cache: &'static std::thread::LocalKey<Cache<T>>,
+    open: impl Fn(Vec<u8>) -> std::result::Result<T, crate::domain::paged::IndexError>,
+    log: &Logger,
+) -> Result<Option<Rc<T>>> {
     let now = now_ms();
-    let fresh = CACHE.with(|c| {
+    let fresh = cache.with(|c| {
         c.borrow()
             .get(list)
             .filter(|e| now.saturating_sub(e.checked_at) < VERSION_TTL_MS)
@@ -79,14 +114,14 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
     if let Some(index) = fresh {
         return Ok(index);
     }
-    let (version_key, blob_prefix) = keys(list);
+    let (version_key, blob_prefix) = keys(list, which);
     let (version, chunks) = kv
         .get(&version_key)
         .text()
         .await?
         .map(|v| parse_version(&v))
         .unwrap_or((0, 0));
-    let same = CACHE.with(|c| {
+    let same = cache.with(|c| {
         let mut c = c.borrow_mut();
         match c.get_mut(list) {
             Some(e) if e.version == version => {
@@ -101,7 +136,7 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
     }
     let index = match get_blob(kv, &blob_prefix, version, chunks).await? {
         None => None,
-        Some(bytes) => match PolicyIndex::open(bytes) {
+        Some(bytes) => match open(bytes) {
             Ok(i) => Some(Rc::new(i)),
             Err(e) => {
                 log.event(
@@ -112,7 +147,7 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
             }
         },
     };
-    CACHE.with(|c| {
+    cache.with(|c| {
         c.borrow_mut().insert(
             list.to_owned(),
             Cached {
@@ -123,6 +158,37 @@ async fn index_of(kv: &KvStore, list: &str, log: &Logger) -> Result<Option<Rc<Po
         )
     });
     Ok(index)
+}
+
+/// The room's subscribed lists trusted with fuzzy matching, as block-list indexes graded under
+/// the room's block-list settings, that have a usable copy now.
+pub async fn fuzzy_lists(env: &Env, cfg: &Config, log: &Logger) -> Vec<Rc<BlockIndex>> {
+    if cfg.policy_fuzzy_rooms.is_empty() {
+        return Vec::new();
+    }
+    let Ok(kv) = env.kv(POLICY_KV) else {
+        return Vec::new();
+    };
+    let policy = cfg.blocklist;
+    let mut out = Vec::new();
+    for list in &cfg.policy_fuzzy_rooms {
+        let open = |bytes: Vec<u8>| BlockIndex::open(bytes, &policy);
+        match load(&kv, list, Blob::Fuzzy, &FUZZY, open, log).await {
+            Ok(Some(i)) if i.damaged() => {
+                FUZZY.with(|c| c.borrow_mut().remove(list.as_str()));
+            }
+            Ok(Some(i)) => out.push(i),
+            Ok(None) => {}
+            Err(e) => log.event(
+                "policy_index_unavailable",
+                &[
+                    ("list", list.as_str().into()),
+                    ("error", e.to_string().into()),
+                ],
+            ),
+        }
+    }
+    out
 }
 
 /// The room's subscribed lists that have a usable index now.

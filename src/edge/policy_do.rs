@@ -18,12 +18,15 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::log::Logger;
 use super::meta;
+use super::policy::Blob;
 use super::policy::{self, POLICY_KV};
 use super::session_do;
 use super::transport::FetchTransport;
 use super::{env_lookup, stub, POLICY_BINDING};
+use crate::domain::blocklist::BlockIndex;
 use crate::domain::deployment::Site;
 use crate::domain::mxid::RoomId;
+use crate::domain::policy::fuzzy_entries;
 use crate::domain::policy::index::{compile, Source};
 use crate::domain::policy::sync::{filter, read_sync};
 use crate::domain::policy::{read, Change, Rules, StateEvent};
@@ -202,15 +205,35 @@ impl PolicyDo {
                 rules: &rules,
             }])
         });
+        // A list trusted with Knock's fuzzy matching also goes out as a block-list index of its
+        // user rules, compiled here under the deployment's block-list settings.
+        // (Published again when the list is newly trusted, or its rules changed.)
+        let fuzzy_published: u64 = self
+            .meta("fuzzy_published")
+            .map_err(e)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let trusted = cfg.policy_fuzzy_rooms.iter().any(|r| r == room);
+        let fuzzy = (trusted && fuzzy_published < version)
+            .then(|| BlockIndex::compile(&fuzzy_entries(room, &rules), &[], &cfg.blocklist));
         *self.rules.borrow_mut() = Some(rules);
-        if let Some(blob) = blob {
+        if blob.is_some() || fuzzy.is_some() {
             let kv = self.env.kv(POLICY_KV).map_err(e)?;
-            let size = blob.len();
-            policy::publish(&kv, room, version, &blob)
-                .await
-                .map_err(e)?;
-            self.set_meta("published", &version.to_string())
-                .map_err(e)?;
+            let size = blob.as_ref().map_or(0, Vec::len);
+            if let Some(fuzzy) = &fuzzy {
+                policy::publish(&kv, room, Blob::Fuzzy, version, fuzzy)
+                    .await
+                    .map_err(e)?;
+                self.set_meta("fuzzy_published", &version.to_string())
+                    .map_err(e)?;
+            }
+            if let Some(blob) = &blob {
+                policy::publish(&kv, room, Blob::Rules, version, blob)
+                    .await
+                    .map_err(e)?;
+                self.set_meta("published", &version.to_string())
+                    .map_err(e)?;
+            }
             Logger::background("policy").event(
                 "policy_list_published",
                 &[
@@ -218,6 +241,7 @@ impl PolicyDo {
                     ("rules", (count as u64).into()),
                     ("version", version.into()),
                     ("bytes", (size as u64).into()),
+                    ("fuzzy_bytes", fuzzy.as_ref().map_or(0, Vec::len).into()),
                 ],
             );
         }

@@ -275,6 +275,13 @@ impl Host for DoHost {
         }
     }
 
+    async fn fuzzy_lists(&self) -> Vec<Rc<BlockIndex>> {
+        match self.config() {
+            Ok(cfg) => super::policy::fuzzy_lists(&self.env, cfg, &self.log).await,
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn log(&self, event: &str, fields: &[(&str, Value)]) {
         self.log.event(event, fields);
     }

@@ -404,7 +404,9 @@ async fn invite_from_form(
     // The block-list comes before anything else that costs a subrequest. A blocked knock is
     // recorded with its verdict and answered exactly like any other (a shadow block); weak
     // evidence (a namesake, say) holds the knock for a moderator, with the explanation.
-    let mut verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+    // Knock's own list, and the subscribed lists trusted with its fuzzy matching.
+    let fuzzy = super::policy::fuzzy_lists(env, &cfg, log).await;
+    let mut verdict = crate::domain::policy::graded(&index, &fuzzy, &user, None);
     if verdict.as_ref().is_none_or(|(o, _)| *o != Outcome::Block) {
         // A subscribed policy list's rule (exact, glob, server or hashed) refuses the knock,
         // its source named in the verdict.

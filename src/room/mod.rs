@@ -74,6 +74,11 @@ pub trait Host {
     async fn policy_lists(&self) -> Vec<Rc<crate::domain::policy::index::PolicyIndex>> {
         Vec::new()
     }
+    /// The subscribed lists trusted with fuzzy matching (`POLICY_FUZZY_ROOMS`), as block-list
+    /// indexes of their user rules.
+    async fn fuzzy_lists(&self) -> Vec<Rc<BlockIndex>> {
+        Vec::new()
+    }
     fn log(&self, event: &str, fields: &[(&str, Value)]);
     /// Sends an operation to another room's object (a space's child rooms) and returns its
     /// answer.

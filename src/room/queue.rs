@@ -101,6 +101,7 @@ impl<H: Host> Room<H> {
             };
             // Subscribed policy lists too (their copies change on the five-minute cron).
             let lists = self.host.policy_lists().await;
+            let fuzzy = self.host.fuzzy_lists().await;
             let Some(fresh) = self.store().get(id)? else {
                 return Ok(Some(()));
             };
@@ -111,9 +112,9 @@ impl<H: Host> Room<H> {
             }
             // A moderator's approval stands against hold-level evidence (they saw it), never
             // against block-level evidence.
-            let verdict = index
-                .judge(&user, fresh.display_name.as_deref())
-                .map(|v| (v.outcome().for_knock(fresh.approved), v.explain()));
+            let verdict =
+                crate::domain::policy::graded(&index, &fuzzy, &user, fresh.display_name.as_deref())
+                    .map(|(o, why)| (o.for_knock(fresh.approved), why));
             // A subscribed rule is block-level evidence: an approval does not stand against it
             // (a moderator lets such a person in by unblocking them, a local exception).
             let verdict = match verdict {

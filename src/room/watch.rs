@@ -86,7 +86,8 @@ impl<H: Host> Room<H> {
         // moderator of the room, and a pass they would remove more than ten members in only
         // reports them, for a moderator to confirm.
         let lists = self.host.policy_lists().await;
-        let spared = if lists.is_empty() || !due.member_scan {
+        let fuzzy = self.host.fuzzy_lists().await;
+        let spared = if (lists.is_empty() && fuzzy.is_empty()) || !due.member_scan {
             None
         } else {
             calls += 2;
@@ -97,7 +98,19 @@ impl<H: Host> Room<H> {
             if user == bot || levels.is_moderator(user) {
                 return None;
             }
-            crate::domain::policy::subscribed_rule(&lists, &index, user).map(|f| f.verdict())
+            if let Some(f) = crate::domain::policy::subscribed_rule(&lists, &index, user) {
+                return Some(f.verdict());
+            }
+            // A list trusted with fuzzy matching acts on block-level evidence, as Knock's own.
+            let id = UserId::parse(user).ok()?;
+            if fuzzy.is_empty() || index.allowed(user).is_some() {
+                return None;
+            }
+            fuzzy.iter().find_map(|l| {
+                l.check_user(&id)
+                    .filter(|v| v.outcome() == Outcome::Block)
+                    .map(|v| v.explain())
+            })
         };
         let removable = members
             .iter()
@@ -367,7 +380,8 @@ impl<H: Host> Room<H> {
         let version = self.host.list_version().await?;
         let index = self.host.index(version).await?;
         let user = UserId::parse(user_id).map_err(|e| e.to_string())?;
-        let mut verdict = index.judge(&user, None).map(|v| (v.outcome(), v.explain()));
+        let fuzzy = self.host.fuzzy_lists().await;
+        let mut verdict = crate::domain::policy::graded(&index, &fuzzy, &user, None);
         if !matches!(verdict, Some((Outcome::Block, _))) {
             let lists = self.host.policy_lists().await;
             if let Some(f) = crate::domain::policy::subscribed_rule(&lists, &index, user.as_str()) {

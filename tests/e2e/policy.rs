@@ -373,3 +373,77 @@ fn a_member_a_new_rule_matches_is_removed_at_the_next_run_but_never_the_bot_or_a
         "nor the bot"
     );
 }
+
+#[test]
+fn a_list_trusted_with_fuzzy_matching_catches_variants_and_an_untrusted_one_matches_exactly() {
+    let s = synapse();
+    let owner = s.new_user("fuzzyowner");
+    let stamp = crate::support::now_ms();
+    let mut aliases = Vec::new();
+    for (name, villain) in [("trusted", "fuzzyvillain"), ("exact", "exactvillain")] {
+        let alias_name = format!("knock{name}{stamp}");
+        let r = s.client(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            &owner.token,
+            Some(
+                json!({"preset": "public_chat", "name": format!("{name} bans"),
+                        "room_alias_name": alias_name}),
+            ),
+        );
+        assert_eq!(r.status, 200, "createRoom: {}", r.body);
+        let room = r.json()["room_id"].as_str().expect("room id").to_owned();
+        set_rule(
+            &owner,
+            &room,
+            "m.policy.rule.user",
+            "rule1",
+            json!({"entity": format!("@{villain}:localhost"), "recommendation": "m.ban",
+                   "reason": "ban evasion"}),
+        );
+        aliases.push(format!("#{alias_name}:localhost"));
+    }
+    let room = s.create_knock_room(&s.bot);
+    let mut vars = Worker::base_vars(s);
+    vars.retain(|(k, _)| k != "NEW_ROOM_ID");
+    vars.push(("NEW_ROOM_ID".into(), room.clone()));
+    vars.push(("API_KEY".into(), API_KEY.into()));
+    // The trusted list is subscribed through POLICY_FUZZY_ROOMS alone.
+    vars.push(("POLICY_ROOMS".into(), aliases[1].clone()));
+    vars.push(("POLICY_FUZZY_ROOMS".into(), aliases[0].clone()));
+    let w = Worker::start(&vars);
+    let r = w.get("/cdn-cgi/handler/scheduled?cron=*%2F5+*+*+*+*", &[]);
+    assert_eq!(r.status, 200, "cron: {}", r.body);
+    wait_until("both lists published", Duration::from_secs(30), || {
+        (w.log().matches("policy_list_published").count() >= 2).then_some(())
+    });
+    for user_id in ["@fuzzyv1llain:localhost", "@exactv1llain:localhost"] {
+        let r = w.post(
+            "/invite_from_form",
+            &[("Content-Type", "application/json")],
+            json!({ "matrix_id": user_id }).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let knocks = w.admin(API_KEY, "/knocks", None).json();
+    let of = |u: &str| -> Value {
+        knocks["knocks"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["user_id"] == u).cloned())
+            .unwrap_or(Value::Null)
+    };
+    // Knock's family rule (leet folded) caught the trusted list's rule, naming its source.
+    let trusted = of("@fuzzyv1llain:localhost");
+    assert_eq!(trusted["verdict"], "blocked", "{trusted}");
+    let reason = trusted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("matches blocked @fuzzyvillain:localhost")
+            && reason.contains(&format!("in policy list {}", aliases[0]))
+            && reason.contains("state key rule1"),
+        "{reason}"
+    );
+    // The untrusted list's rules match exactly, as the spec says: the variant is not refused.
+    let exact = of("@exactv1llain:localhost");
+    assert_ne!(exact["verdict"], "blocked", "{exact}");
+    assert!(!exact.is_null(), "the knock was stored: {knocks}");
+}

@@ -1742,6 +1742,14 @@ fn a_compiled_index_opens_and_answers_as_the_list_does() {
         assert_eq!(opened.entry(i).as_ref(), Some(e));
     }
     assert!(!opened.damaged());
+    // Nor is an index without display names (or without any entry) taken for a damaged one.
+    for list in [vec![], entries[..2].to_vec()] {
+        let index = BlockIndex::build_with(list, policy);
+        for u in candidates() {
+            index.judge(&u, Some("Alice Admin"));
+        }
+        assert!(!index.damaged());
+    }
     // The same list compiles to the same bytes.
     assert_eq!(BlockIndex::compile(&entries, &[], &policy), blob);
 }

@@ -281,3 +281,75 @@ pub fn subscribed_rule(
     }
     lists.iter().find_map(|l| l.judge(user).ok().flatten())
 }
+
+/// A subscribed list's user rules as block-list entries, for a list the operator trusts with
+/// Knock's fuzzy matching (`POLICY_FUZZY_ROOMS`): each literal user ID and each glob, its reason
+/// naming the rule's source. Server rules and hashed entities stay exact (they are matched by
+/// the list's own index); an entity that is no valid entry is left out.
+pub fn fuzzy_entries(list: &str, rules: &Rules) -> Vec<crate::domain::blocklist::Entry> {
+    use crate::domain::blocklist::{Entry, EntryKind, MAX_REASON_BYTES};
+    let mut out = Vec::new();
+    for r in rules.iter().filter(|r| r.kind == Kind::User) {
+        let Entity::Glob(entity) = &r.entity else {
+            continue;
+        };
+        let found = index::Found {
+            list: list.to_owned(),
+            kind: r.kind,
+            recommendation: r.recommendation,
+            entity: entity.clone(),
+            state_key: r.state_key.clone(),
+            reason: r.reason.clone(),
+            sender: r.sender.clone(),
+        };
+        let mut reason: String = found
+            .explain()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        while reason.len() > MAX_REASON_BYTES {
+            reason.pop();
+        }
+        let kind = if r.entity.is_literal() {
+            EntryKind::UserId
+        } else {
+            EntryKind::Glob
+        };
+        if let Ok(e) = Entry::new(entity, kind, Some(reason), 0) {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Knock's own verdict and those of the subscribed lists trusted with fuzzy matching (graded as
+/// Knock's own list), the strongest outcome; on a tie, Knock's own, then the first list. A local
+/// exception passes the subscribed lists over.
+pub fn graded(
+    own: &crate::domain::blocklist::BlockIndex,
+    fuzzy: &[std::rc::Rc<crate::domain::blocklist::BlockIndex>],
+    user: &crate::domain::mxid::UserId,
+    display_name: Option<&str>,
+) -> Option<(crate::domain::blocklist::Outcome, String)> {
+    use crate::domain::blocklist::Outcome;
+    let mut best = own
+        .judge(user, display_name)
+        .map(|v| (v.outcome(), v.explain()));
+    if best.as_ref().is_some_and(|(o, _)| *o == Outcome::Block)
+        || fuzzy.is_empty()
+        || own.allowed(user.as_str()).is_some()
+    {
+        return best;
+    }
+    for list in fuzzy {
+        if let Some(v) = list.judge(user, display_name) {
+            if best.as_ref().is_none_or(|(o, _)| v.outcome() > *o) {
+                best = Some((v.outcome(), v.explain()));
+            }
+            if v.outcome() == Outcome::Block {
+                break;
+            }
+        }
+    }
+    best
+}

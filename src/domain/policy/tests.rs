@@ -402,3 +402,47 @@ fn a_local_exception_overrides_a_subscribed_rule_for_that_one_person() {
     assert!(own.disallow("@carol:example.org"));
     assert!(!own.disallow("@carol:example.org"));
 }
+
+#[test]
+fn a_list_trusted_with_fuzzy_matching_is_graded_as_knocks_own_and_names_its_source() {
+    use crate::domain::blocklist::{BlockIndex, BlockList, Outcome, Policy};
+    use crate::domain::mxid::UserId;
+    let mut rules = Rules::default();
+    for e in [
+        user_rule("rule1", "@fuzzyvillain:localhost"),
+        user_rule("g", "@spam*:*"),
+        rule(
+            "m.policy.rule.server",
+            "s",
+            json!({"entity": "evil.example", "recommendation": "m.ban"}),
+        ),
+    ] {
+        rules.apply(read(&e));
+    }
+    let entries = super::fuzzy_entries("#trusted:lists.example", &rules);
+    // User rules only: the literal ID and the glob; server rules stay exact.
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let fuzzy = vec![std::rc::Rc::new(BlockIndex::build_with(
+        entries,
+        Policy::default(),
+    ))];
+    let own = BlockList::new().index();
+    let variant = UserId::parse("@fuzzyv1llain:localhost").unwrap();
+    let (outcome, why) =
+        super::graded(&own, &fuzzy, &variant, None).expect("the variant is caught");
+    assert_eq!(outcome, Outcome::Block, "{why}");
+    assert!(
+        why.contains("matches blocked @fuzzyvillain:localhost")
+            && why.contains("in policy list #trusted:lists.example")
+            && why.contains("state key rule1"),
+        "{why}"
+    );
+    assert!(
+        super::graded(&own, &[], &variant, None).is_none(),
+        "untrusted: exact only"
+    );
+    // A local exception passes the trusted list over too.
+    let mut list = BlockList::new();
+    list.allow(&variant, None, 1);
+    assert!(super::graded(&list.index(), &fuzzy, &variant, None).is_none());
+}
