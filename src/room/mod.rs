@@ -100,6 +100,10 @@ pub struct Room<H: Host> {
     /// Users whose membership a moderator's request is changing right now: the queue leaves
     /// their owed kicks to that request (or, if this instance is lost, to the next run).
     busy: RefCell<HashSet<String>>,
+    /// This instance read or wrote `login_needed` as 0 since it last wrote 1: a call that
+    /// worked need not read it again (only this object writes its store, and only
+    /// [`Room::after`] writes this key).
+    login_known_ok: Cell<bool>,
 }
 
 impl<H: Host> Room<H> {
@@ -111,6 +115,7 @@ impl<H: Host> Room<H> {
             lease_until: Cell::new(0),
             watching: Cell::new(false),
             busy: RefCell::new(HashSet::new()),
+            login_known_ok: Cell::new(false),
         }
     }
 
@@ -150,6 +155,21 @@ impl<H: Host> Room<H> {
         Err(format!("knock {id} kept changing under a write"))
     }
 
+    /// [`Room::transition`], starting from `k`, a copy of the knock read earlier: if the row is
+    /// still at `k.version` the compare-and-set holds without reading it again, and if not it
+    /// fails and the knock is re-read as usual. A copy the event leaves unchanged says nothing
+    /// about the row as stored, so that case reads it too.
+    pub(crate) fn transition_from(&self, k: Knock, event: Event) -> Result<Option<Transition>> {
+        let t = lifecycle::apply(&k, event.clone(), self.host.now(), &self.policy());
+        if t.changed(&k) {
+            if let Some(stored) = self.store().put(&t.knock)? {
+                self.after(&t, &stored)?;
+                return Ok(Some(Transition { knock: stored, ..t }));
+            }
+        }
+        self.transition(k.id, event)
+    }
+
     /// The room-wide effects of a transition.
     fn after(&self, t: &Transition, k: &Knock) -> Result<()> {
         use lifecycle::Effect;
@@ -182,12 +202,15 @@ impl<H: Host> Room<H> {
                     self.store().set_meta("pause_until", &until.max(current))?;
                 }
                 Effect::LoginNeeded => {
+                    self.login_known_ok.set(false);
                     if self.store().meta_u64("login_needed")? == 0 {
                         self.store().set_meta("login_needed_since", &now)?;
                     }
                     self.store().set_meta("login_needed", &1)?
                 }
-                // Written only when it changes: most calls succeed, and a write costs.
+                // Written only when it changes: most calls succeed, and a write costs (and
+                // read only while this instance does not know it is 0).
+                Effect::LoginWorks if self.login_known_ok.get() => {}
                 Effect::LoginWorks => {
                     if self.store().meta_u64("login_needed")? != 0 {
                         self.store().set_meta("login_needed", &0)?;
@@ -200,6 +223,7 @@ impl<H: Host> Room<H> {
                         );
                         self.owe_alert(&format!("login-{since}"), &text)?;
                     }
+                    self.login_known_ok.set(true);
                 }
                 Effect::RecordBan => self.store().record_ban(
                     &k.user_id,

@@ -329,13 +329,16 @@ impl<H: Host> Room<H> {
         let store = self.store();
         let now = self.host.now();
         let limiter_key = format!("mxid:{}", k.user_id);
-        // One statement for the delivery, the per-ID limiter and the join wave.
-        let (delivery, limit_state, wave_state) = store.intake_state::<LimiterState, WaveState>(
+        // One statement for the delivery, the per-ID limiter, the join wave and the person's
+        // latest knock.
+        let state = store.intake_state::<LimiterState, WaveState>(
             &k.delivery_key,
             now,
             &limiter_key,
             "wave",
+            &k.user_id,
         )?;
+        let (delivery, limit_state, wave_state) = (state.delivery, state.limit, state.meta);
         let previous_delivery = match delivery {
             Some(id) => match store.get(id)? {
                 Some(prev) if lifecycle::is_retry(&k.delivery_key, &prev) => Some(id),
@@ -354,7 +357,7 @@ impl<H: Host> Room<H> {
         };
         let wave_state = wave_state.unwrap_or_default();
         let (wave, next_wave) = rate_limit::record_knock(&wave_state, now, &cfg.wave);
-        let latest = store.latest_for(&k.user_id)?;
+        let latest = state.latest;
         let record_as = k.record_as.map(|status| {
             let reason = k.note.clone().unwrap_or_else(|| match status {
                 Status::Held => "held for a moderator".to_owned(),

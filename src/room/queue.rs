@@ -52,13 +52,10 @@ impl<H: Host> Room<H> {
     /// The next due knock nobody else is acting on, if the room is not paused.
     fn next_due(&self) -> Result<Option<Knock>> {
         let now = self.host.now();
-        if self.store().meta_u64("pause_until")? > now {
-            return Ok(None);
-        }
         let busy = self.busy.borrow();
         Ok(self
             .store()
-            .due(now, 20)?
+            .due_unpaused(now, 20)?
             .into_iter()
             .find(|k| !busy.contains(&k.user_id)))
     }
@@ -81,7 +78,10 @@ impl<H: Host> Room<H> {
             return Ok(Some(()));
         };
         self.take_lease().await;
-        self.pace().await?;
+        // The lease is a storage call (the input gate keeps other requests out), so `k` is
+        // still the row as stored unless the pacing wait let someone in.
+        let waited = self.pace().await?;
+        let mut known = k;
         if step == Step::Invite {
             // The fresh block-list check, then nothing but synchronous work before the send.
             *calls += 1;
@@ -152,10 +152,11 @@ impl<H: Host> Room<H> {
                 }
                 _ => {}
             }
-            if self.transition(id, Event::Inviting)?.is_none() {
-                return Ok(Some(()));
+            match self.transition(id, Event::Inviting)? {
+                Some(t) => known = t.knock,
+                None => return Ok(Some(())),
             }
-        } else {
+        } else if waited {
             // Re-read after the pacing wait: a block, rescind or decision may have landed.
             let Some(fresh) = self.store().get(id)? else {
                 return Ok(Some(()));
@@ -163,16 +164,13 @@ impl<H: Host> Room<H> {
             if fresh.next_step() != Some(step) || self.busy.borrow().contains(&fresh.user_id) {
                 return Ok(Some(()));
             }
+            known = fresh;
         }
         let cfg = self.cfg()?;
         let api = self.api()?;
         if step == Step::ConfirmInvite {
             *calls += 2;
-            let attempt = self
-                .store()
-                .get(id)?
-                .and_then(|k| k.invited_at)
-                .unwrap_or(0);
+            let attempt = known.invited_at.unwrap_or(0);
             let event = match self.confirm_invite(&user, attempt).await {
                 Ok((membership, ended)) => Event::InviteConfirmed { membership, ended },
                 Err(f) => Event::Answered {
@@ -181,7 +179,7 @@ impl<H: Host> Room<H> {
                     user_is_local: true,
                 },
             };
-            if let Some(t) = self.transition(id, event)? {
+            if let Some(t) = self.transition_from(known, event)? {
                 self.host.log(
                     t.name,
                     &[("user_id", t.knock.user_id.into()), ("knock_id", id.into())],
@@ -195,9 +193,8 @@ impl<H: Host> Room<H> {
             Step::CheckProfile => api.profile(&user),
             Step::Invite => api.invite(&cfg.room_id, &user, Some("asked to join via Knock")),
             Step::Withdraw => {
-                let k = self.store().get(id)?.unwrap_or(k);
-                let reason = withdraw_reason(&k);
-                let action = match k.withdraw {
+                let reason = withdraw_reason(&known);
+                let action = match known.withdraw {
                     Some(Withdraw::Ban) => "ban",
                     _ => "kick",
                 };
@@ -213,7 +210,7 @@ impl<H: Host> Room<H> {
             outcome,
             user_is_local: room_server == Some(user.server_name()),
         };
-        let Some(t) = self.transition(id, event)? else {
+        let Some(t) = self.transition_from(known, event)? else {
             return Ok(Some(()));
         };
         self.host.log(
@@ -286,18 +283,20 @@ impl<H: Host> Room<H> {
         Ok(())
     }
 
-    /// Spaces homeserver calls by `REQUEST_DELAY`, across runs too.
-    async fn pace(&self) -> Result<()> {
+    /// Spaces homeserver calls by `REQUEST_DELAY`, across runs too. Whether it waited (and so
+    /// let other requests in).
+    async fn pace(&self) -> Result<bool> {
         let delay = self.cfg()?.request_delay_ms;
         if delay == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let last = self.store().meta_u64("last_call_at")?;
         let wait = (last + delay).saturating_sub(self.host.now());
         if wait > 0 {
             self.host.sleep(wait).await;
         }
-        self.store().set_meta("last_call_at", &self.host.now())
+        self.store().set_meta("last_call_at", &self.host.now())?;
+        Ok(wait > 0)
     }
 }
 

@@ -75,6 +75,36 @@ const COLUMNS: &str = "id, version, user_id, source, status, profile_checked, ap
     withdraw, attempts, next_attempt_at, last_error, created_at, updated_at, invited_at, closed_at, \
     display_name, dm_room, note";
 
+/// A knock row as one JSON text (`json_object` over [`COLUMNS`]), for reading a knock as one
+/// column of a statement that reads other things too.
+fn row_as_json() -> String {
+    let pairs: Vec<String> = COLUMNS
+        .split(',')
+        .map(str::trim)
+        .map(|c| format!("'{c}', {c}"))
+        .collect();
+    format!("json_object({})", pairs.join(", "))
+}
+
+/// What [`Store::intake_state`] reads.
+pub struct IntakeState<L, M> {
+    pub delivery: Option<i64>,
+    pub limit: Option<L>,
+    pub meta: Option<M>,
+    pub latest: Option<Knock>,
+}
+
+impl<L, M> Default for IntakeState<L, M> {
+    fn default() -> Self {
+        IntakeState {
+            delivery: None,
+            limit: None,
+            meta: None,
+            latest: None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Row {
     id: i64,
@@ -318,6 +348,18 @@ impl<S: Sql> Store<S> {
         )
     }
 
+    /// Knocks due by `now`, earliest first, unless the room is paused (`pause_until` after
+    /// `now`): [`Store::due`] and the pause in one statement, since the queue asks before
+    /// every step.
+    pub fn due_unpaused(&self, now: u64, limit: u32) -> Result<Vec<Knock>> {
+        self.knocks(
+            "SELECT {COLUMNS} FROM knocks WHERE due_at IS NOT NULL AND due_at <= ? \
+             AND COALESCE((SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'pause_until'), 0) <= ? \
+             ORDER BY due_at, id LIMIT ?",
+            &[int(now), int(now), (limit as i64).into()],
+        )
+    }
+
     /// Knocks with work due later than `now`.
     pub fn waiting(&self, now: u64) -> Result<Vec<Knock>> {
         self.knocks(
@@ -550,38 +592,62 @@ impl<S: Sql> Store<S> {
     }
 
     /// What intake reads before deciding, in one statement: the knock an unexpired delivery
-    /// key was stored for, the limiter state under `limit_key`, and the meta value `meta_key`.
+    /// key was stored for, the limiter state under `limit_key`, the meta value `meta_key`, and
+    /// `user`'s latest knock (as [`Store::latest_for`] reads it). One statement instead of
+    /// two: on the Durable Object every statement is a call of its own, and intake is the hot
+    /// path.
     pub fn intake_state<L: DeserializeOwned, M: DeserializeOwned>(
         &self,
         delivery_key: &str,
         now: u64,
         limit_key: &str,
         meta_key: &str,
-    ) -> Result<(Option<i64>, Option<L>, Option<M>)> {
+        user: &str,
+    ) -> Result<IntakeState<L, M>> {
         #[derive(Deserialize)]
         struct R {
             delivery: Option<i64>,
             limit: Option<String>,
             meta: Option<String>,
+            latest: Option<String>,
         }
-        let rows: Vec<R> = self.sql.query(
+        let sql = format!(
             "SELECT (SELECT knock_id FROM deliveries WHERE key = ? AND expires_at > ?) AS delivery, \
              (SELECT state FROM limits WHERE key = ?) AS \"limit\", \
-             (SELECT v FROM meta WHERE k = ?) AS meta",
+             (SELECT v FROM meta WHERE k = ?) AS meta, \
+             (SELECT {} FROM knocks WHERE user_id = ? ORDER BY id DESC LIMIT 1) AS latest",
+            row_as_json()
+        );
+        let rows: Vec<R> = self.sql.query(
+            &sql,
             &[
                 delivery_key.into(),
                 int(now),
                 limit_key.into(),
                 meta_key.into(),
+                user.into(),
             ],
         )?;
         let Some(r) = rows.into_iter().next() else {
-            return Ok((None, None, None));
+            return Ok(IntakeState::default());
         };
         fn parse<T: DeserializeOwned>(v: Option<String>) -> Option<T> {
             v.and_then(|v| serde_json::from_str(&v).ok())
         }
-        Ok((r.delivery, parse(r.limit), parse(r.meta)))
+        let latest = match r.latest {
+            Some(json) => Some(
+                serde_json::from_str::<Row>(&json)
+                    .map_err(|e| format!("latest knock: {e}"))?
+                    .into_knock(),
+            ),
+            None => None,
+        };
+        Ok(IntakeState {
+            delivery: r.delivery,
+            limit: parse(r.limit),
+            meta: parse(r.meta),
+            latest,
+        })
     }
 
     /// What the next alarm depends on, in one statement: the pause (`pause_until`), the earliest

@@ -306,3 +306,59 @@ fn a_knocks_answers_and_owed_messages_go_when_the_person_is_forgotten() {
     assert!(store.owed_due("deny", T0, 10).expect("due").is_empty());
     assert_eq!(store.wave_held(T0).expect("wave").1, 0);
 }
+
+#[test]
+fn intake_reads_the_latest_knock_in_its_one_statement_exactly_as_latest_for_reads_it() {
+    let (_db, store) = fresh();
+    let nothing = store
+        .intake_state::<serde_json::Value, serde_json::Value>("k", T0, "mxid:@a:x", "wave", "@a:x")
+        .expect("intake state");
+    assert!(nothing.latest.is_none() && nothing.delivery.is_none());
+    store.insert(&Knock::new("@a:x", "json", T0)).expect("a");
+    // A newer one with every optional column set, text that needs escaping included.
+    let mut k = Knock::new("@a:x", "tally", T0 + 1);
+    k.last_error = Some("a \"quoted\" reason, \\ and ünïcode".into());
+    k.display_name = Some("A".into());
+    k.note = Some("read in lower case".into());
+    k.invited_at = Some(T0 + 2);
+    let stored = store.insert(&k).expect("a2");
+    store
+        .insert(&Knock::new("@b:x", "json", T0 + 3))
+        .expect("b");
+    store.put_delivery("tally:1", stored.id, T0).expect("d");
+    store
+        .set_limit_state("mxid:@a:x", &serde_json::json!({"n": 1}), T0 + DAY)
+        .expect("limit");
+    store
+        .set_meta("wave", &serde_json::json!({"w": 2}))
+        .expect("meta");
+    let s = store
+        .intake_state::<serde_json::Value, serde_json::Value>(
+            "tally:1",
+            T0,
+            "mxid:@a:x",
+            "wave",
+            "@a:x",
+        )
+        .expect("intake state");
+    assert_eq!(s.delivery, Some(stored.id));
+    assert_eq!(s.limit, Some(serde_json::json!({"n": 1})));
+    assert_eq!(s.meta, Some(serde_json::json!({"w": 2})));
+    assert_eq!(s.latest, store.latest_for("@a:x").expect("latest"));
+    assert_eq!(s.latest.map(|k| k.id), Some(stored.id));
+}
+
+#[test]
+fn the_queue_sees_no_due_knock_while_the_room_is_paused() {
+    let (_db, store) = fresh();
+    let k = store.insert(&Knock::new("@a:x", "json", T0)).expect("a");
+    assert_eq!(
+        store.due_unpaused(T0, 20).expect("due"),
+        store.due(T0, 20).expect("due")
+    );
+    assert_eq!(store.due_unpaused(T0, 20).expect("due")[0].id, k.id);
+    store.set_meta("pause_until", &(T0 + 10)).expect("pause");
+    assert!(store.due_unpaused(T0, 20).expect("due").is_empty());
+    assert!(store.due_unpaused(T0 + 9, 20).expect("due").is_empty());
+    assert_eq!(store.due_unpaused(T0 + 10, 20).expect("due").len(), 1);
+}
