@@ -179,16 +179,18 @@ pub async fn fuzzy_lists(env: &Env, cfg: &Config, log: &Logger) -> Vec<Rc<BlockI
             }
             Ok(Some(i)) => out.push(i),
             Ok(None) => {}
-            Err(e) => log.event(
-                "policy_index_unavailable",
-                &[
-                    ("list", list.as_str().into()),
-                    ("error", e.to_string().into()),
-                ],
-            ),
+            Err(e) => unavailable(log, list, &e),
         }
     }
     out
+}
+
+/// A list whose index could not be read from KV now (it is left out of this check).
+fn unavailable(log: &Logger, list: &str, e: &worker::Error) {
+    log.event(
+        "policy_index_unavailable",
+        &[("list", list.into()), ("error", e.to_string().into())],
+    );
 }
 
 /// The room's subscribed lists that have a usable index now.
@@ -201,13 +203,7 @@ pub async fn lists(env: &Env, cfg: &Config, log: &Logger) -> Vec<Rc<PolicyIndex>
         match index_of(&kv, list, log).await {
             Ok(Some(i)) => out.push(i),
             Ok(None) => {}
-            Err(e) => log.event(
-                "policy_index_unavailable",
-                &[
-                    ("list", list.as_str().into()),
-                    ("error", e.to_string().into()),
-                ],
-            ),
+            Err(e) => unavailable(log, list, &e),
         }
     }
     out
