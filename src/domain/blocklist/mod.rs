@@ -37,6 +37,7 @@
 
 pub mod commonness;
 mod evidence;
+mod fuzzy;
 mod glob;
 mod index;
 mod list;
