@@ -46,6 +46,7 @@ pub mod policy;
 mod postings;
 mod preview;
 mod reference;
+mod settings;
 #[cfg(test)]
 mod tests;
 
