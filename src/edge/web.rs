@@ -81,7 +81,8 @@ async fn route(mut req: Request, env: &Env, log: &Logger) -> Result<Response> {
 
 /// The session the request's cookie names, while it is valid.
 async fn signed_in(req: &Request, env: &Env) -> Result<Option<Session>> {
-    match session::session_id(req.headers().get("cookie")?.as_deref()) {
+    let api_key = env_lookup(env)("API_KEY").unwrap_or_default();
+    match session::session_id(req.headers().get("cookie")?.as_deref(), &api_key) {
         Some(id) => admin_session_do::touch(env, &id).await,
         None => Ok(None),
     }
@@ -151,13 +152,14 @@ async fn sign_in(req: &mut Request, env: &Env, log: &Logger) -> Result<Response>
     log.event("admin_signed_in", &[]);
     let mut r = redirect("/admin/")?;
     r.headers_mut()
-        .set("set-cookie", &session::set_cookie(&id))?;
+        .set("set-cookie", &session::set_cookie(&id, &api_key))?;
     Ok(r)
 }
 
 /// Ends the session at once (with its CSRF token, so no other site can sign a moderator out).
 async fn sign_out(req: &mut Request, env: &Env, log: &Logger) -> Result<Response> {
-    let id = session::session_id(req.headers().get("cookie")?.as_deref());
+    let api_key = env_lookup(env)("API_KEY").unwrap_or_default();
+    let id = session::session_id(req.headers().get("cookie")?.as_deref(), &api_key);
     let body = match http::read_limited(req, 4096).await? {
         Body::Read(b) => b,
         Body::TooLarge => Vec::new(),

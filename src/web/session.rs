@@ -1,7 +1,8 @@
 //! Sign-in sessions of the moderator page, decided without IO: random bytes and `now` are
 //! passed in, and the session's Durable Object stores what comes out.
 //!
-//! A session is a random 256-bit id in an `HttpOnly; Secure; SameSite=Strict` cookie; the
+//! A session is a random 256-bit id in an `HttpOnly; Secure; SameSite=Strict` cookie, signed
+//! with the admin key so that only ids the worker made reach a Durable Object; the
 //! session itself (its CSRF token, when it was last used) lives in one Durable Object per id.
 //! It ends after [`IDLE_MS`] without use, or at once on logout. With the cookie, every request
 //! that changes state must carry the session's CSRF token.
@@ -109,21 +110,65 @@ pub fn is_id(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The session id in a `Cookie` header, if it holds a well-formed one.
-pub fn session_id(cookie_header: Option<&str>) -> Option<String> {
+/// Hex digits of the tag that follows the id in the cookie (128 bits of HMAC-SHA256).
+const TAG_HEX: usize = 32;
+
+/// The tag that proves the worker made `id`: HMAC-SHA256 under the admin key, so a made-up or
+/// guessed id is refused before any Durable Object is asked (or created) for it, and changing
+/// `API_KEY` ends every session at once.
+fn tag(id: &str, api_key: &str) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(api_key.as_bytes())
+        .unwrap_or_else(|_| unreachable!());
+    m.update(b"knock admin session\0");
+    m.update(id.as_bytes());
+    let mut out = hex::encode(m.finalize().into_bytes());
+    out.truncate(TAG_HEX);
+    out
+}
+
+/// The cookie's value for session `id`: the id, a dot, its tag.
+pub fn cookie_value(id: &str, api_key: &str) -> String {
+    format!("{id}.{}", tag(id, api_key))
+}
+
+/// Whether a `Cookie` header carries this module's cookie at all (valid or not).
+pub fn has_cookie(cookie_header: Option<&str>) -> bool {
+    cookie_header.is_some_and(|h| {
+        h.split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| name == COOKIE && !value.trim().is_empty())
+    })
+}
+
+/// The session id in a `Cookie` header, if it holds one this worker made under `api_key` (a
+/// well-formed id with its tag, compared in constant time).
+pub fn session_id(cookie_header: Option<&str>, api_key: &str) -> Option<String> {
+    if api_key.is_empty() {
+        return None;
+    }
     cookie_header?
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
         .filter(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.trim().trim_matches('"'))
-        .find(|v| is_id(v))
-        .map(str::to_owned)
+        .filter_map(|v| v.split_once('.'))
+        .find(|(id, t)| {
+            is_id(id)
+                && t.len() == TAG_HEX
+                && constant_time_eq(t.as_bytes(), tag(id, api_key).as_bytes())
+        })
+        .map(|(id, _)| id.to_owned())
 }
 
 /// The `Set-Cookie` that signs in. No `Max-Age`: the browser forgets it when it closes, and the
 /// server ends it after [`IDLE_MS`] idle anyway.
-pub fn set_cookie(id: &str) -> String {
-    format!("{COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict")
+pub fn set_cookie(id: &str, api_key: &str) -> String {
+    format!(
+        "{COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict",
+        cookie_value(id, api_key)
+    )
 }
 
 /// The `Set-Cookie` that forgets the session.
@@ -191,30 +236,52 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_read_only_when_it_holds_a_session_id() {
+    fn the_cookie_is_read_only_when_it_holds_a_session_id_this_worker_signed() {
+        const KEY: &str = "the-admin-key";
+        let v = cookie_value(ID, KEY);
+        assert_eq!(v.len(), 64 + 1 + 32);
         assert_eq!(
-            session_id(Some(&format!("a=1; {COOKIE}={ID}"))),
+            session_id(Some(&format!("a=1; {COOKIE}={v}")), KEY),
             Some(ID.into())
         );
         assert_eq!(
-            session_id(Some(&format!("{COOKIE}=\"{ID}\""))),
+            session_id(Some(&format!("{COOKIE}=\"{v}\"")), KEY),
             Some(ID.into())
         );
+        // A bare id (the cookie of an earlier release), or one with a made-up tag, is no
+        // session: nothing is looked up for it.
+        assert_eq!(session_id(Some(&format!("{COOKIE}={ID}")), KEY), None);
+        let forged = format!("{ID}.{}", "0".repeat(32));
+        assert_eq!(session_id(Some(&format!("{COOKIE}={forged}")), KEY), None);
+        // Another id with this id's tag, or this cookie under another key, is refused.
+        let other = new_id(&[0xcd; 32]);
+        let swapped = format!("{other}.{}", &v[65..]);
+        assert_eq!(session_id(Some(&format!("{COOKIE}={swapped}")), KEY), None);
         assert_eq!(
-            session_id(Some(&format!("{COOKIE}={}", ID.to_uppercase()))),
+            session_id(Some(&format!("{COOKIE}={v}")), "a-rotated-key"),
             None
         );
-        assert_eq!(session_id(Some(&format!("{COOKIE}={ID}x"))), None);
-        assert_eq!(session_id(Some(&format!("other={ID}"))), None);
-        assert_eq!(session_id(Some(&format!("{COOKIE}=../../x"))), None);
-        assert_eq!(session_id(None), None);
+        assert_eq!(session_id(Some(&format!("{COOKIE}={v}")), ""), None);
+        assert_eq!(
+            session_id(Some(&format!("{COOKIE}={}", v.to_uppercase())), KEY),
+            None
+        );
+        assert_eq!(session_id(Some(&format!("{COOKIE}={v}x")), KEY), None);
+        assert_eq!(session_id(Some(&format!("other={v}")), KEY), None);
+        assert_eq!(session_id(Some(&format!("{COOKIE}=../../x")), KEY), None);
+        assert_eq!(session_id(None, KEY), None);
         assert_eq!(new_id(&[0xab; 32]).len(), 64);
         assert!(is_id(&new_id(&[0xab; 32])));
+        assert!(set_cookie(ID, KEY).starts_with(&format!("{COOKIE}={v}; ")));
+        assert!(has_cookie(Some(&format!("a=1; {COOKIE}={ID}"))));
+        assert!(!has_cookie(Some(&format!("{COOKIE}=; a=1"))));
+        assert!(!has_cookie(Some("a=1")));
+        assert!(!has_cookie(None));
     }
 
     #[test]
     fn the_cookie_is_http_only_secure_and_strict() {
-        let c = set_cookie(ID);
+        let c = set_cookie(ID, "k");
         for part in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
             assert!(c.contains(part), "{c}");
         }

@@ -346,11 +346,15 @@ fn knocks_page_backwards_and_filter_by_verdict() {
         s.wait_for_membership(&w.room_id, &u.user_id, "invite");
     }
     // Synapse shows an invite a moment before the room stores the answer to it.
-    wait_until("all five recorded as invited", Duration::from_secs(20), || {
-        let r = w.admin(KEY, "/knocks?verdict=invited&limit=100", None);
-        let invited = r.json()["knocks"].as_array().expect("knocks").len();
-        (invited == 5).then_some(())
-    });
+    wait_until(
+        "all five recorded as invited",
+        Duration::from_secs(20),
+        || {
+            let r = w.admin(KEY, "/knocks?verdict=invited&limit=100", None);
+            let invited = r.json()["knocks"].as_array().expect("knocks").len();
+            (invited == 5).then_some(())
+        },
+    );
 }
 
 #[test]

@@ -446,6 +446,21 @@ fn a_moderator_signs_in_and_acts_from_the_page_in_a_real_browser() {
         let session_cookie = format!("knock_admin={}", cookie.value());
         assert_eq!(b.js("return document.cookie").await, json!(""), "scripts cannot read it");
 
+        // The cookie is the session's id signed with the admin key: the id alone, or the id
+        // with a made-up tag, is no session (refused before any session object is asked).
+        let value = cookie.value().to_owned();
+        let (id, tag) = value.split_once('.').expect("the cookie is <id>.<tag>");
+        assert_eq!((id.len(), tag.len()), (64, 32), "{value}");
+        let r = w.get("/held_knocks", &[("Cookie", session_cookie.as_str())]);
+        assert_eq!(r.status, 200, "the signed cookie works for the admin API: {}", r.body);
+        for forged in [format!("knock_admin={id}"), format!("knock_admin={id}.{}", "0".repeat(32))] {
+            let r = w.get("/held_knocks", &[("Cookie", forged.as_str())]);
+            assert_eq!(r.status, 401, "{forged}: {}", r.body);
+            assert!(r.body.contains("session has ended"), "{}", r.body);
+            let r = w.get("/admin/", &[("Cookie", forged.as_str())]);
+            assert_eq!(r.status, 303, "{forged}");
+        }
+
         // Held: the namesake, with the rule that held them.
         let row = format!("tr[data-user=\"{}\"]", namesake.user_id);
         let held_text = b.text(&row).await;
