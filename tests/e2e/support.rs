@@ -432,11 +432,21 @@ impl Synapse {
     }
 
     pub fn wait_for_membership(&self, room_id: &str, user_id: &str, want: &str) {
-        wait_until(
-            &format!("{user_id} to be {want}"),
-            Duration::from_secs(30),
-            || (self.membership(room_id, user_id).as_deref() == Some(want)).then_some(()),
-        )
+        self.wait_for_membership_within(room_id, user_id, want, Duration::from_secs(30))
+    }
+
+    /// [`Self::wait_for_membership`] with its own timeout, for a test whose invites may need a
+    /// retry or two with back-off (1 s, 2 s, 4 s, ...) when the whole suite loads the machine.
+    pub fn wait_for_membership_within(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        want: &str,
+        timeout: Duration,
+    ) {
+        wait_until(&format!("{user_id} to be {want}"), timeout, || {
+            (self.membership(room_id, user_id).as_deref() == Some(want)).then_some(())
+        })
     }
 
     /// Every `m.room.member` event of the room's timeline, oldest first.
