@@ -268,7 +268,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+/// HMAC-SHA256 of `parts`, in order, under `key`.
+pub(crate) fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for p in parts {

@@ -117,12 +117,11 @@ const TAG_HEX: usize = 32;
 /// guessed id is refused before any Durable Object is asked (or created) for it, and changing
 /// `API_KEY` ends every session at once.
 fn tag(id: &str, api_key: &str) -> String {
-    use hmac::{Hmac, Mac};
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(api_key.as_bytes())
-        .unwrap_or_else(|_| unreachable!());
-    m.update(b"knock admin session\0");
-    m.update(id.as_bytes());
+    use hmac::Mac;
+    let m = crate::domain::signature::mac(
+        api_key.as_bytes(),
+        &[b"knock admin session\0", id.as_bytes()],
+    );
     let mut out = hex::encode(m.finalize().into_bytes());
     out.truncate(TAG_HEX);
     out
@@ -133,33 +132,60 @@ pub fn cookie_value(id: &str, api_key: &str) -> String {
     format!("{id}.{}", tag(id, api_key))
 }
 
-/// Whether a `Cookie` header carries this module's cookie at all (valid or not).
-pub fn has_cookie(cookie_header: Option<&str>) -> bool {
-    cookie_header.is_some_and(|h| {
-        h.split(';')
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| name == COOKIE && !value.trim().is_empty())
-    })
+/// What a request's `Cookie` header presents of this module's cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented {
+    /// No session cookie.
+    Absent,
+    /// A session cookie this worker did not sign under the current key (made up, or from
+    /// before `API_KEY` changed, or with no key set): no session, and nothing to look up.
+    Stale,
+    /// The id of a session this worker made.
+    Session(String),
 }
 
-/// The session id in a `Cookie` header, if it holds one this worker made under `api_key` (a
-/// well-formed id with its tag, compared in constant time).
-pub fn session_id(cookie_header: Option<&str>, api_key: &str) -> Option<String> {
-    if api_key.is_empty() {
-        return None;
+impl Presented {
+    /// The session id, when there is one to look up.
+    pub fn session(self) -> Option<String> {
+        match self {
+            Presented::Session(id) => Some(id),
+            _ => None,
+        }
     }
-    cookie_header?
-        .split(';')
+}
+
+/// Reads the session cookie of a `Cookie` header under `api_key` (its tag compared in constant
+/// time).
+pub fn presented(cookie_header: Option<&str>, api_key: &str) -> Presented {
+    let mut values = cookie_header
+        .into_iter()
+        .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .filter(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if values.peek().is_none() {
+        return Presented::Absent;
+    }
+    if api_key.is_empty() {
+        return Presented::Stale;
+    }
+    values
         .filter_map(|v| v.split_once('.'))
         .find(|(id, t)| {
             is_id(id)
                 && t.len() == TAG_HEX
                 && constant_time_eq(t.as_bytes(), tag(id, api_key).as_bytes())
         })
-        .map(|(id, _)| id.to_owned())
+        .map_or(Presented::Stale, |(id, _)| {
+            Presented::Session(id.to_owned())
+        })
+}
+
+/// The session id in a `Cookie` header, if it holds one this worker made under `api_key`.
+pub fn session_id(cookie_header: Option<&str>, api_key: &str) -> Option<String> {
+    presented(cookie_header, api_key).session()
 }
 
 /// The `Set-Cookie` that signs in. No `Max-Age`: the browser forgets it when it closes, and the
@@ -273,10 +299,20 @@ mod tests {
         assert_eq!(new_id(&[0xab; 32]).len(), 64);
         assert!(is_id(&new_id(&[0xab; 32])));
         assert!(set_cookie(ID, KEY).starts_with(&format!("{COOKIE}={v}; ")));
-        assert!(has_cookie(Some(&format!("a=1; {COOKIE}={ID}"))));
-        assert!(!has_cookie(Some(&format!("{COOKIE}=; a=1"))));
-        assert!(!has_cookie(Some("a=1")));
-        assert!(!has_cookie(None));
+        assert_eq!(
+            presented(Some(&format!("a=1; {COOKIE}={ID}")), KEY),
+            Presented::Stale
+        );
+        assert_eq!(
+            presented(Some(&format!("{COOKIE}={v}")), ""),
+            Presented::Stale
+        );
+        assert_eq!(
+            presented(Some(&format!("{COOKIE}=; a=1")), KEY),
+            Presented::Absent
+        );
+        assert_eq!(presented(Some("a=1"), KEY), Presented::Absent);
+        assert_eq!(presented(None, KEY), Presented::Absent);
     }
 
     #[test]
