@@ -10,15 +10,17 @@
 //! Realistic handles (see `support/handles.rs`): 100 and 1,000 blocked handles among a list
 //! filled up to the same number of entries, 2,000 honest handles of the same kinds, and evasions
 //! of every blocked handle by each technique; for the in-sample split (what the policy was tuned
-//! on), the first held-out split, now seen (`held_out_seen`), and the fresh held-out one
-//! (`fresh_held_out`, measured once; see `support/handles.rs`). The filler is, in turn, the generated entries above (`synthetic`),
+//! on), the first two held-out splits, now seen (`held_out_seen`, `held_out_seen_2`), and the
+//! fresh held-out one (`fresh_held_out`, measured once; see `support/handles.rs`). The filler is,
+//! in turn, the generated entries above (`synthetic`),
 //! a list shaped like a shared ban list matched fuzzily (`ban_list_fuzzy`), and the same list
 //! matched as a subscribed one, exactly and by glob (`ban_list_exact`); see [`Filler`].
 //! Prints the confusion table by technique and by outcome, which entry caught each honest
 //! handle and by which rule, and adds a `realistic` object to the JSON. `KNOCK_BENCH_MISSES=1`
 //! also prints the evasions let in and the honest handles blocked or held (apart from same-family
 //! namesakes); `KNOCK_BENCH_ONLY=realistic` runs only this part; `KNOCK_BENCH_FILLER` and
-//! `KNOCK_BENCH_SPLIT` (comma-separated names: `in_sample`, `held_out_seen`, `fresh_held_out`)
+//! `KNOCK_BENCH_SPLIT` (comma-separated names: `in_sample`, `held_out_seen`, `held_out_seen_2`,
+//! `fresh_held_out`)
 //! pick fillers and splits; `BLOCKLIST_*` settings
 //! apply as in the worker.
 
