@@ -126,6 +126,7 @@ where
                 leet: inner_leet || edge_leet,
                 first_letter_differs: false,
                 last_letter_differs: false,
+                last_letter_replaced: false,
                 shared_digits: shared_digits(counter, &c.counter),
                 key_chars: key_chars(e.key),
                 candidate_counter: !c.counter.is_empty(),
@@ -181,6 +182,7 @@ pub(crate) fn near<'a>(
         leet: candidate.leet,
         first_letter_differs: d == 1 && edit_at_start(mine, theirs),
         last_letter_differs: d == 1 && edit_at_end(mine, theirs),
+        last_letter_replaced: d == 1 && last_replaced(mine, theirs),
         shared_digits: shared_digits(counter, &candidate.counter),
         key_chars: key_chars(entry.spelling),
         candidate_counter: !candidate.counter.is_empty(),
@@ -209,6 +211,14 @@ fn edit_at_end(a: &str, b: &str) -> bool {
         s.char_indices().last().map_or("", |(i, _)| &s[..i])
     }
     init(a) == init(b) || init(a) == b || a == init(b)
+}
+
+/// Whether `a` and `b` differ only in their last letter, replaced (not added or dropped).
+fn last_replaced(a: &str, b: &str) -> bool {
+    fn init(s: &str) -> &str {
+        s.char_indices().last().map_or("", |(i, _)| &s[..i])
+    }
+    a != b && a.chars().count() == b.chars().count() && init(a) == init(b)
 }
 
 /// Digits of the counter a candidate shares with an entry; 0 when they share none.

@@ -4,7 +4,7 @@
 //! reason ([`Why`]): **block** (the same ID, a glob, or evidence no namesake would leave: the same
 //! counter, digits written for letters, a distinctive name spelled otherwise); **hold** (weak
 //! evidence: only the counter differs, only the spelling differs on a short or common name, only
-//! the initial differs, a near miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
+//! the initial at either end differs, a near miss two edits away; a moderator decides); or nothing (an honest namesake is likelier than an
 //! evasion, e.g. a near miss that is itself a common name). How common a name is comes from
 //! [`super::commonness`]. Also: which [`Reach`] an entry has when it names none, what a knock a
 //! moderator approved gets ([`Outcome::for_knock`]), and what the member scan does
@@ -115,6 +115,9 @@ pub struct Evidence {
     /// Near misses only: the one edit is at the last letter (`annas`, `annak`; `akemi`,
     /// `akemim`). Whether that letter is an initial after a given name is the policy's to weigh.
     pub last_letter_differs: bool,
+    /// Near misses only: the last letter, as spelled, is another one, not dropped or added
+    /// (`musilovaj`, `musilovan`; `hardiansyahh`, `hardiansyahb`).
+    pub last_letter_replaced: bool,
     /// Digits in the counter both carry, when they share one (0 otherwise): one shared digit is
     /// a coincidence one time in ten.
     pub shared_digits: u8,
@@ -133,6 +136,7 @@ impl Evidence {
             leet: false,
             first_letter_differs: false,
             last_letter_differs: false,
+            last_letter_replaced: false,
             shared_digits: 0,
             key_chars: 0,
             candidate_counter: false,
@@ -174,6 +178,10 @@ pub enum Why {
     FirstLetter,
     /// Hold: only the last letter differs, after a given name (an initial: `annas`, `annak`).
     LastLetter,
+    /// Hold: only the last letter is another one, after a name that is not a common given name
+    /// (a surname and another initial: `musilovaj`, `musilovan`), where the evidence would
+    /// otherwise block: an initial is one letter, at either end.
+    EndLetter,
     /// Hold: the near miss is this many edits away.
     Edits {
         edits: u8,
@@ -245,6 +253,7 @@ impl Grade {
             Why::LastLetter => {
                 "only the last letter differs, after a given name (an initial?)".to_owned()
             }
+            Why::EndLetter => "only the last letter (an initial?) differs".to_owned(),
             Why::Edits { edits } => format!("{edits} edits apart is too far to be sure"),
             Why::CounterToo => "the counter differs as well as a letter".to_owned(),
             Why::OtherName { per_million } => format!(
@@ -480,6 +489,12 @@ impl Policy {
                     Grade::hold(Why::ShortKey { chars })
                 } else if differs {
                     Grade::hold(Why::CounterToo)
+                } else if evidence.last_letter_replaced {
+                    // Another last letter (`musilova_j`, `musilova_n`; `smithj`, `smithk`) reads
+                    // as a surname and another initial, two people of one family, like another
+                    // initial before it: held. A last letter dropped or added (`trollkin` for
+                    // `trollking`) is the name spelled otherwise, and still blocks.
+                    Grade::hold(Why::EndLetter)
                 } else {
                     Grade::block(Why::Distinctive { per_million })
                 }

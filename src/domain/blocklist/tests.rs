@@ -1282,6 +1282,47 @@ fn a_given_name_and_another_initial_reads_as_another_person() {
 }
 
 #[test]
+fn a_surname_and_another_initial_is_held_not_blocked() {
+    // Only the last letter differs after a surname: another initial, held like a first one.
+    let index = graded(&[
+        "@musilova_j:x.org",
+        "@kowalczykm:x.org",
+        "@hardiansyahh:x.org",
+    ]);
+    for (id, blocked) in [
+        ("@musilova_n:kde.org", "@musilova_j:x.org"),
+        ("@musilova.t:x.org", "@musilova_j:x.org"),
+        ("@kowalczyka:kde.org", "@kowalczykm:x.org"),
+        // The initial doubles the surname's last letter: still another initial, as spelled.
+        ("@hardiansyah-b:kde.org", "@hardiansyahh:x.org"),
+    ] {
+        let v = index.check_user(&user(id)).unwrap();
+        assert_eq!(
+            (v.outcome(), v.grade.why, v.rule),
+            (Outcome::Hold, Why::EndLetter, MatchRule::Distance(1)),
+            "{id}"
+        );
+        let text = v.explain();
+        assert!(
+            text.contains(blocked) && text.contains("only the last letter (an initial?) differs"),
+            "{text}"
+        );
+    }
+    // Anything else about the name still blocks: another letter inside it, the last letter
+    // dropped, leet, the ID itself.
+    for id in [
+        "@musilava_j:kde.org",
+        "@musilova_jj:kde.org",
+        "@mus1lova_j:kde.org",
+        "@musilova_j:x.org",
+    ] {
+        assert_eq!(outcome(&index, id), Outcome::Block, "{id}");
+    }
+    // The surname alone, a common one, is a name of its own (as before).
+    assert_eq!(outcome(&index, "@kowalczyk:kde.org"), Outcome::Allow);
+}
+
+#[test]
 fn one_shared_digit_is_no_evidence_for_a_common_name_of_its_own() {
     let index = graded(&["@nina8:x.org", "@nina88:x.org"]);
     assert!(index.check_user(&user("@tina8:kde.org")).is_none());
