@@ -8,6 +8,12 @@
 //! needs, each checksummed the first time (see `crate::domain::paged`). An index built in memory
 //! ([`BlockIndex::build_with`]) is the same blob, so every test exercises the stored form.
 //!
+//! A list that only grew since a published index is published as a small index of the entries it
+//! added, layered over that one ([`BlockIndex::over`]): an isolate that holds the base reads only
+//! the addition. A layered index answers as the index of the whole list would: the same verdicts,
+//! entry positions counted across both (the addition's after the base's), and the addition's
+//! local exceptions, which are the whole list's.
+//!
 //! Sections (all integers little-endian), under magic `KNBI`:
 //! ```text
 //! meta    : the policy the index was built under (JSON); a reader under another refuses it
@@ -23,6 +29,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use super::evidence::{self, effective_reach};
 use super::fuzzy::{FuzzyIndex, Member};
@@ -155,6 +162,8 @@ pub struct BlockIndex {
     globs: GlobSet,
     ids: FuzzyIndex,
     names: FuzzyIndex,
+    /// The published index this one's entries come after (see [`BlockIndex::over`]).
+    base: Option<Rc<BlockIndex>>,
 }
 
 impl BlockIndex {
@@ -283,10 +292,59 @@ impl BlockIndex {
             entries,
             ids,
             names,
+            base: None,
         })
     }
 
-    /// The blob (what the list object publishes).
+    /// The index of a list that is `base`'s entries followed by `added`'s (compiled from the
+    /// entries after the base's and the list's whole set of local exceptions). Refused when the
+    /// two were built under other settings, or either is itself layered.
+    pub fn over(base: Rc<BlockIndex>, added: BlockIndex) -> Result<BlockIndex, IndexError> {
+        if base.policy != added.policy {
+            return Err(IndexError::OtherSettings);
+        }
+        if base.base.is_some() || added.base.is_some() {
+            return Err(IndexError::Corrupted);
+        }
+        Ok(BlockIndex {
+            base: Some(base),
+            ..added
+        })
+    }
+
+    /// The index this one is layered over, if any.
+    pub fn base(&self) -> Option<&Rc<BlockIndex>> {
+        self.base.as_ref()
+    }
+
+    /// The stronger of this layer's verdict and the base's: what one index of both lists'
+    /// entries would answer (on a tie, the base's, whose entries come first).
+    fn with_base<'s>(
+        &'s self,
+        own: Option<Verdict<'s>>,
+        of_base: impl FnOnce(&'s BlockIndex) -> Option<Verdict<'s>>,
+    ) -> Option<Verdict<'s>> {
+        let Some(base) = self.base.as_deref() else {
+            return own;
+        };
+        let offset = base.len();
+        let own = own.map(|mut v| {
+            v.index += offset;
+            v
+        });
+        match (of_base(base), own) {
+            (Some(b), Some(o)) => Some(
+                if evidence::beats(&o.grade, o.rule, o.index, Some((&b.grade, b.rule, b.index))) {
+                    o
+                } else {
+                    b
+                },
+            ),
+            (b, o) => b.or(o),
+        }
+    }
+
+    /// The blob (what the list object publishes); of a layered index, the layer's alone.
     pub fn bytes(&self) -> &[u8] {
         self.blob.bytes()
     }
@@ -294,16 +352,24 @@ impl BlockIndex {
     /// Whether a lookup found this copy damaged: its answers since were holds, and it should be
     /// replaced (the list object's copy, or one rebuilt from the list).
     pub fn damaged(&self) -> bool {
-        self.blob.damaged()
+        self.blob.damaged() || self.base.as_ref().is_some_and(|b| b.damaged())
     }
 
     /// Checks every page (a writer that has time, or a test).
     pub fn check_all(&self) -> Result<(), IndexError> {
+        if let Some(base) = &self.base {
+            base.check_all()?;
+        }
         self.blob.check_all()
     }
 
-    /// Entry `index`, read from the blob.
+    /// Entry `index` of the list, read from the blob (or the base's).
     pub fn entry(&self, index: usize) -> Option<Entry> {
+        let index = match &self.base {
+            Some(base) if index < base.len() => return base.entry(index),
+            Some(base) => index - base.len(),
+            None => index,
+        };
         self.blob
             .table_item(ENTRIES, 0, index)
             .and_then(decode_entry)
@@ -341,7 +407,8 @@ impl BlockIndex {
     /// glob, family, one edit, two), then the earliest entry.
     pub fn check_user(&self, user: &UserId) -> Option<Verdict<'_>> {
         let read = self.try_check_user(user);
-        self.or_damaged(read, user.as_str())
+        let own = self.or_damaged(read, user.as_str());
+        self.with_base(own, |base| base.check_user(user))
     }
 
     fn try_check_user(&self, user: &UserId) -> Read<Option<Verdict<'static>>> {
@@ -387,7 +454,8 @@ impl BlockIndex {
     }
 
     /// The local exception for `user`, if a moderator let them in over the subscribed lists:
-    /// its reason (empty when none was given).
+    /// its reason (empty when none was given). A layer holds the list's whole set, so the base's
+    /// is not asked.
     pub fn allowed(&self, user: &str) -> Option<String> {
         let user = user.to_ascii_lowercase();
         let (mut lo, mut hi) = (0usize, self.blob.count(ALLOWED).ok()?);
@@ -433,7 +501,8 @@ impl BlockIndex {
                 Some((entry, found)) => self.verdict_at(entry, name, found),
                 None => Ok(None),
             });
-        self.or_damaged(read, name)
+        let own = self.or_damaged(read, name);
+        self.with_base(own, |base| base.check_display_name(name))
     }
 
     pub fn policy(&self) -> &Policy {
@@ -451,20 +520,37 @@ impl BlockIndex {
         Some(effective_reach(&entry, readings.first(), &self.policy))
     }
 
+    /// Entries of the list (the base's and this layer's).
     pub fn len(&self) -> usize {
-        self.entries
+        self.entries + self.base.as_ref().map_or(0, |b| b.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries == 0
+        self.len() == 0
     }
 
-    /// The blob's size in bytes.
+    /// The blob's size in bytes (with the base's).
     pub fn size(&self) -> usize {
-        self.blob.size()
+        self.blob.size() + self.base.as_ref().map_or(0, |b| b.size())
     }
 
     pub fn stats(&self) -> IndexStats {
+        let own = self.own_stats();
+        match &self.base {
+            None => own,
+            Some(base) => {
+                let b = base.stats();
+                IndexStats {
+                    entries: own.entries + b.entries,
+                    globs: own.globs + b.globs,
+                    family_postings: own.family_postings + b.family_postings,
+                    near_miss_postings: own.near_miss_postings + b.near_miss_postings,
+                }
+            }
+        }
+    }
+
+    fn own_stats(&self) -> IndexStats {
         IndexStats {
             entries: self.entries,
             globs: self.globs.len(),

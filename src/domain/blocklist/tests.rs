@@ -1109,10 +1109,19 @@ proptest! {
             0..16,
         ),
         display in proptest::collection::vec(name_entry(), 1..8),
+        cut in any::<usize>(),
     ) {
         let mut entries = ids;
         entries.extend(names.iter().filter_map(|n| Entry::display_name(n, None, 0).ok()));
         let index = BlockIndex::build(entries.clone());
+        // The same list published as a base and the entries added since, layered.
+        let cut = cut % (entries.len() + 1);
+        let layered = BlockIndex::over(
+            std::rc::Rc::new(BlockIndex::build(entries[..cut].to_vec())),
+            BlockIndex::build(entries[cut..].to_vec()),
+        )
+        .unwrap();
+        prop_assert_eq!(layered.len(), entries.len());
         let scan = LinearScan::new(&entries);
         let locals: Vec<String> = entries
             .iter()
@@ -1133,11 +1142,70 @@ proptest! {
         }
         for u in &users {
             prop_assert_eq!(index.check_user(u), scan.check_user(u), "user {}", u);
+            prop_assert_eq!(layered.check_user(u), index.check_user(u), "layered at {}: user {}", cut, u);
         }
         for n in display.iter().chain(names.iter()) {
             prop_assert_eq!(index.check_display_name(n), scan.check_display_name(n), "name {:?}", n);
+            prop_assert_eq!(layered.check_display_name(n), index.check_display_name(n), "layered at {}: name {:?}", cut, n);
         }
     }
+}
+
+#[test]
+fn a_layered_index_counts_entries_across_both_and_keeps_the_layers_exceptions() {
+    let parse = |p: &str| Entry::parse(p, Some("spam".into()), 0).unwrap();
+    let base = BlockIndex::build_full(
+        &[parse("@spammer:evil.example"), parse("@*:spam.example")],
+        &[Allow {
+            user_id: "@old:x.org".into(),
+            reason: None,
+            added_at: 0,
+        }],
+        Policy::default(),
+    );
+    let added = BlockIndex::build_full(
+        &[parse("@trollking:localhost")],
+        &[Allow {
+            user_id: "@new:x.org".into(),
+            reason: Some("known".into()),
+            added_at: 0,
+        }],
+        Policy::default(),
+    );
+    let layered = BlockIndex::over(std::rc::Rc::new(base), added).unwrap();
+    assert_eq!(layered.len(), 3);
+    assert_eq!(
+        layered.entry(2).map(|e| e.pattern),
+        Some("@trollking:localhost".into())
+    );
+    assert_eq!(
+        layered.entry(0).map(|e| e.pattern),
+        Some("@spammer:evil.example".into())
+    );
+    assert_eq!(layered.entry(3), None);
+    // A verdict of the layer names the entry's place in the whole list.
+    let v = layered.check_user(&user("@tr0llking:kde.org")).unwrap();
+    assert_eq!((v.index, v.outcome()), (2, Outcome::Block));
+    let v = layered.check_user(&user("@anyone:spam.example")).unwrap();
+    assert_eq!((v.index, v.rule), (1, MatchRule::Glob));
+    // The layer holds the list's whole set of exceptions.
+    assert_eq!(layered.allowed("@new:x.org"), Some("known".into()));
+    assert_eq!(layered.allowed("@old:x.org"), None);
+    assert!(layered.check_all().is_ok());
+    assert_eq!(layered.stats().entries, 3);
+    // Layers of other settings, or a layer over a layer, are refused.
+    let strict = Policy {
+        shared_counter_min_digits: 0,
+        ..Policy::default()
+    };
+    let other = BlockIndex::build_with(vec![parse("@a:x.org")], strict);
+    assert!(BlockIndex::over(
+        std::rc::Rc::new(BlockIndex::build(vec![parse("@b:x.org")])),
+        other
+    )
+    .is_err());
+    let again = BlockIndex::over(std::rc::Rc::new(layered), BlockIndex::build(vec![]));
+    assert!(again.is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
