@@ -146,7 +146,8 @@ pub fn locales() -> Vec<Locale> {
     let fresh = FRESH_LOCALES
         .iter()
         .map(|&(name, text)| (name, Split::Fresh, text));
-    old.chain(seen_2).chain(fresh)
+    old.chain(seen_2)
+        .chain(fresh)
         .map(|(name, split, text)| {
             let (mut given, mut surnames) = (Vec::new(), Vec::new());
             for line in text.lines() {
