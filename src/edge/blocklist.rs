@@ -12,9 +12,14 @@
 //! and takes the index from it when KV is behind ([`at_least`]), which never uses the cached
 //! version.
 //!
-//! KV layout: `blocklist:version` holds `<version> <chunks>`; the blob is in `chunks` values
-//! `blocklist:index:<version>:<i>` of at most [`KV_CHUNK`] bytes each (a KV value holds 25 MiB),
-//! keyed by version so that a reader never joins two versions' pieces.
+//! KV layout: `blocklist:version` holds `<version> <chunks>` when the whole index of that version
+//! is published: the blob is in `chunks` values `blocklist:index:<version>:<i>` of at most
+//! [`KV_CHUNK`] bytes each (a KV value holds 25 MiB), keyed by version so that a reader never
+//! joins two versions' pieces. When only the entries added since a whole index (the base) are
+//! published (see [`crate::domain::blocklist::layers`]), it holds `<version> <chunks>
+//! <base_version> <layer_chunks>`: the base is `blocklist:index:<base_version>:*` (in `chunks`
+//! values) and the layer `blocklist:layer:<version>:*`. An isolate that holds the base reads only
+//! the layer; the base it keeps apart from the current index, so the next layer finds it too.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -24,17 +29,21 @@ use worker::{kv::KvStore, Env, Result};
 use super::list_do::{ListOp, DEFAULT_LIST};
 use super::log::Logger;
 use super::{now_ms, stub, LISTS_BINDING};
+use crate::domain::blocklist::layers::{Blob, Pointer};
 use crate::domain::blocklist::{BlockIndex, Policy};
 
 /// KV binding name, as in `wrangler.toml`.
 pub const BLOCKLIST_KV: &str = "BLOCKLIST";
 const VERSION_KEY: &str = "blocklist:version";
 const INDEX_PREFIX: &str = "blocklist:index";
+const LAYER_PREFIX: &str = "blocklist:layer";
 /// The largest KV value Knock writes (KV's limit is 25 MiB).
 pub const KV_CHUNK: usize = 20 * 1024 * 1024;
 
 thread_local! {
     static CACHE: RefCell<Option<(u64, Rc<BlockIndex>)>> = const { RefCell::new(None) };
+    /// The last whole index this isolate opened from KV, by version: what layers go over.
+    static BASE: RefCell<Option<(u64, Rc<BlockIndex>)>> = const { RefCell::new(None) };
     /// The KV version as this isolate last read (or published) it, and when.
     static VERSION: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
 }
@@ -110,19 +119,16 @@ pub fn parse_version(text: &str) -> (u64, usize) {
     (version, chunks)
 }
 
-/// The version KV holds, and how many pieces its blob has.
-async fn published(kv: &KvStore) -> Result<(u64, usize)> {
-    Ok(kv
-        .get(VERSION_KEY)
-        .text()
-        .await?
-        .map(|v| parse_version(&v))
-        .unwrap_or((0, 0)))
+/// What KV says is published.
+async fn published(kv: &KvStore) -> Result<Pointer> {
+    Ok(Pointer::parse(
+        &kv.get(VERSION_KEY).text().await?.unwrap_or_default(),
+    ))
 }
 
 /// The version KV holds.
 async fn published_version(kv: &KvStore) -> Result<u64> {
-    Ok(published(kv).await?.0)
+    Ok(published(kv).await?.version)
 }
 
 /// The current index for the hot path: from this isolate's cache when the version (read from KV
@@ -153,28 +159,85 @@ async fn from_kv(env: &Env, kv: &KvStore, version: u64, policy: &Policy) -> Resu
     if let Some(index) = hit {
         return Ok(index);
     }
-    let (published, chunks) = published(kv).await?;
-    if published >= version {
-        if let Some(bytes) = get_blob(kv, INDEX_PREFIX, published, chunks).await? {
-            let size = bytes.len();
-            match BlockIndex::open(bytes, policy) {
-                Ok(index) => {
-                    Logger::background("blocklist").event(
-                        "blocklist_index_opened",
-                        &[("version", published.into()), ("bytes", size.into())],
-                    );
-                    let index = Rc::new(index);
-                    remember(published, &index);
-                    return Ok(index);
-                }
-                Err(e) => Logger::background("blocklist").event(
-                    "blocklist_index_refused",
-                    &[("version", published.into()), ("why", e.to_string().into())],
-                ),
-            }
+    let p = published(kv).await?;
+    if p.version >= version {
+        if let Some(index) = open_published(kv, &p, policy).await? {
+            remember(p.version, &index);
+            return Ok(index);
         }
     }
     from_list_object(env, policy).await
+}
+
+/// The index `p` names, opened: the whole one, or its layer over the base (this isolate's, or
+/// read too). `None` when a piece is missing (a newer publish deleted it) or refused.
+async fn open_published(
+    kv: &KvStore,
+    p: &Pointer,
+    policy: &Policy,
+) -> Result<Option<Rc<BlockIndex>>> {
+    let log = Logger::background("blocklist");
+    let refused = |version: u64, e: &dyn std::fmt::Display| {
+        log.event(
+            "blocklist_index_refused",
+            &[("version", version.into()), ("why", e.to_string().into())],
+        )
+    };
+    let held = BASE.with(|b| {
+        b.borrow()
+            .as_ref()
+            .filter(|(v, idx)| *v == p.base && idx.policy() == policy)
+            .map(|(_, idx)| idx.clone())
+    });
+    let (base, base_bytes) = match held {
+        Some(base) => (base, 0),
+        None => {
+            let Some(bytes) = get_blob(kv, INDEX_PREFIX, p.base, p.chunks).await? else {
+                return Ok(None);
+            };
+            let size = bytes.len();
+            match BlockIndex::open(bytes, policy) {
+                Ok(index) => {
+                    let index = Rc::new(index);
+                    BASE.with(|b| *b.borrow_mut() = Some((p.base, index.clone())));
+                    (index, size)
+                }
+                Err(e) => {
+                    refused(p.base, &e);
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    if p.layer_chunks == 0 {
+        log.event(
+            "blocklist_index_opened",
+            &[("version", p.version.into()), ("bytes", base_bytes.into())],
+        );
+        return Ok(Some(base));
+    }
+    let Some(bytes) = get_blob(kv, LAYER_PREFIX, p.version, p.layer_chunks).await? else {
+        return Ok(None);
+    };
+    let size = bytes.len();
+    match BlockIndex::open(bytes, policy).and_then(|layer| BlockIndex::over(base, layer)) {
+        Ok(index) => {
+            log.event(
+                "blocklist_index_opened",
+                &[
+                    ("version", p.version.into()),
+                    ("bytes", (base_bytes + size).into()),
+                    ("base_version", p.base.into()),
+                    ("layer_bytes", size.into()),
+                ],
+            );
+            Ok(Some(Rc::new(index)))
+        }
+        Err(e) => {
+            refused(p.version, &e);
+            Ok(None)
+        }
+    }
 }
 
 /// The list object's compiled index under `policy` (it compiles where the list is written).
@@ -195,24 +258,53 @@ async fn from_list_object(env: &Env, policy: &Policy) -> Result<Rc<BlockIndex>> 
     Ok(index)
 }
 
-/// Writes the compiled index, then the version, so a reader that sees a version finds an index
-/// at least that new; then deletes the blob of `previous` (version, chunks). Returns the chunks.
-pub async fn publish(
-    kv: &KvStore,
-    version: u64,
-    blob: &[u8],
-    previous: (u64, usize),
-) -> Result<usize> {
+/// How many KV values a blob of `len` bytes takes (a layer or index always takes one at least).
+pub fn chunks_for(len: usize) -> usize {
+    len.div_ceil(KV_CHUNK).max(1)
+}
+
+/// Writes the whole compiled index of `version`, then the version that names it, so that a
+/// reader that sees a version finds its pieces. Deletes nothing: what it replaced is the list
+/// object's to delete (see [`crate::domain::blocklist::layers::Published`]).
+pub async fn publish(kv: &KvStore, version: u64, blob: &[u8]) -> Result<usize> {
     let chunks = put_blob(kv, INDEX_PREFIX, version, blob).await?;
-    kv.put(VERSION_KEY, format!("{version} {chunks}"))?
+    kv.put(VERSION_KEY, Pointer::whole(version, chunks).to_string())?
         .execute()
         .await?;
     // This isolate's hot path sees the new version at once.
     VERSION.with(|v| v.set(Some((now_ms(), version))));
-    if previous.0 != version {
-        delete_blob(kv, INDEX_PREFIX, previous.0, previous.1).await;
-    }
     Ok(chunks)
+}
+
+/// Writes the layer of `version` over the whole index `base` (version, chunks), then the version
+/// that names both. Returns the layer's chunks.
+pub async fn publish_layer(
+    kv: &KvStore,
+    version: u64,
+    base: (u64, usize),
+    layer: &[u8],
+) -> Result<usize> {
+    let chunks = put_blob(kv, LAYER_PREFIX, version, layer).await?;
+    let pointer = Pointer {
+        version,
+        base: base.0,
+        chunks: base.1,
+        layer_chunks: chunks,
+    };
+    kv.put(VERSION_KEY, pointer.to_string())?.execute().await?;
+    VERSION.with(|v| v.set(Some((now_ms(), version))));
+    Ok(chunks)
+}
+
+/// Deletes a whole index or a layer that no version names any more (best effort: a piece left
+/// is never read, its key names an old version).
+pub async fn delete_published(kv: &KvStore, blob: Blob) {
+    let prefix = if blob.layer {
+        LAYER_PREFIX
+    } else {
+        INDEX_PREFIX
+    };
+    delete_blob(kv, prefix, blob.version, blob.chunks).await;
 }
 
 /// The version the list object has stored: every block acknowledged so far is in it.

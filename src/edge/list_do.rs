@@ -21,12 +21,15 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::blocklist::{publish as publish_kv, BLOCKLIST_KV};
+use super::blocklist::{
+    chunks_for, delete_published, publish as publish_kv, publish_layer, BLOCKLIST_KV,
+};
 use super::log::Logger;
 use super::meta;
 use super::session_do;
 use super::transport::FetchTransport;
 use super::{env_lookup, now_ms};
+use crate::domain::blocklist::layers::{self, Base, Blob, Plan, Published};
 use crate::domain::blocklist::INDEX_FORMAT;
 use crate::domain::blocklist::{
     AddOutcome, Allow, BlockIndex, BlockList, Entry, EntryKind, Policy,
@@ -350,14 +353,75 @@ impl ListDo {
         }
         let log = Logger::background("blocklist");
         let policy = Policy::from_vars(env_lookup(&self.env)).unwrap_or_default();
-        let blob = self.compiled(&list, &policy);
-        let previous = (
-            self.meta_u64("published_version")?,
-            self.meta_u64("published_chunks")? as usize,
-        );
-        match publish_kv(&self.env.kv(BLOCKLIST_KV)?, list.version, &blob, previous).await {
-            Ok(chunks) => {
-                self.set_meta("published_chunks", &chunks.to_string())?;
+        let sql = self.state.storage().sql();
+        // What is published, and what is left to delete (see `layers::Published`).
+        let mut state: Published = meta::get(&sql, "published_state")?
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or_default();
+        if !current_format {
+            // Another release's blobs: none is a base for this one's layers.
+            if let Some(b) = state.base.take() {
+                state.forget(b.blob());
+            }
+            if let Some(l) = state.layer.take() {
+                state.forget(l);
+            }
+        }
+        if state.base.is_none() && self.meta_u64("published_version")? > 0 {
+            // A release before layers published whole indexes only, and kept no state.
+            state.forget(Blob {
+                layer: false,
+                version: self.meta_u64("published_version")?,
+                chunks: self.meta_u64("published_chunks")? as usize,
+            });
+        }
+        let kv = self.env.kv(BLOCKLIST_KV)?;
+        let plan = layers::plan(&list.entries, state.base.as_ref(), &policy);
+        let save = |state: &Published| -> Result<()> {
+            self.set_meta("published_state", &serde_json::to_string(state)?)
+        };
+        let published = match (plan, state.base.clone()) {
+            (Plan::Layer { from }, Some(base)) => {
+                let blob = BlockIndex::compile(&list.entries[from..], &list.allowed, &policy);
+                let layer = Blob {
+                    layer: true,
+                    version: list.version,
+                    chunks: chunks_for(blob.len()),
+                };
+                state.begin(layer);
+                save(&state)?;
+                match publish_layer(&kv, list.version, (base.version, base.chunks), &blob).await {
+                    Ok(chunks) => {
+                        state.commit_layer(Blob { chunks, ..layer });
+                        Ok((blob.len(), chunks, list.entries.len() - from, true))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let blob = self.compiled(&list, &policy);
+                state.begin(Blob {
+                    layer: false,
+                    version: list.version,
+                    chunks: chunks_for(blob.len()),
+                });
+                save(&state)?;
+                match publish_kv(&kv, list.version, &blob).await {
+                    Ok(chunks) => {
+                        state.commit_whole(Base::of(list.version, chunks, &list.entries, &policy));
+                        Ok((blob.len(), chunks, list.entries.len(), false))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match published {
+            Ok((bytes, chunks, entries, layered)) => {
+                save(&state)?;
+                if !layered {
+                    // What a release before layers reads (and what a rollback would delete).
+                    self.set_meta("published_chunks", &chunks.to_string())?;
+                }
                 self.set_meta("published_format", &INDEX_FORMAT.to_string())?;
                 // A change stored while the write was under way is published by the next alarm.
                 self.set_meta("published_at", &now_ms().to_string())?;
@@ -366,12 +430,20 @@ impl ListDo {
                 if stored > list.version {
                     self.schedule_publish(now_ms()).await?;
                 }
+                // Now that the version names what replaced them: the blobs no version names.
+                for blob in state.to_delete() {
+                    delete_published(&kv, blob).await;
+                    state.deleted(blob);
+                    save(&state)?;
+                }
                 log.event(
                     "blocklist_published",
                     &[
                         ("version", list.version.into()),
-                        ("bytes", blob.len().into()),
+                        ("bytes", bytes.into()),
                         ("chunks", chunks.into()),
+                        ("layer", layered.into()),
+                        ("entries", entries.into()),
                     ],
                 );
                 Ok(())

@@ -415,3 +415,124 @@ fn a_leet_variant_of_a_distinctive_blocked_name_is_refused() {
         "{k}"
     );
 }
+
+/// Knock's log events called `name`, as JSON objects, in order.
+fn events(w: &Worker, name: &str) -> Vec<Value> {
+    let needle = format!("\"event\":\"{name}\"");
+    w.log()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str(&l[i..]).ok()))
+        .collect()
+}
+
+/// Imports `text` (one entry a line); returns the list version it stored. An import, unlike
+/// `block_user`, does not make the admin request's isolate take up the new list, so the next
+/// knock reads what the list object published to KV.
+fn import(w: &Worker, text: &str) -> u64 {
+    let auth = format!("Bearer {API_KEY}");
+    let r = w.post(
+        "/blocklist",
+        &[("Authorization", &auth), ("Content-Type", "text/plain")],
+        text.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["version"].as_u64().expect("version")
+}
+
+/// The publish of `version`, once the list object logged it.
+fn published(w: &Worker, version: u64) -> Value {
+    crate::support::wait_until(
+        "the list published",
+        std::time::Duration::from_secs(30),
+        || {
+            events(w, "blocklist_published")
+                .into_iter()
+                .find(|e| e["version"] == version)
+        },
+    )
+}
+
+#[test]
+fn a_block_added_to_a_published_list_is_published_alone_and_enforced_over_it() {
+    let s = synapse();
+    let mut vars = Worker::base_vars(s);
+    vars.push(("API_KEY".into(), API_KEY.into()));
+    let w = Worker::start(&vars);
+    let early = s.register("layerearly", false);
+    let later = s.register("layerlater", false);
+    let forgiven = s.register("layerforgiven", false);
+    // The first publish is the whole list: the base.
+    let v1 = import(
+        &w,
+        &format!(
+            "{}\n{}\n@layerfiller:example.org\n",
+            early.user_id, forgiven.user_id
+        ),
+    );
+    let whole = published(&w, v1);
+    assert_eq!(whole["layer"], false, "{whole}");
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    let first = s.new_user("layerprobe");
+    knock(&w, &first.user_id);
+    s.wait_for_membership(room(), &first.user_id, "invite");
+    // One more entry: published alone, as a layer over the base.
+    let v2 = import(&w, &format!("{}\n", later.user_id));
+    let layer = published(&w, v2);
+    assert_eq!(layer["layer"], true, "{layer}");
+    assert_eq!(layer["entries"], 1, "{layer}");
+    assert!(
+        layer["bytes"].as_u64() < whole["bytes"].as_u64(),
+        "{layer} vs {whole}"
+    );
+    // The hot path's version check is due: the next knock reads the layer only (this isolate
+    // holds the base) and refuses the person it names; the base's entry still counts.
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    knock(&w, &later.user_id);
+    knock(&w, &early.user_id);
+    settle(&w);
+    for user in [&later, &early] {
+        assert_eq!(
+            s.membership(room(), &user.user_id),
+            None,
+            "{}",
+            user.user_id
+        );
+        let k = latest_knock(&w, &user.user_id);
+        assert_eq!(k["verdict"], "blocked", "{k}");
+    }
+    let opened = events(&w, "blocklist_index_opened");
+    let took_up = opened
+        .iter()
+        .find(|e| e["version"] == v2)
+        .unwrap_or_else(|| panic!("the layer was not opened: {opened:?}"));
+    assert_eq!(took_up["base_version"], v1, "{took_up}");
+    assert_eq!(took_up["bytes"], took_up["layer_bytes"], "{took_up}");
+    // A removal changes the base's entries: the next publish is whole again, and the person
+    // is let in.
+    let r = admin(
+        &w,
+        "/unblock_user",
+        Some(json!({"user_id": forgiven.user_id})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let again = crate::support::wait_until(
+        "the removal published",
+        std::time::Duration::from_secs(30),
+        || {
+            events(&w, "blocklist_published")
+                .into_iter()
+                .find(|e| e["version"].as_u64() > Some(v2))
+        },
+    );
+    assert_eq!(again["layer"], false, "{again}");
+    let back = s.register("layerearly2", false);
+    let v4 = import(&w, &format!("{}\n", back.user_id));
+    assert_eq!(published(&w, v4)["layer"], true);
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    knock(&w, &forgiven.user_id);
+    s.wait_for_membership(room(), &forgiven.user_id, "invite");
+    knock(&w, &back.user_id);
+    settle(&w);
+    assert_eq!(s.membership(room(), &back.user_id), None);
+}

@@ -80,7 +80,7 @@ fn reach_code(reach: Option<Reach>) -> u8 {
     }
 }
 
-fn encode_entry(e: &Entry) -> Vec<u8> {
+pub(crate) fn encode_entry(e: &Entry) -> Vec<u8> {
     let reason = e.reason.as_deref().unwrap_or("");
     let mut out = Vec::with_capacity(12 + e.pattern.len() + reason.len());
     out.push(kind_code(e.kind));

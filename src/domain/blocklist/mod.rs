@@ -40,6 +40,7 @@ mod evidence;
 mod fuzzy;
 mod glob;
 mod index;
+pub mod layers;
 mod list;
 pub mod normalize;
 pub mod policy;
