@@ -365,26 +365,14 @@ impl ListDo {
         let policy = Policy::from_vars(env_lookup(&self.env)).unwrap_or_default();
         let sql = self.state.storage().sql();
         // What is published, and what is left to delete (see `layers::Published`).
-        let mut state: Published = meta::get(&sql, "published_state")?
-            .and_then(|b| serde_json::from_str(&b).ok())
-            .unwrap_or_default();
-        if !current_format {
-            // Another release's blobs: none is a base for this one's layers.
-            if let Some(b) = state.base.take() {
-                state.forget(b.blob());
-            }
-            if let Some(l) = state.layer.take() {
-                state.forget(l);
-            }
-        }
-        if state.base.is_none() && self.meta_u64("published_version")? > 0 {
-            // A release before layers published whole indexes only, and kept no state.
-            state.forget(Blob {
-                layer: false,
-                version: self.meta_u64("published_version")?,
-                chunks: self.meta_u64("published_chunks")? as usize,
-            });
-        }
+        let saved = meta::get(&sql, "published_state")?.and_then(|b| serde_json::from_str(&b).ok());
+        let legacy = Some(Blob {
+            layer: false,
+            version: self.meta_u64("published_version")?,
+            chunks: self.meta_u64("published_chunks")? as usize,
+        })
+        .filter(|b| b.version > 0);
+        let mut state = Published::resume(saved, current_format, legacy);
         let kv = self.env.kv(BLOCKLIST_KV)?;
         let plan = layers::plan(&list.entries, state.base.as_ref(), &policy);
         let save = |state: &Published| -> Result<()> {
@@ -400,13 +388,12 @@ impl ListDo {
                 };
                 state.begin(layer);
                 save(&state)?;
-                match publish_layer(&kv, list.version, (base.version, base.chunks), &blob).await {
-                    Ok(chunks) => {
+                publish_layer(&kv, list.version, (base.version, base.chunks), &blob)
+                    .await
+                    .map(|chunks| {
                         state.commit_layer(Blob { chunks, ..layer });
-                        Ok((blob.len(), chunks, list.entries.len() - from, true))
-                    }
-                    Err(e) => Err(e),
-                }
+                        (blob.len(), chunks, list.entries.len() - from, true)
+                    })
             }
             _ => {
                 let blob = self.compiled(&list, &policy);
@@ -416,13 +403,10 @@ impl ListDo {
                     chunks: chunks_for(blob.len()),
                 });
                 save(&state)?;
-                match publish_kv(&kv, list.version, &blob).await {
-                    Ok(chunks) => {
-                        state.commit_whole(Base::of(list.version, chunks, &list.entries, &policy));
-                        Ok((blob.len(), chunks, list.entries.len(), false))
-                    }
-                    Err(e) => Err(e),
-                }
+                publish_kv(&kv, list.version, &blob).await.map(|chunks| {
+                    state.commit_whole(Base::of(list.version, chunks, &list.entries, &policy));
+                    (blob.len(), chunks, list.entries.len(), false)
+                })
             }
         };
         match published {

@@ -136,6 +136,30 @@ impl Published {
         }
     }
 
+    /// The state a publish starts from: the one saved (if any), its base and layer given up as
+    /// garbage when KV's copy is of another index format (no layer of this format goes over
+    /// them), and `legacy`, the whole index a release before layers published (it kept no
+    /// state), as garbage too.
+    pub fn resume(
+        saved: Option<Published>,
+        current_format: bool,
+        legacy: Option<Blob>,
+    ) -> Published {
+        let mut state = saved.unwrap_or_default();
+        if !current_format {
+            if let Some(b) = state.base.take() {
+                state.forget(b.blob());
+            }
+            if let Some(l) = state.layer.take() {
+                state.forget(l);
+            }
+        }
+        if let Some(blob) = legacy.filter(|_| state.base.is_none()) {
+            state.forget(blob);
+        }
+        state
+    }
+
     /// A blob written earlier and named by no version (it came from a release before the base
     /// was kept): garbage once the next publish is in use.
     pub fn forget(&mut self, blob: Blob) {
@@ -458,6 +482,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_publish_resumes_from_the_saved_state_and_gives_up_another_formats_blobs() {
+        let policy = Policy::default();
+        let mut saved = Published::default();
+        saved.commit_whole(Base::of(3, 1, &[], &policy));
+        let layer = Blob {
+            layer: true,
+            version: 4,
+            chunks: 1,
+        };
+        saved.commit_layer(layer);
+        let legacy = Blob {
+            layer: false,
+            version: 2,
+            chunks: 1,
+        };
+        // The same format: as saved; the legacy blob is not this state's to delete.
+        let same = Published::resume(Some(saved.clone()), true, Some(legacy));
+        assert_eq!(same, saved);
+        // Another format: no base, and its base and layer are garbage.
+        let other = Published::resume(Some(saved.clone()), false, None);
+        assert_eq!((other.base.is_none(), other.layer), (true, None));
+        assert_eq!(other.to_delete().len(), 2);
+        // Nothing saved (a release before layers): its whole index is garbage.
+        let before = Published::resume(None, false, Some(legacy));
+        assert_eq!(before.to_delete(), vec![legacy]);
     }
 
     #[test]
