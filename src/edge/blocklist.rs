@@ -111,12 +111,10 @@ pub async fn delete_blob(kv: &KvStore, prefix: &str, version: u64, chunks: usize
     }
 }
 
-/// A version value: `<version> <chunks>` (a value of the first release, `<version>`, has none).
+/// A version value `<version> <chunks>` (see [`Pointer`], which also reads a layer's).
 pub fn parse_version(text: &str) -> (u64, usize) {
-    let mut parts = text.split_whitespace();
-    let version = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let chunks = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    (version, chunks)
+    let p = Pointer::parse(text);
+    (p.version, p.chunks)
 }
 
 /// What KV says is published.

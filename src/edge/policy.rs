@@ -16,6 +16,7 @@ use worker::{kv::KvStore, Env, Result};
 use super::blocklist::{delete_blob, get_blob, parse_version, put_blob};
 use super::log::Logger;
 use super::now_ms;
+use crate::domain::blocklist::layers::Pointer;
 use crate::domain::blocklist::BlockIndex;
 use crate::domain::config::Config;
 use crate::domain::deployment::room_key;
@@ -83,7 +84,7 @@ pub async fn publish(
         .await?
         .map(|v| parse_version(&v));
     let chunks = put_blob(kv, &blob_prefix, version, blob).await?;
-    kv.put(&version_key, format!("{version} {chunks}"))?
+    kv.put(&version_key, Pointer::whole(version, chunks).to_string())?
         .execute()
         .await?;
     if let Some((old, old_chunks)) = previous.filter(|(old, _)| *old != version) {

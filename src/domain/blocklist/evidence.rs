@@ -205,19 +205,18 @@ fn edit_at_start(a: &str, b: &str) -> bool {
     rest(a) == rest(b) || rest(a) == b || a == rest(b)
 }
 
+/// `s` without its last letter.
+fn init(s: &str) -> &str {
+    s.char_indices().last().map_or("", |(i, _)| &s[..i])
+}
+
 /// Whether `a` and `b` differ only at their last letter: replaced, added or dropped.
 fn edit_at_end(a: &str, b: &str) -> bool {
-    fn init(s: &str) -> &str {
-        s.char_indices().last().map_or("", |(i, _)| &s[..i])
-    }
     init(a) == init(b) || init(a) == b || a == init(b)
 }
 
 /// Whether `a` and `b` differ only in their last letter, replaced (not added or dropped).
 fn last_replaced(a: &str, b: &str) -> bool {
-    fn init(s: &str) -> &str {
-        s.char_indices().last().map_or("", |(i, _)| &s[..i])
-    }
     a != b && a.chars().count() == b.chars().count() && init(a) == init(b)
 }
 

@@ -312,11 +312,6 @@ impl BlockIndex {
         })
     }
 
-    /// The index this one is layered over, if any.
-    pub fn base(&self) -> Option<&Rc<BlockIndex>> {
-        self.base.as_ref()
-    }
-
     /// The stronger of this layer's verdict and the base's: what one index of both lists'
     /// entries would answer (on a tie, the base's, whose entries come first).
     fn with_base<'s>(
