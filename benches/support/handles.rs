@@ -100,55 +100,114 @@ pub struct Locale {
     surnames: Pool,
 }
 
-const LOCALES: &[(&str, bool, &str)] = &[
-    ("en_US", false, include_str!("../data/handles/en_US.tsv")),
-    ("de_DE", false, include_str!("../data/handles/de_DE.tsv")),
-    ("fr_FR", false, include_str!("../data/handles/fr_FR.tsv")),
-    ("es_ES", false, include_str!("../data/handles/es_ES.tsv")),
-    ("it_IT", false, include_str!("../data/handles/it_IT.tsv")),
-    ("pl_PL", false, include_str!("../data/handles/pl_PL.tsv")),
-    ("nl_NL", true, include_str!("../data/handles/nl_NL.tsv")),
-    ("sv_SE", true, include_str!("../data/handles/sv_SE.tsv")),
-    ("tr_TR", true, include_str!("../data/handles/tr_TR.tsv")),
-    ("ja_JP", true, include_str!("../data/handles/ja_JP.tsv")),
-];
-
-/// The second held-out split's locales (seen).
-const SEEN_2_LOCALES: &[(&str, &str)] = &[
-    ("pt_BR", include_str!("../data/handles/pt_BR.tsv")),
-    ("cs_CZ", include_str!("../data/handles/cs_CZ.tsv")),
-    ("fi_FI", include_str!("../data/handles/fi_FI.tsv")),
-    ("hu_HU", include_str!("../data/handles/hu_HU.tsv")),
-    ("id_ID", include_str!("../data/handles/id_ID.tsv")),
-];
-
-/// The fresh held-out split's locales.
-const FRESH_LOCALES: &[(&str, &str)] = &[
-    ("lt_LT", include_str!("../data/handles/lt_LT.tsv")),
-    ("hr_HR", include_str!("../data/handles/hr_HR.tsv")),
-    ("ro_RO", include_str!("../data/handles/ro_RO.tsv")),
-    ("da_DK", include_str!("../data/handles/da_DK.tsv")),
-    ("yo_NG", include_str!("../data/handles/yo_NG.tsv")),
+/// Every locale, with the split it belongs to.
+const LOCALES: &[(&str, Split, &str)] = &[
+    (
+        "en_US",
+        Split::InSample,
+        include_str!("../data/handles/en_US.tsv"),
+    ),
+    (
+        "de_DE",
+        Split::InSample,
+        include_str!("../data/handles/de_DE.tsv"),
+    ),
+    (
+        "fr_FR",
+        Split::InSample,
+        include_str!("../data/handles/fr_FR.tsv"),
+    ),
+    (
+        "es_ES",
+        Split::InSample,
+        include_str!("../data/handles/es_ES.tsv"),
+    ),
+    (
+        "it_IT",
+        Split::InSample,
+        include_str!("../data/handles/it_IT.tsv"),
+    ),
+    (
+        "pl_PL",
+        Split::InSample,
+        include_str!("../data/handles/pl_PL.tsv"),
+    ),
+    (
+        "nl_NL",
+        Split::HeldOutSeen,
+        include_str!("../data/handles/nl_NL.tsv"),
+    ),
+    (
+        "sv_SE",
+        Split::HeldOutSeen,
+        include_str!("../data/handles/sv_SE.tsv"),
+    ),
+    (
+        "tr_TR",
+        Split::HeldOutSeen,
+        include_str!("../data/handles/tr_TR.tsv"),
+    ),
+    (
+        "ja_JP",
+        Split::HeldOutSeen,
+        include_str!("../data/handles/ja_JP.tsv"),
+    ),
+    (
+        "pt_BR",
+        Split::HeldOutSeen2,
+        include_str!("../data/handles/pt_BR.tsv"),
+    ),
+    (
+        "cs_CZ",
+        Split::HeldOutSeen2,
+        include_str!("../data/handles/cs_CZ.tsv"),
+    ),
+    (
+        "fi_FI",
+        Split::HeldOutSeen2,
+        include_str!("../data/handles/fi_FI.tsv"),
+    ),
+    (
+        "hu_HU",
+        Split::HeldOutSeen2,
+        include_str!("../data/handles/hu_HU.tsv"),
+    ),
+    (
+        "id_ID",
+        Split::HeldOutSeen2,
+        include_str!("../data/handles/id_ID.tsv"),
+    ),
+    (
+        "lt_LT",
+        Split::Fresh,
+        include_str!("../data/handles/lt_LT.tsv"),
+    ),
+    (
+        "hr_HR",
+        Split::Fresh,
+        include_str!("../data/handles/hr_HR.tsv"),
+    ),
+    (
+        "ro_RO",
+        Split::Fresh,
+        include_str!("../data/handles/ro_RO.tsv"),
+    ),
+    (
+        "da_DK",
+        Split::Fresh,
+        include_str!("../data/handles/da_DK.tsv"),
+    ),
+    (
+        "yo_NG",
+        Split::Fresh,
+        include_str!("../data/handles/yo_NG.tsv"),
+    ),
 ];
 
 pub fn locales() -> Vec<Locale> {
-    let old = LOCALES.iter().map(|&(name, held_out, text)| {
-        let split = if held_out {
-            Split::HeldOutSeen
-        } else {
-            Split::InSample
-        };
-        (name, split, text)
-    });
-    let seen_2 = SEEN_2_LOCALES
+    LOCALES
         .iter()
-        .map(|&(name, text)| (name, Split::HeldOutSeen2, text));
-    let fresh = FRESH_LOCALES
-        .iter()
-        .map(|&(name, text)| (name, Split::Fresh, text));
-    old.chain(seen_2)
-        .chain(fresh)
-        .map(|(name, split, text)| {
+        .map(|&(name, split, text)| {
             let (mut given, mut surnames) = (Vec::new(), Vec::new());
             for line in text.lines() {
                 let mut f = line.split('\t');
