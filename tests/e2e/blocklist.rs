@@ -535,4 +535,6 @@ fn a_block_added_to_a_published_list_is_published_alone_and_enforced_over_it() {
     knock(&w, &back.user_id);
     settle(&w);
     assert_eq!(s.membership(room(), &back.user_id), None);
+    let k = latest_knock(&w, &back.user_id);
+    assert_eq!(k["verdict"], "blocked", "{k}");
 }
