@@ -573,6 +573,7 @@ fn cold_start(mode: &Mode, s: Option<&Synapse>) -> Value {
 /// The admin key and webhook secret of the hot-path worker.
 const CPU_API_KEY: &str = "bench-cpu-admin-key";
 const CPU_WEBHOOK_SECRET: &str = "bench-cpu-webhook-secret";
+const CPU_TALLY_SECRET: &str = "bench-cpu-tally-secret";
 /// The address pushed over its limit for the rejected knocks (TEST-NET-3).
 const CPU_LIMITED_ADDRESS: &str = "203.0.113.77";
 /// Blocked knocks come from unique Matrix IDs under this glob (see `hot_path_cpu`).
@@ -836,6 +837,9 @@ enum CpuKind {
     Accepted,
     /// A signed knock from a Matrix ID on the block-list (answered 202: a shadow block).
     Blocked,
+    /// `Accepted`, but signed as a Tally delivery: the same path without the address limiter's
+    /// object (a platform-signed delivery is limited per ID and by the join-wave breaker).
+    AcceptedSigned,
     /// `GET /` on a trivial JavaScript worker under the same `wrangler dev`: the floor.
     Floor,
     /// `GET /` on Knock over `CPU_CONCURRENCY` connections at once.
@@ -845,11 +849,12 @@ enum CpuKind {
 }
 
 impl CpuKind {
-    const ALL: [CpuKind; 7] = [
+    const ALL: [CpuKind; 8] = [
         CpuKind::Get,
         CpuKind::Rejected,
         CpuKind::Accepted,
         CpuKind::Blocked,
+        CpuKind::AcceptedSigned,
         CpuKind::Floor,
         CpuKind::GetConcurrent,
         CpuKind::RejectedConcurrent,
@@ -861,6 +866,7 @@ impl CpuKind {
             CpuKind::Rejected => "rejected",
             CpuKind::Accepted => "accepted",
             CpuKind::Blocked => "blocked",
+            CpuKind::AcceptedSigned => "accepted_signed",
             CpuKind::Floor => "floor",
             CpuKind::GetConcurrent => "get_concurrent",
             CpuKind::RejectedConcurrent => "rejected_concurrent",
@@ -1049,6 +1055,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
     set_var(&mut vars, "WAVE_MAX_KNOCKS", "100000");
     set_var(&mut vars, "API_KEY", CPU_API_KEY);
     set_var(&mut vars, "WEBHOOK_SECRET", CPU_WEBHOOK_SECRET);
+    set_var(&mut vars, "TALLY_SIGNING_SECRET", CPU_TALLY_SECRET);
     let w = Worker::start(&vars);
     let procs = find_dev_processes(&w.config, url_port(&w.url));
     let (_floor_process, floor_url, floor_config, floor_port) = start_floor_worker();
@@ -1154,6 +1161,20 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
                     });
                     return share * CPU_CONCURRENCY;
                 }
+                CpuKind::AcceptedSigned => {
+                    for _ in 0..n {
+                        let (i, _) = next();
+                        let body =
+                            json!({ "matrix_id": format!("@cpu-ok-{i}:localhost") }).to_string();
+                        let sig = knock::domain::signature::sign_base64(
+                            CPU_TALLY_SECRET,
+                            body.as_bytes(),
+                        );
+                        let headers = [json_ct, ("Tally-Signature", sig.as_str())];
+                        let st = send(&agent, "POST", &knock_url, &headers, Some(body.as_bytes()));
+                        assert_eq!(st, 202, "{kind:?} knock {i}");
+                    }
+                }
                 CpuKind::Accepted | CpuKind::Blocked => {
                     for _ in 0..n {
                         let (i, address) = next();
@@ -1171,11 +1192,12 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             }
             n
         };
-        let check: Option<&dyn Fn() -> bool> = if kind == CpuKind::Accepted {
-            Some(&drained)
-        } else {
-            None
-        };
+        let check: Option<&dyn Fn() -> bool> =
+            if matches!(kind, CpuKind::Accepted | CpuKind::AcceptedSigned) {
+                Some(&drained)
+            } else {
+                None
+            };
         let b = cpu_batch(p, &mut batch, check);
         let e = sent.entry(kind.key()).or_insert(json!(0));
         *e = json!(e.as_u64().unwrap_or(0) + b.requests as u64);
@@ -1204,7 +1226,10 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
 
     // Every knock took the path it was meant to: all accepted ones were worked off by the queue
     // (no such user on the homeserver), all blocked ones were recorded as blocked.
-    let accepted_sent = sent.get("accepted").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let accepted_sent = ["accepted", "accepted_signed"]
+        .iter()
+        .map(|k| sent.get(*k).and_then(Value::as_u64).unwrap_or(0) as usize)
+        .sum::<usize>();
     let blocked_sent = sent.get("blocked").and_then(Value::as_u64).unwrap_or(0) as usize;
     let verdicts = json!({
         "no_such_user": count_knocks(&agent, &w.url, "no_such_user"),
@@ -1312,7 +1337,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             QUIET_NS / 1000,
             QUIET_WINDOW.as_millis()
         ),
-        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
+        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `accepted_signed` the same as `accepted` but signed as a Tally delivery (Tally-Signature, no X-Knock-Secret), which skips the address limit, so it is `accepted` without the limiter Durable Object; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
     })
 }
 
