@@ -842,6 +842,11 @@ enum CpuKind {
     AcceptedSigned,
     /// `GET /` on a trivial JavaScript worker under the same `wrangler dev`: the floor.
     Floor,
+    /// The same JavaScript worker's bare version of an accepted knock's hops: a JSON POST
+    /// forwarded to a SQLite-backed Durable Object that stores a row and sets an alarm, whose
+    /// alarm asks Synapse for the profile and deletes the row. What the architecture costs in
+    /// this local stack before any of Knock's own work.
+    FloorKnock,
     /// `GET /` on Knock over `CPU_CONCURRENCY` connections at once.
     GetConcurrent,
     /// Rejected knocks over `CPU_CONCURRENCY` connections at once.
@@ -849,13 +854,14 @@ enum CpuKind {
 }
 
 impl CpuKind {
-    const ALL: [CpuKind; 8] = [
+    const ALL: [CpuKind; 9] = [
         CpuKind::Get,
         CpuKind::Rejected,
         CpuKind::Accepted,
         CpuKind::Blocked,
         CpuKind::AcceptedSigned,
         CpuKind::Floor,
+        CpuKind::FloorKnock,
         CpuKind::GetConcurrent,
         CpuKind::RejectedConcurrent,
     ];
@@ -868,6 +874,7 @@ impl CpuKind {
             CpuKind::Blocked => "blocked",
             CpuKind::AcceptedSigned => "accepted_signed",
             CpuKind::Floor => "floor",
+            CpuKind::FloorKnock => "floor_knock",
             CpuKind::GetConcurrent => "get_concurrent",
             CpuKind::RejectedConcurrent => "rejected_concurrent",
         }
@@ -953,15 +960,52 @@ fn cpu_batch(
     }
 }
 
-/// A trivial JavaScript worker (one fixed JSON reply) under `wrangler dev --local`, as the
-/// harness starts Knock: what any worker costs in this local stack.
-fn start_floor_worker() -> (Guarded, String, PathBuf, u16) {
-    start_js_worker(
-        "floor",
-        "export default {\n  async fetch() {\n    return new Response('{\"status\":\"running\"}', \
-         { headers: { 'content-type': 'application/json' } });\n  },\n};\n",
-        "",
-    )
+/// A trivial JavaScript worker under `wrangler dev --local`, as the harness starts Knock: what
+/// any worker costs in this local stack. `GET /` is one fixed JSON reply; `POST /knock` is the
+/// bare shape of an accepted knock (see [`CpuKind::FloorKnock`]), against `synapse` with
+/// `token`.
+fn start_floor_worker(synapse: &str, token: &str) -> (Guarded, String, PathBuf, u16) {
+    let js = r#"
+export class Room {
+  constructor(state, env) {
+    this.state = state;
+    this.env = env;
+    this.sql = state.storage.sql;
+    this.sql.exec("CREATE TABLE IF NOT EXISTS knocks (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL)");
+  }
+  async fetch(request) {
+    const knock = await request.json();
+    const row = this.sql.exec("INSERT INTO knocks (user_id) VALUES (?) RETURNING id", knock.user_id).one();
+    await this.state.storage.setAlarm(Date.now());
+    return Response.json({ outcome: "queued", knock_id: row.id });
+  }
+  async alarm() {
+    for (const k of this.sql.exec("SELECT id, user_id FROM knocks ORDER BY id").toArray()) {
+      const r = await fetch(this.env.SYNAPSE + "/_matrix/client/v3/profile/" + encodeURIComponent(k.user_id),
+        { headers: { authorization: "Bearer " + this.env.TOKEN } });
+      await r.text();
+      this.sql.exec("DELETE FROM knocks WHERE id = ?", k.id);
+    }
+  }
+}
+export default {
+  async fetch(request, env) {
+    if (request.method !== "POST") {
+      return new Response('{"status":"running"}', { headers: { "content-type": "application/json" } });
+    }
+    const body = await request.json();
+    const room = env.ROOM.get(env.ROOM.idFromName("room"));
+    const r = await room.fetch("http://room/knock", { method: "POST", body: JSON.stringify({ user_id: body.matrix_id }) });
+    return new Response(await r.text(), { status: 202, headers: { "content-type": "application/json" } });
+  },
+};
+"#;
+    let toml = format!(
+        "[vars]\nSYNAPSE = \"{synapse}\"\nTOKEN = \"{token}\"\n\n[[durable_objects.bindings]]\n\
+         name = \"ROOM\"\nclass_name = \"Room\"\n\n[[migrations]]\ntag = \"v1\"\n\
+         new_sqlite_classes = [\"Room\"]\n"
+    );
+    start_js_worker("floor", js, &toml)
 }
 
 /// A JavaScript worker (`js`, with `toml` added to its configuration) under `wrangler dev
@@ -1058,7 +1102,8 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
     set_var(&mut vars, "TALLY_SIGNING_SECRET", CPU_TALLY_SECRET);
     let w = Worker::start(&vars);
     let procs = find_dev_processes(&w.config, url_port(&w.url));
-    let (_floor_process, floor_url, floor_config, floor_port) = start_floor_worker();
+    let (_floor_process, floor_url, floor_config, floor_port) =
+        start_floor_worker(&s.url, &s.bot.token);
     let floor = find_dev_processes(&floor_config, floor_port);
     assert!(
         floor.worker != procs.worker,
@@ -1072,6 +1117,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
     let knock_url = format!("{}/invite_from_form", w.url);
     let get_url = format!("{}/", w.url);
     let floor_get_url = format!("{floor_url}/");
+    let floor_knock_url = format!("{floor_url}/knock");
     let auth = format!("Bearer {CPU_API_KEY}");
     let json_ct = ("Content-Type", "application/json");
     let secret = ("X-Knock-Secret", CPU_WEBHOOK_SECRET);
@@ -1134,7 +1180,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
         assert_eq!(st, 429, "a knock over the address limit");
     };
     let mut run = |kind: CpuKind, n: usize| -> Batch {
-        let p = if kind == CpuKind::Floor {
+        let p = if matches!(kind, CpuKind::Floor | CpuKind::FloorKnock) {
             &floor
         } else {
             &procs
@@ -1143,6 +1189,21 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             match kind {
                 CpuKind::Get => (0..n).for_each(|_| get_once(&get_url)),
                 CpuKind::Floor => (0..n).for_each(|_| get_once(&floor_get_url)),
+                CpuKind::FloorKnock => {
+                    for _ in 0..n {
+                        let (i, _) = next();
+                        let body =
+                            json!({ "matrix_id": format!("@cpu-floor-{i}:localhost") }).to_string();
+                        let st = send(
+                            &agent,
+                            "POST",
+                            &floor_knock_url,
+                            &[json_ct],
+                            Some(body.as_bytes()),
+                        );
+                        assert_eq!(st, 202, "floor knock {i}");
+                    }
+                }
                 CpuKind::Rejected => (0..n).for_each(|_| reject_once()),
                 CpuKind::GetConcurrent | CpuKind::RejectedConcurrent => {
                     let share = n.div_ceil(CPU_CONCURRENCY);
@@ -1263,6 +1324,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             .map(|b| b.worker_ns)
             .collect::<Vec<_>>(),
     );
+    let floor_knock_median = median(&rounds_of(CpuKind::FloorKnock));
     let mut kinds = Map::new();
     for kind in CpuKind::ALL {
         let bs = of(kind);
@@ -1283,6 +1345,9 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
                 "paired_ratio_median": round(median(&paired), 3),
                 // The floor is sequential: only sequential kinds compare with it.
                 "above_floor_ns": (kind.baseline() == CpuKind::Get).then(|| (med - floor_median).round()),
+                // An accepted knock against the bare hops it needs (floor_knock).
+                "ratio_to_floor_knock": matches!(kind, CpuKind::Accepted | CpuKind::AcceptedSigned | CpuKind::Blocked)
+                    .then(|| round(med / floor_knock_median, 3)),
                 "rounds_ns": worker.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 "min_ns": sorted(&worker)[0].round(),
                 "max_ns": sorted(&worker)[worker.len() - 1].round(),
@@ -1337,7 +1402,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             QUIET_NS / 1000,
             QUIET_WINDOW.as_millis()
         ),
-        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `accepted_signed` the same as `accepted` but signed as a Tally delivery (Tally-Signature, no X-Knock-Secret), which skips the address limit, so it is `accepted` without the limiter Durable Object; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
+        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `accepted_signed` the same as `accepted` but signed as a Tally delivery (Tally-Signature, no X-Knock-Secret), which skips the address limit, so it is `accepted` without the limiter Durable Object; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `floor_knock` the bare hops of an accepted knock on that JavaScript worker: a JSON POST forwarded to a SQLite-backed Durable Object that inserts a row and sets an alarm, whose alarm GETs the profile from Synapse and deletes the row (no signature, parsing, block-list, limits, lifecycle or logs), so ratio_to_floor_knock is what Knock's own work adds to what the architecture costs in this stack; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
     })
 }
 
