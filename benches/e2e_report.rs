@@ -844,7 +844,7 @@ enum CpuKind {
     Floor,
     /// The same JavaScript worker's bare version of an accepted knock's hops: a JSON POST
     /// forwarded to a SQLite-backed Durable Object that stores a row and sets an alarm, whose
-    /// alarm asks Synapse for the profile and deletes the row. What the architecture costs in
+    /// alarm asks Synapse for the profile and stores the answer's status on the row. What the architecture costs in
     /// this local stack before any of Knock's own work.
     FloorKnock,
     /// `GET /` on Knock over `CPU_CONCURRENCY` connections at once.
@@ -963,7 +963,8 @@ fn cpu_batch(
 /// A trivial JavaScript worker under `wrangler dev --local`, as the harness starts Knock: what
 /// any worker costs in this local stack. `GET /` is one fixed JSON reply; `POST /knock` is the
 /// bare shape of an accepted knock (see [`CpuKind::FloorKnock`]), against `synapse` with
-/// `token`.
+/// `token`, each row keeping the status Synapse answered; `GET /knocks` counts the rows by that
+/// status (`pending` before the alarm asked).
 fn start_floor_worker(synapse: &str, token: &str) -> (Guarded, String, PathBuf, u16) {
     let js = r#"
 export class Room {
@@ -971,30 +972,37 @@ export class Room {
     this.state = state;
     this.env = env;
     this.sql = state.storage.sql;
-    this.sql.exec("CREATE TABLE IF NOT EXISTS knocks (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL)");
+    this.sql.exec("CREATE TABLE IF NOT EXISTS knocks (id INTEGER PRIMARY KEY, user_id TEXT NOT NULL, answer INTEGER)");
   }
   async fetch(request) {
+    if (request.method === "GET") {
+      const rows = this.sql.exec("SELECT answer, count(*) AS n FROM knocks GROUP BY answer").toArray();
+      return Response.json(Object.fromEntries(rows.map((r) => [r.answer === null ? "pending" : String(r.answer), r.n])));
+    }
     const knock = await request.json();
     const row = this.sql.exec("INSERT INTO knocks (user_id) VALUES (?) RETURNING id", knock.user_id).one();
     await this.state.storage.setAlarm(Date.now());
     return Response.json({ outcome: "queued", knock_id: row.id });
   }
   async alarm() {
-    for (const k of this.sql.exec("SELECT id, user_id FROM knocks ORDER BY id").toArray()) {
+    for (const k of this.sql.exec("SELECT id, user_id FROM knocks WHERE answer IS NULL ORDER BY id").toArray()) {
       const r = await fetch(this.env.SYNAPSE + "/_matrix/client/v3/profile/" + encodeURIComponent(k.user_id),
         { headers: { authorization: "Bearer " + this.env.TOKEN } });
       await r.text();
-      this.sql.exec("DELETE FROM knocks WHERE id = ?", k.id);
+      this.sql.exec("UPDATE knocks SET answer = ? WHERE id = ?", r.status, k.id);
     }
   }
 }
 export default {
   async fetch(request, env) {
+    const room = env.ROOM.get(env.ROOM.idFromName("room"));
+    if (new URL(request.url).pathname === "/knocks") {
+      return room.fetch("http://room/knocks");
+    }
     if (request.method !== "POST") {
       return new Response('{"status":"running"}', { headers: { "content-type": "application/json" } });
     }
     const body = await request.json();
-    const room = env.ROOM.get(env.ROOM.idFromName("room"));
     const r = await room.fetch("http://room/knock", { method: "POST", body: JSON.stringify({ user_id: body.matrix_id }) });
     return new Response(await r.text(), { status: 202, headers: { "content-type": "application/json" } });
   },
@@ -1165,6 +1173,15 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             serde_json::from_str(&r.into_string().unwrap_or_default()).expect("GET /knocks JSON");
         v["knocks"].as_array().is_some_and(|k| k.is_empty())
     };
+    // The floor worker's knocks by the status Synapse answered (`pending`: not yet asked).
+    let floor_knocks = || -> Value {
+        let r = agent
+            .get(&format!("{floor_url}/knocks"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET /knocks on the floor worker: {e}"));
+        serde_json::from_str(&r.into_string().unwrap_or_default()).expect("floor /knocks JSON")
+    };
+    let floor_drained = || floor_knocks()["pending"].is_null();
     let get_once = |url: &str| {
         let st = send(&agent, "GET", url, &[], None);
         assert_eq!(st, 200, "GET {url}");
@@ -1253,12 +1270,11 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             }
             n
         };
-        let check: Option<&dyn Fn() -> bool> =
-            if matches!(kind, CpuKind::Accepted | CpuKind::AcceptedSigned) {
-                Some(&drained)
-            } else {
-                None
-            };
+        let check: Option<&dyn Fn() -> bool> = match kind {
+            CpuKind::Accepted | CpuKind::AcceptedSigned => Some(&drained),
+            CpuKind::FloorKnock => Some(&floor_drained),
+            _ => None,
+        };
         let b = cpu_batch(p, &mut batch, check);
         let e = sent.entry(kind.key()).or_insert(json!(0));
         *e = json!(e.as_u64().unwrap_or(0) + b.requests as u64);
@@ -1308,6 +1324,15 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
         verdicts["blocked"].as_u64(),
         Some(blocked_sent as u64),
         "every blocked knock should be recorded as blocked: {verdicts}"
+    );
+
+    // And every floor knock was asked of Synapse, which has no such user either.
+    let floor_sent = sent.get("floor_knock").and_then(Value::as_u64).unwrap_or(0);
+    let floor_verdicts = floor_knocks();
+    assert_eq!(
+        floor_verdicts,
+        json!({ "404": floor_sent }),
+        "every floor knock should be answered 404 by Synapse"
     );
 
     let of = |kind: CpuKind| -> Vec<&Batch> {
@@ -1387,6 +1412,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
         "warmup_per_kind": warmup,
         "requests_sent": sent,
         "verdicts": verdicts,
+        "floor_knock_answers": floor_verdicts,
         "processes": { "knock": procs.cmdlines, "floor": floor.cmdlines },
         "method": format!(
             "CPU = the first field of /proc/<pid>/task/*/schedstat (ns on CPU), summed over every \
@@ -1402,7 +1428,7 @@ fn hot_path_cpu(mode: &Mode, s: &Synapse) -> Value {
             QUIET_NS / 1000,
             QUIET_WINDOW.as_millis()
         ),
-        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `accepted_signed` the same as `accepted` but signed as a Tally delivery (Tally-Signature, no X-Knock-Secret), which skips the address limit, so it is `accepted` without the limiter Durable Object; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `floor_knock` the bare hops of an accepted knock on that JavaScript worker: a JSON POST forwarded to a SQLite-backed Durable Object that inserts a row and sets an alarm, whose alarm GETs the profile from Synapse and deletes the row (no signature, parsing, block-list, limits, lifecycle or logs), so ratio_to_floor_knock is what Knock's own work adds to what the architecture costs in this stack; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
+        "note": "Kinds: `get` GET / on Knock (the baseline; its session status is cached for 5 s, so most probes make no Durable Object call); `rejected` a signed knock from one address already over MAX_REQUESTS_PER_WINDOW=1 (RATE_LIMIT_WINDOW=1h), answered 429; `accepted` a signed knock (X-Knock-Secret) from a new Matrix ID and a new CF-Connecting-IP each, answered 202, including the room Durable Object's store and its queue's alarm, whose profile check on Synapse finds no such user (the users do not exist, so no invite is sent), and a new limiter Durable Object per address; `blocked` a signed knock from a new Matrix ID under the blocked glob @cpublocked-*:localhost (a glob, because one Matrix ID may knock only 5 times in 10 minutes, after which its knocks are 429 from the room's per-ID limiter rather than blocked), new address and body each, answered 202 and recorded as blocked; `accepted_signed` the same as `accepted` but signed as a Tally delivery (Tally-Signature, no X-Knock-Secret), which skips the address limit, so it is `accepted` without the limiter Durable Object; `floor` GET / on a trivial JavaScript worker under the same wrangler dev, in its own workerd; `floor_knock` the bare hops of an accepted knock on that JavaScript worker: a JSON POST forwarded to a SQLite-backed Durable Object that inserts a row and sets an alarm, whose alarm GETs the profile from Synapse and stores the answer's status on the row (no signature, parsing, block-list, limits, lifecycle or logs), so ratio_to_floor_knock is what Knock's own work adds to what the architecture costs in this stack; `get_concurrent` and `rejected_concurrent` the same as `get` and `rejected` over 8 connections at once (each sending its share one at a time), where ratio_to_get is against `get_concurrent`: isolates coalesce a refused address's background limiter report (one in flight per key), so a 429 sent one at a time pays a limiter Durable Object round trip that concurrent ones mostly share. wrangler 4 runs its local proxy in a second workerd process that binds the dev port, and the per-request log line in node: neither is counted in ns_per_request (they are reported apart, as proxy_workerd_ns_per_request and node_ns_per_request). The worker's workerd also runs miniflare's entry worker in front of the worker, so its figures include that per-request overhead; the floor shows how much of GET / it is.",
     })
 }
 
