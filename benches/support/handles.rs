@@ -546,7 +546,7 @@ fn inner_letters(name: &[char]) -> Vec<usize> {
         .collect()
 }
 
-fn leet(name: &mut Vec<char>, rng: &mut Rng) -> bool {
+fn leet(name: &mut [char], rng: &mut Rng) -> bool {
     const MAP: &[(char, char)] = &[
         ('a', '4'),
         ('e', '3'),

@@ -520,10 +520,10 @@ mod tests {
     fn latecomers_are_reminded_once_then_expire() {
         let k = invited(1, "@a:x", NOW);
         let members = [member("@a:x", "invite")];
-        assert!(run(&members, &[k.clone()], NOW + DAY - 1)
+        assert!(run(&members, std::slice::from_ref(&k), NOW + DAY - 1)
             .actions
             .is_empty());
-        let p = run(&members, &[k.clone()], NOW + DAY);
+        let p = run(&members, std::slice::from_ref(&k), NOW + DAY);
         assert!(
             matches!(&p.actions[..], [Action::Remind { knock_id: 1, text, dm_room: None, .. }]
             if text == "Your invite is waiting, @a:x.")
@@ -539,9 +539,11 @@ mod tests {
             status: Status::Reminded,
             ..k.clone()
         };
-        assert!(run(&members, &[reminded.clone()], NOW + 2 * DAY)
-            .actions
-            .is_empty());
+        assert!(
+            run(&members, std::slice::from_ref(&reminded), NOW + 2 * DAY)
+                .actions
+                .is_empty()
+        );
         assert_eq!(
             run(&members, &[reminded], NOW + 7 * DAY).actions,
             vec![lifecycle(1, Event::Expired)]
@@ -681,7 +683,9 @@ mod tests {
             .is_empty());
         let mut k = Knock::new("@k:x", "native", NOW);
         k.id = 3;
-        assert!(run(&members, &[k.clone()], NOW).actions.is_empty());
+        assert!(run(&members, std::slice::from_ref(&k), NOW)
+            .actions
+            .is_empty());
         // Declined earlier, knocking again: a new knock, through the same intake.
         k.status = Status::Declined;
         assert!(matches!(

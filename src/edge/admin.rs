@@ -113,7 +113,7 @@ async fn authorize(
                 );
             };
             let token = req.headers().get(session::CSRF_HEADER)?;
-            if !s.allows(&req.method().to_string(), token.as_deref()) {
+            if !s.allows(req.method().as_ref(), token.as_deref()) {
                 log.event("admin_csrf_refused", &[("path", req.path().into())]);
                 return refused(
                     403,

@@ -23,11 +23,7 @@ pub enum Body {
 /// so a 10 MB upload costs no more than the limit.
 pub async fn read_limited(req: &mut Request, limit: usize) -> Result<Body> {
     if let Some(len) = req.headers().get("content-length")? {
-        if len
-            .trim()
-            .parse::<u64>()
-            .map_or(false, |n| n > limit as u64)
-        {
+        if len.trim().parse::<u64>().is_ok_and(|n| n > limit as u64) {
             return Ok(Body::TooLarge);
         }
     }

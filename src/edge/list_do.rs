@@ -70,13 +70,24 @@ pub enum ListOp {
     },
 }
 
+impl ListOp {
+    /// Whether this op only reads the list.
+    fn is_read(&self) -> bool {
+        matches!(self, ListOp::Get | ListOp::Version | ListOp::Index { .. })
+    }
+}
+
+/// An index compiled in this instance: the list's version, the policy it was compiled under, and
+/// the blob.
+type Compiled = (u64, Policy, Rc<Vec<u8>>);
+
 #[durable_object]
 pub struct ListDo {
     state: State,
     env: Env,
     list: RefCell<Option<BlockList>>,
-    /// The last index compiled here: (version, policy, blob).
-    compiled: RefCell<Option<(u64, Policy, Rc<Vec<u8>>)>>,
+    /// The last index compiled here.
+    compiled: RefCell<Option<Compiled>>,
     /// Whether this instance has checked that KV's copy is of this release's format.
     format_checked: Cell<bool>,
 }
@@ -156,9 +167,10 @@ impl DurableObject for ListDo {
             None => self.load()?,
         };
         let now = now_ms();
-        // Reads first: they answer from the copy, without the identities a change compares
-        // (a set of every row: tens of milliseconds at 100,000 entries, on every version check).
-        match op {
+        // Reads answer from the copy, without the identities a change compares (a set of every
+        // row: tens of milliseconds at 100,000 entries, on every version check).
+        let before = (!op.is_read()).then(|| identities(&list));
+        let reply = match op {
             ListOp::Version => {
                 let resp = Response::from_json(&json!({ "version": list.version }));
                 *self.list.borrow_mut() = Some(list);
@@ -176,15 +188,6 @@ impl DurableObject for ListDo {
                 let mut resp = Response::from_bytes(blob.to_vec())?;
                 resp.headers_mut().set("x-version", &version.to_string())?;
                 return Ok(resp);
-            }
-            _ => {}
-        }
-        let before = identities(&list);
-        let reply = match op {
-            ListOp::Version | ListOp::Get | ListOp::Index { .. } => {
-                // Answered above.
-                *self.list.borrow_mut() = Some(list);
-                return Response::error("not a change", 400);
             }
             ListOp::Add { entry } => {
                 let outcome = list.add(entry);
@@ -227,7 +230,8 @@ impl DurableObject for ListDo {
                 json!({ "report": report })
             }
         };
-        let changed = self.persist(&before, &list)?;
+        // Every read returned above, so a change always has its identities before.
+        let changed = self.persist(&before.unwrap_or_default(), &list)?;
         let version = list.version;
         *self.list.borrow_mut() = Some(list);
         if changed {

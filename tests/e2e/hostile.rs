@@ -156,8 +156,7 @@ fn hostile_requests_get_defined_4xx_answers_and_the_worker_keeps_serving() {
         "POST /invite_from_form HTTP/1.1\r\nHost: knock\r\nContent-Type: application/json\r\n\
                 Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20));
-    let chunks: Vec<&[u8]> = std::iter::repeat(chunk.as_bytes())
-        .take(10)
+    let chunks: Vec<&[u8]> = std::iter::repeat_n(chunk.as_bytes(), 10)
         .chain([&b"0\r\n\r\n"[..]])
         .collect();
     // A reset can still discard the reply on a busy machine (status 0: nothing was read); only
