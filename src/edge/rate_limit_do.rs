@@ -26,6 +26,21 @@ pub struct Answer {
     pub retry_after_ms: u64,
 }
 
+impl From<Verdict> for Answer {
+    fn from(v: Verdict) -> Answer {
+        match v {
+            Verdict::Allow { .. } => Answer {
+                allow: true,
+                retry_after_ms: 0,
+            },
+            Verdict::Deny { retry_after_ms } => Answer {
+                allow: false,
+                retry_after_ms,
+            },
+        }
+    }
+}
+
 thread_local! {
     /// Denials this isolate already knows about: key → the instant the client may come back.
     /// While one holds, the knock is refused without a round trip.
@@ -137,16 +152,7 @@ impl DurableObject for LimiterDo {
         if peek {
             let stored: Option<(LimiterState, u64)> = storage.get("state").await?;
             let (state, _) = stored.unwrap_or_default();
-            return Response::from_json(&match rate_limit::peek(&state, now_ms(), &quota) {
-                Verdict::Allow { .. } => Answer {
-                    allow: true,
-                    retry_after_ms: 0,
-                },
-                Verdict::Deny { retry_after_ms } => Answer {
-                    allow: false,
-                    retry_after_ms,
-                },
-            });
+            return Response::from_json(&Answer::from(rate_limit::peek(&state, now_ms(), &quota)));
         }
         // Storage calls hold the object's input gate, so this read-decide-write is atomic.
         let stored: Option<(LimiterState, u64)> = storage.get("state").await?;
@@ -167,17 +173,7 @@ impl DurableObject for LimiterDo {
             }
             self.alarm_pending.set(true);
         }
-        let answer = match verdict {
-            Verdict::Allow { .. } => Answer {
-                allow: true,
-                retry_after_ms: 0,
-            },
-            Verdict::Deny { retry_after_ms } => Answer {
-                allow: false,
-                retry_after_ms,
-            },
-        };
-        Response::from_json(&answer)
+        Response::from_json(&Answer::from(verdict))
     }
 
     async fn alarm(&self) -> Result<Response> {

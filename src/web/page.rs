@@ -65,6 +65,18 @@ pub fn link(path: &str, room: Option<&str>, extra: &[(&str, &str)]) -> String {
 }
 
 /// A whole signed-in page: navigation, room choice, sign-out, and `body` under `title`.
+/// The hidden field that keeps a form on the page's room, if it names one.
+fn room_field(ctx: &Ctx) -> String {
+    ctx.room
+        .map(|r| {
+            format!(
+                "<input type=\"hidden\" name=\"room\" value=\"{}\">",
+                escape(r)
+            )
+        })
+        .unwrap_or_default()
+}
+
 pub fn layout(ctx: &Ctx, current: &str, title: &str, body: &str) -> String {
     let mut nav = String::new();
     for (path, name) in VIEWS {
@@ -327,15 +339,7 @@ pub fn knocks(ctx: &Ctx, v: &Value, verdict: Option<&str>, user_id: Option<&str>
         };
         options.push_str(&format!("<option{sel}>{name}</option>"));
     }
-    let room_field = ctx
-        .room
-        .map(|r| {
-            format!(
-                "<input type=\"hidden\" name=\"room\" value=\"{}\">",
-                escape(r)
-            )
-        })
-        .unwrap_or_default();
+    let room_field = room_field(ctx);
     let mut body = format!(
         "<form method=\"get\" action=\"/admin/knocks\" class=\"filters\" role=\"search\">{room_field}\
          <label>Verdict <select name=\"verdict\">{options}</select></label> \
@@ -419,15 +423,7 @@ pub fn blocklist(ctx: &Ctx, v: &Value, q: Option<&str>) -> String {
                 .any(|f| f.as_str().is_some_and(|t| t.to_lowercase().contains(n))),
         })
         .collect();
-    let room_field = ctx
-        .room
-        .map(|r| {
-            format!(
-                "<input type=\"hidden\" name=\"room\" value=\"{}\">",
-                escape(r)
-            )
-        })
-        .unwrap_or_default();
+    let room_field = room_field(ctx);
     let mut body = format!(
         "<section aria-labelledby=\"add-h\"><h2 id=\"add-h\">Add an entry</h2>\
          <form id=\"add-entry\" class=\"stack\">\
